@@ -23,6 +23,19 @@ def test_bootstrap_interval_covers_mean_and_shrinks_with_more_data():
     assert (same.mean, same.lo, same.hi) == (100, 100, 100)
 
 
+def test_identical_seeds_do_not_narrow_the_interval():
+    # Every run scores the same examples: three copies of one seed are one seed's evidence.
+    x = (np.random.default_rng(1).random(40) < 0.5).astype(float)
+    one, three = bootstrap([x]), bootstrap([x, x, x])
+    assert abs((three.hi - three.lo) - (one.hi - one.lo)) < 2.5
+    rows = build_rows({"one": [{"rte": x}], "three": [{"rte": x}] * 3})
+    w = [r["cells"]["avg"].hi - r["cells"]["avg"].lo for r in rows]
+    assert abs(w[0] - w[1]) < 2.5
+    # Seeds that disagree add their spread on top of the examples'.
+    y = np.maximum(x, np.random.default_rng(2).random(40) < 0.6)  # a better seed
+    assert (bootstrap([x, y]).hi - bootstrap([x, y]).lo) > (one.hi - one.lo)
+
+
 def test_rows_markdown_csv(tmp_path):
     seeds = [{t: np.array([1.0, 0.0, 1.0, 1.0]) for t in TASKS} for _ in range(3)]
     rows = build_rows({"coreset": seeds, "vanilla": seeds[:1]})

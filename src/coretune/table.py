@@ -1,8 +1,9 @@
 """The paper-style table: accuracy per eval set, mean ± 95% interval over seeds and examples.
 
-The interval is a two-level bootstrap: resample seeds (runs) with replacement, then examples
-within each drawn run, and take the mean accuracy; 2.5th and 97.5th percentiles of 2,000
-replicates. A single seed gives the usual example bootstrap.
+The interval is a two-level bootstrap: resample seeds (runs) with replacement and the evaluation
+examples with replacement (one draw shared by all seeds, since every run scores the same
+examples), and take the mean accuracy; 2.5th and 97.5th percentiles of 2,000 replicates. A
+single seed, or seeds that agree exactly, give the usual example bootstrap.
 """
 
 from __future__ import annotations
@@ -43,16 +44,31 @@ class Cell:
 
 def bootstrap(per_seed: list[np.ndarray], reps: int = 2000, seed: int = 0) -> Cell:
     """`per_seed`: for each seed, per-example accuracy in [0, 1] (templates averaged)."""
-    rng = np.random.default_rng(seed)
-    means = np.empty(reps)
-    for r in range(reps):
-        picks = rng.integers(0, len(per_seed), len(per_seed))
-        means[r] = np.mean([per_seed[i][rng.integers(0, len(per_seed[i]), len(per_seed[i]))]
-                            .mean() for i in picks])
+    means = _replicates([{"x": x} for x in per_seed], ["x"], reps, seed)
     point = float(np.mean([x.mean() for x in per_seed]))
     lo, hi = np.percentile(means, [2.5, 97.5])
     return Cell(100 * point, 100 * lo, 100 * hi, len(per_seed),
                 int(np.mean([len(x) for x in per_seed])))
+
+
+def _replicates(seeds: list[dict[str, np.ndarray]], tasks, reps: int, seed: int) -> np.ndarray:
+    """Bootstrap means (over tasks, then drawn seeds). Runs evaluate the same examples (fixed
+    evaluation seed), so one draw of example indices per task is shared by every drawn seed:
+    independent draws would treat identical seeds as new examples and shrink the interval."""
+    rng = np.random.default_rng(seed)
+    means = np.empty(reps)
+    for r in range(reps):
+        picks = rng.integers(0, len(seeds), len(seeds))
+        idx = {}
+        for t in tasks:
+            sizes = {len(s[t]) for s in seeds}
+            n = sizes.pop()
+            idx[t] = rng.integers(0, n, n) if not sizes else None  # None: unequal, not paired
+        means[r] = np.mean([
+            np.mean([seeds[i][t][idx[t] if idx[t] is not None
+                                 else rng.integers(0, len(seeds[i][t]), len(seeds[i][t]))].mean()
+                     for t in tasks]) for i in picks])
+    return means
 
 
 def build_rows(runs: dict[str, list[dict[str, np.ndarray]]], tasks=TASKS) -> list[dict]:
@@ -74,13 +90,7 @@ def build_rows(runs: dict[str, list[dict[str, np.ndarray]]], tasks=TASKS) -> lis
 
 
 def _avg_cell(seeds: list[dict[str, np.ndarray]], tasks, reps: int = 2000) -> Cell:
-    rng = np.random.default_rng(1)
-    means = np.empty(reps)
-    for r in range(reps):
-        picks = rng.integers(0, len(seeds), len(seeds))
-        means[r] = np.mean([
-            np.mean([seeds[i][t][rng.integers(0, len(seeds[i][t]), len(seeds[i][t]))].mean()
-                     for t in tasks]) for i in picks])
+    means = _replicates(seeds, tasks, reps, seed=1)
     point = float(np.mean([np.mean([s[t].mean() for t in tasks]) for s in seeds]))
     lo, hi = np.percentile(means, [2.5, 97.5])
     return Cell(100 * point, 100 * lo, 100 * hi, len(seeds), 0)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The README's results: the four demo configs (vanilla, NLI coreset, random at the same budget,
+# NLI-related) over seeds 0,1,2 on 2 CPU cores, then `coretune table` and the README table.
+#   bash scripts/results.sh [extra `coretune run` options, e.g. --full-eval]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+runs=${CORETUNE_RESULTS_DIR:-runs/results}
+for cfg in vanilla coreset random related; do
+  start=$(date +%s)
+  .venv/bin/coretune run "configs/demo/$cfg.yaml" --seeds 0,1,2 --runs-dir "$runs" --quiet "$@"
+  echo "$cfg: $(( $(date +%s) - start ))s" | tee -a "$runs/timings.txt"
+done
+.venv/bin/coretune table "$runs" -o "$runs" --title "coretune results (3 seeds, CPU)"
+.venv/bin/python scripts/readme_results.py "$runs"
