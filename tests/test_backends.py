@@ -54,6 +54,14 @@ def test_cli_select_rejects_an_unknown_backend(cli, tmp_path):
     assert proc.returncode == 2 and "unknown backend 'spark'" in proc.stderr
 
 
+def test_cli_run_backend_flag_is_validated(cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\n")
+    proc = cli("run", cfg, "--backend", "spark", "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 2 and "field 'backend.name'" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.fixture(scope="module")
 def ray_backend():
     pytest.importorskip("ray")
@@ -126,3 +134,4 @@ def test_ray_backend_gives_byte_identical_artifacts(ray_backend, tmp_path, monke
                                quiet=True)
         for field in ("indices", "cluster", "radius"):
             assert np.array_equal(getattr(a, field), getattr(b, field), equal_nan=True), method
+

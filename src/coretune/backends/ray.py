@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,6 +177,9 @@ class RayBackend(Backend):
                         batch_size=batch_size, quiet=quiet)
 
     def _encoders(self, spec: str, max_tokens: int, device: str | None) -> tuple[list, dict]:
+        kind, _, arg = spec.partition(":")
+        if kind in ("hf", "st") and arg and Path(arg).exists():
+            spec = f"{kind}:{Path(arg).resolve()}"  # workers do not share our working dir
         key = (spec, max_tokens, device)
         if self._pool is not None and self._pool[0] == key:
             return self._pool[1], self._pool[2]
