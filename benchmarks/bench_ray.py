@@ -7,17 +7,20 @@ clusters. Both backends must produce identical embeddings, labels and selection 
 
 Timed per backend: start (local: loading the model; ray: `ray.init` of a local cluster, then
 starting the embedding actors, which load one model each), embed, cluster, select.
+Also local with one torch thread (`local_1_thread`): on a busy machine two one-thread
+processes may beat one two-thread model for reasons that are not Ray's.
 rows/s = rows / (embed + cluster + select), i.e. steady state; `rows_per_s_with_start` adds
 the start (ray: `ray.init` + actors). Best of `--repeats` interleaved runs per phase.
 overhead_s = ray's total minus local's, split into start and work.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_ray.py                  # 2000 rows, ~2 min here
+    HF_HUB_OFFLINE=1 python benchmarks/bench_ray.py                  # 2000 rows, ~7 min here
     HF_HUB_OFFLINE=1 python benchmarks/bench_ray.py --rows 20000 --num-cpus 8
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import tempfile
@@ -58,6 +61,20 @@ def run(backend, texts: list[str], args, cache: Path) -> tuple[dict, tuple]:
     return row, (np.array(x), km.labels_, sel.indices, sel.radius)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Local with one torch thread: tells Ray's gain from that of one-thread workers."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def best(rows: list[dict], n: int) -> dict:
     """Per phase, the fastest of the repeats."""
     sec = {k: min(r["seconds"][k] for r in rows) for k in rows[0]["seconds"]}
@@ -91,13 +108,15 @@ def main() -> None:
                               object_store_memory=args.object_store_mb * 2**20)
     ray_backend.connect()
     init = time.perf_counter() - t
-    runs: dict[str, list] = {"local": [], "ray": []}
+    runs: dict[str, list] = {"local": [], "ray": [], "local_1_thread": []}
     outputs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        # Interleaved, best of --repeats: the machine is shared, a slow spell hits both.
+        # Interleaved, best of --repeats: the machine is shared, a slow spell hits all.
         for r in range(args.repeats):
-            for name, backend in (("local", get_backend("local")), ("ray", ray_backend)):
-                row, outputs[name] = run(backend, texts, args, Path(tmp) / f"{name}-{r}")
+            for name in runs:
+                backend = ray_backend if name == "ray" else get_backend("local")
+                with torch_threads(1 if name == "local_1_thread" else None):
+                    row, outputs[name] = run(backend, texts, args, Path(tmp) / f"{name}-{r}")
                 runs[name].append(row)
     actors = ray_backend.actors or args.num_cpus
     shutdown()
@@ -108,7 +127,8 @@ def main() -> None:
     ray["rows_per_s_with_start"] = round(
         len(texts) / sum(ray["seconds"][k] for k in ("start", "embed", "cluster", "select")), 1)
     identical = all(np.array_equal(a, b, equal_nan=True)
-                    for a, b in zip(out_local, out_ray, strict=True))
+                    for other in (out_ray, outputs["local_1_thread"])
+                    for a, b in zip(out_local, other, strict=True))
     assert identical, "the ray backend's output differs from the local one"
     total = {n: sum(r["seconds"][k] for k in ("start", "embed", "cluster", "select"))
              for n, r in (("local", local), ("ray", ray))}
@@ -123,6 +143,7 @@ def main() -> None:
         "ray_cluster": {"num_cpus": args.num_cpus, "object_store_mb": args.object_store_mb,
                         "embedding_actors": actors, "threads_per_actor": 1},
         "local": local, "ray": ray, "identical_output": identical,
+        "local_1_thread": best(runs["local_1_thread"], len(texts)),
         "overhead_s": {"total": round(total["ray"] - total["local"], 2),
                        "start": round(ray["seconds"]["start"] - local["seconds"]["start"], 2),
                        "work": round(work["ray"] - work["local"], 2)},
