@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,9 @@ import pyarrow.parquet as pq
 
 from coretune.errors import CoretuneError
 from coretune.io import atomic_path, read_json, write_json
+
+# (x, centroids, spherical, chunk rows) -> (labels int64, Euclidean distances float32)
+AssignFn = Callable[[np.ndarray, np.ndarray, bool, int], tuple[np.ndarray, np.ndarray]]
 
 
 @contextlib.contextmanager
@@ -61,7 +64,9 @@ class KMeansClusters:
         self.chunk_size = chunk_size
         self.train_threads = train_threads
 
-    def fit(self, x: np.ndarray) -> KMeansClusters:
+    def fit(self, x: np.ndarray, assign: AssignFn | None = None) -> KMeansClusters:
+        """Fit on a seeded sample, then label every row with `assign` (default: `assign_rows`
+        here; a backend may label the chunks elsewhere, with the same chunk boundaries)."""
         import faiss
 
         n, d = self._check(x)
@@ -86,7 +91,7 @@ class KMeansClusters:
         with _faiss_threads(self.train_threads):
             km.train(sample)
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-        labels, dist = _assign(x, centroids, self.spherical, self.chunk_size)
+        labels, dist = (assign or assign_rows)(x, centroids, self.spherical, self.chunk_size)
         # Renumber by size (largest first, ties by faiss' id): stable, readable reports.
         sizes = np.bincount(labels, minlength=self.k)
         order = np.argsort(-sizes, kind="stable")
@@ -111,7 +116,7 @@ class KMeansClusters:
         if d != self.centroids_.shape[1]:
             raise CoretuneError(f"embeddings have {d} dimensions, the centroids "
                                 f"{self.centroids_.shape[1]}", field="embeddings")
-        return _assign(x, self.centroids_, self.spherical, self.chunk_size)
+        return assign_rows(x, self.centroids_, self.spherical, self.chunk_size)
 
     def report(self, tasks: Sequence[str], families: Sequence[str] | None = None,
                top: int = 3) -> pa.Table:
@@ -196,9 +201,11 @@ class KMeansClusters:
         return x.shape
 
 
-def _assign(x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid for every row, `chunk` rows at a time (memory: chunk x k floats)."""
+def assign_rows(x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid for every row, `chunk` rows at a time (memory: chunk x k floats).
+    A row's result depends on the chunk it is searched in (faiss switches between BLAS and
+    direct kernels by batch size), so distributed labelling keeps these chunk boundaries."""
     import faiss
 
     k, d = centroids.shape

@@ -60,6 +60,22 @@ class EvaluateConfig(_Section):
     batch_size: int = 16
 
 
+class BackendConfig(_Section):
+    """Where embedding, labelling and selection run; outputs are byte-identical either way,
+    so this is not part of any stage's key (a run may switch backends and resume)."""
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = Field(
+        None, description="Ray cluster: 'auto', 'ray://head:10001'; none starts a local one.")
+    num_cpus: int | None = Field(None, ge=1, description="Local Ray cluster only.")
+    num_gpus: int | None = Field(None, ge=0, description="Local Ray cluster only.")
+    object_store_memory: int | None = Field(
+        None, ge=78_643_200, description="Bytes, local Ray cluster only.")
+    actors: int | None = Field(
+        None, ge=1, description="Embedding actors (default: one per GPU, else per actor_cpus).")
+    actor_cpus: int = Field(1, ge=1, description="CPUs (torch threads) per embedding actor.")
+
+
 class RunConfig(_Section):
     name: str
     description: str = ""
@@ -72,6 +88,7 @@ class RunConfig(_Section):
     select: SelectConfig = SelectConfig()
     train: TrainConfig = TrainConfig()  # its `seed` is set per run from `seeds`
     evaluate: EvaluateConfig = EvaluateConfig()
+    backend: BackendConfig = BackendConfig()
 
 
 def _set(tree: dict, dotted: str, value) -> None:

@@ -59,8 +59,9 @@ def check_embeddings(x: np.ndarray, *, path: str | Path | None = None, row_offse
                                 row=i + 1)
 
 
-def _normalise(x: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """L2-normalise rows; a zero/non-finite row is an error naming its input position."""
+def normalise_rows(x: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (row j is input text `order[j]`); a zero/non-finite row is an error
+    naming its input position."""
     x = x.astype(np.float32, copy=False)
     norms = np.linalg.norm(x, axis=1)
     bad = ~np.isfinite(norms) | (norms == 0)
@@ -69,6 +70,18 @@ def _normalise(x: np.ndarray, order: np.ndarray) -> np.ndarray:
         raise CoretuneError(f"encoder produced a zero or NaN vector for text {i + 1} "
                             "(empty after tokenisation, or a numerically broken model?)", row=i + 1)
     return x / norms[:, None]
+
+
+def length_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """Row indices of each batch `encode` forms: longest text first. A parallel backend ships
+    exactly these batches, so its rows match the local ones bit for bit (padding and batch
+    shape change the floating-point sums)."""
+    if batch_size < 1:
+        raise CoretuneError("batch size must be at least 1", field="batch_size")
+    # Character length is a cheap proxy for token length; stable sort keeps ties in
+    # input order, so batches (and their padding) are the same on every run.
+    order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
 
 
 class _BatchEncoder:
@@ -84,16 +97,10 @@ class _BatchEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                progress: Callable[[int], None] | None = None) -> np.ndarray:
-        if batch_size < 1:
-            raise CoretuneError("batch size must be at least 1", field="batch_size")
         texts = list(texts)
         out = np.empty((len(texts), self.dim), np.float32)
-        # Character length is a cheap proxy for token length; stable sort keeps ties in
-        # input order, so batches (and their padding) are the same on every run.
-        order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            out[idx] = _normalise(self._forward([texts[i] for i in idx]), idx)
+        for idx in length_batches(texts, batch_size):
+            out[idx] = normalise_rows(self._forward([texts[i] for i in idx]), idx)
             if progress is not None:
                 progress(len(idx))
         return out

@@ -33,11 +33,15 @@ def _pool(pool_dir: Path):
     return load_pool(pool_dir / "pool.parquet")
 
 
-def _embedder(cfg: RunConfig, quiet: bool):
-    from coretune.embed import Embedder, make_encoder
+def _backend(cfg: RunConfig):
+    from coretune.backends import from_config
 
-    return Embedder(make_encoder(cfg.embed.encoder, max_tokens=cfg.embed.max_tokens),
-                    batch_size=cfg.embed.batch_size, quiet=quiet)
+    return from_config(cfg)
+
+
+def _embedder(cfg: RunConfig, quiet: bool):
+    return _backend(cfg).embedder(cfg.embed.encoder, max_tokens=cfg.embed.max_tokens,
+                                  batch_size=cfg.embed.batch_size, quiet=quiet)
 
 
 def embed_stage(cfg: RunConfig, pool_dir: Path, out: Path, quiet: bool) -> dict:
@@ -50,14 +54,13 @@ def embed_stage(cfg: RunConfig, pool_dir: Path, out: Path, quiet: bool) -> dict:
 def cluster_stage(cfg: RunConfig, pool_dir: Path, embed_dir: Path, out: Path) -> dict:
     import pyarrow.parquet as pq
 
-    from coretune.cluster import KMeansClusters
     from coretune.embed import load_embeddings
     from coretune.io import atomic_path
 
     pool = _pool(pool_dir)
     x, _ = load_embeddings(embed_dir)
-    km = KMeansClusters(cfg.cluster.k, seed=cfg.cluster.seed,
-                        sample_size=cfg.cluster.sample_size).fit(x)
+    km = _backend(cfg).fit_clusters(x, cfg.cluster.k, seed=cfg.cluster.seed,
+                                    sample_size=cfg.cluster.sample_size)
     km.save(out, pool.uids)
     families = pool.column("family") if "family" in pool.table.column_names else None
     with atomic_path(out / "report.parquet") as tmp:
@@ -85,7 +88,7 @@ def target_stage(cfg: RunConfig, pool_dir: Path, shared: Path, out: Path, quiet:
 
 def select_stage(cfg: RunConfig, pool_dir: Path, shared: Path, seed: int, out: Path) -> dict:
     from coretune.cli.select import write_subset
-    from coretune.select import SelectionResult, resolve_budget, select_rows
+    from coretune.select import SelectionResult, resolve_budget
     from coretune.select.sampling import random_rows
 
     pool = _pool(pool_dir)
@@ -112,8 +115,8 @@ def select_stage(cfg: RunConfig, pool_dir: Path, shared: Path, seed: int, out: P
         km = KMeansClusters.load(shared / "cluster")
         targets = read_json(shared / "target" / "target.json")["clusters"]
         budget = resolve_budget(_budget(cfg.select.budget), n)
-        result = select_rows(x, km.labels_, targets, budget, method, seed,
-                             centroids=km.centroids_)
+        result = _backend(cfg).select(x, km.labels_, targets, budget, method, seed,
+                                      centroids=km.centroids_)
     write_subset(pool, result, out / "subset.parquet")
     return {"selected": len(result), "share_of_pool": round(len(result) / n, 6)}
 

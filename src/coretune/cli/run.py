@@ -17,6 +17,10 @@ def run(
     runs_dir: Path = typer.Option(Path("runs"), help="Where run folders go."),
     full_eval: bool = typer.Option(False, help="Drop the evaluation caps of the config."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    backend: str = typer.Option(None, help="local | ray: where embedding, labelling and "
+                                "selection run (default: the config's backend.name)."),
+    address: str = typer.Option(None, help="Ray cluster address ('auto', 'ray://head:10001'); "
+                                "none starts a local Ray cluster."),
 ) -> None:
     """Run pool -> embed -> cluster -> target -> select -> train -> evaluate -> report.
 
@@ -34,6 +38,10 @@ def run(
     extra = list(overrides or [])
     if full_eval:
         extra += ["evaluate.max_examples=", "evaluate.max_templates="]
+    if backend:
+        extra.append(f"backend.name={backend}")
+    if address:
+        extra.append(f"backend.address={address}")
     cfg = load_config(config, extra, with_)
     chosen = None
     if seeds:

@@ -38,12 +38,15 @@ def select(
     top: int = typer.Option(None, help="Keep the top M clusters by target evidence instead."),
     probes: int = typer.Option(1000, help="Probe prompts for --target nli."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    backend: str = typer.Option("local", help="local | ray: where embedding, labelling and "
+                                "selection run (same output either way)."),
+    address: str = typer.Option(None, help="Ray cluster address ('auto', 'ray://head:10001'); "
+                                "none starts a local Ray cluster."),
 ) -> None:
     """Select a small, representative subset of the target task's rows from a pool."""
-    from coretune.cluster import KMeansClusters
+    from coretune.backends import get_backend
     from coretune.data.pool import load_pool
-    from coretune.embed import Embedder, make_encoder
-    from coretune.select import METHODS, resolve_budget, select_rows
+    from coretune.select import METHODS, resolve_budget
     from coretune.target import TargetClusters, parse_target
 
     # Everything a user can get wrong is checked before the slow part.
@@ -55,6 +58,7 @@ def select(
     for out in output_paths(output).values():
         if pool.exists() and out.exists() and out.resolve() == pool.resolve():
             raise CoretuneError("output would overwrite the pool file", path=out)
+    runner = get_backend(backend, address)  # unknown backend / Ray missing: fail now
     spec = parse_target(target)
     finder = TargetClusters(spec, threshold=threshold, top=top, n_probes=probes, seed=seed)
     data = load_pool(pool)
@@ -72,14 +76,15 @@ def select(
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     start = time.perf_counter()
-    embedder = Embedder(make_encoder(encoder, max_tokens=max_tokens, device=device),
-                        cache_dir=cache_dir, batch_size=batch_size, quiet=quiet)
+    embedder = runner.embedder(encoder, max_tokens=max_tokens, batch_size=batch_size,
+                               device=device, cache_dir=cache_dir, quiet=quiet)
     x = embedder.embed(data.prompts)
     n_cached, n_encoded = embedder.n_cached_, embedder.n_encoded_
-    clusters = KMeansClusters(k, seed=seed).fit(x)
+    clusters = runner.fit_clusters(x, k, seed=seed)
     finder.fit(clusters, data, embedder)
-    result = select_rows(x, clusters.labels_, finder.clusters_, count, method, seed,
-                         centroids=clusters.centroids_, quiet=quiet)
+    result = runner.select(x, clusters.labels_, finder.clusters_, count, method, seed,
+                           centroids=clusters.centroids_, quiet=quiet)
+    runner.close()
     paths = write_subset(data, result, output)
     _print_summary(finder, clusters, n, n_cached, n_encoded, len(result), method, paths,
                    time.perf_counter() - start)

@@ -30,7 +30,8 @@ from coretune.select.similarity import (
 
 METHODS = ("kcenter", "random", "topk", "leastk", "mixed", "all")
 
-__all__ = ["METHODS", "KCenterGreedy", "SelectionResult", "check_embeddings", "resolve_budget",
+__all__ = ["METHODS", "ClusterTask", "KCenterGreedy", "SelectionPlan", "SelectionResult",
+           "check_embeddings", "gather", "plan_selection", "resolve_budget", "select_cluster",
            "select_rows", "split_budget"]
 
 
@@ -69,17 +70,41 @@ class SelectionResult:
         })
 
 
-def select_rows(embeddings: np.ndarray, labels: np.ndarray, target_clusters: Sequence[int],
-                budget: int, method: str, seed: int, centroids: np.ndarray | None = None, *,
-                device: str = "cpu", n_jobs: int | None = None, quiet: bool = False
-                ) -> SelectionResult:
-    """Select `budget` rows of the target clusters with `method` (see the module docstring).
+@dataclass(frozen=True)
+class ClusterTask:
+    """One target cluster's share of a selection: its pool rows and how many to pick."""
 
-    `embeddings` [n, d] (float32 preferred; any float is converted), `labels` [n] the cluster
-    of each row, `centroids` [n_clusters, d] for the similarity samplers (default: the mean of
-    each cluster's normalised rows). A budget larger than the target set, unknown methods,
-    bad shapes and NaN/zero rows raise `CoretuneError`.
-    """
+    cluster: int
+    rows: np.ndarray  # int64 pool rows of the cluster, ascending
+    share: int
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """A validated selection, split into independent per-cluster tasks (cluster-id order)."""
+
+    x: np.ndarray  # float32 embeddings (may be a memory map)
+    inv_norm: np.ndarray | None  # inverse row norms when the rows are not unit length
+    tasks: list[ClusterTask]
+    method: str
+    seed: int
+    centroids: np.ndarray | None
+
+    def inputs(self, task: ClusterTask) -> tuple[np.ndarray | None, np.ndarray | None,
+                                                  np.ndarray | None]:
+        """The cluster's own rows, inverse norms and centre: all `select_cluster` reads (a
+        remote task gets only these, never the whole matrix)."""
+        if self.method in ("all", "random"):
+            return None, None, None
+        sub_inv = self.inv_norm[task.rows] if self.inv_norm is not None else None
+        centre = self.centroids[task.cluster] if self.centroids is not None else None
+        return np.asarray(self.x[task.rows]), sub_inv, centre
+
+
+def plan_selection(embeddings: np.ndarray, labels: np.ndarray, target_clusters: Sequence[int],
+                   budget: int, method: str, seed: int, centroids: np.ndarray | None = None
+                   ) -> SelectionPlan:
+    """Validate the arguments of `select_rows` and split the budget between the clusters."""
     if method not in METHODS:
         raise CoretuneError(f"unknown method '{method}' (one of {', '.join(METHODS)})",
                             field="method")
@@ -109,32 +134,57 @@ def select_rows(embeddings: np.ndarray, labels: np.ndarray, target_clusters: Seq
                 or centroids.shape[0] <= max(targets) or min(targets) < 0:
             raise CoretuneError(f"centroids of shape {centroids.shape} do not cover clusters "
                                 f"{targets} of {x.shape[1]}-d embeddings", field="centroids")
+    else:
+        centroids = None  # only the similarity samplers read them
+    tasks = [ClusterTask(c, rows_of[c].astype(np.int64), shares[c]) for c in targets
+             if shares[c]]
+    return SelectionPlan(x, inv_norm, tasks, method, int(seed), centroids)
 
+
+def select_cluster(method: str, seed: int, cluster: int, rows: np.ndarray, share: int,
+                   x_rows: np.ndarray | None = None, inv_norm_rows: np.ndarray | None = None,
+                   centre: np.ndarray | None = None, *, device: str = "cpu",
+                   n_jobs: int | None = None, quiet: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pool rows, their cluster, radius) picked in one cluster; reads only that cluster's
+    rows (`x_rows` = embeddings[rows]), so any backend may run it anywhere."""
     from threadpoolctl import threadpool_limits
 
-    picked, clusters, radii = [], [], []
-    for c in targets:
-        rows, share = rows_of[c], shares[c]
-        if share == 0:
-            continue
-        rng = np.random.default_rng([int(seed), c])
-        radius = np.full(share, np.nan, np.float32)
-        if method == "all":
-            chosen = rows
-        elif method == "random":
-            chosen = random_rows(rows, share, rng)
-        elif method == "kcenter":
-            fit = KCenterGreedy(share, seed=[int(seed), c], device=device, n_jobs=n_jobs,
-                                quiet=quiet).fit(x[rows])
-            chosen, radius = rows[fit.indices_], fit.radii_
-        else:
-            sub_inv = inv_norm[rows] if inv_norm is not None else None
-            centre = centroids[c] if centroids is not None else None
-            with threadpool_limits(limits=1, user_api="blas"):  # thread-count-proof values
-                sim = centroid_similarity(x[rows], sub_inv, centre)
-            chosen = rows[rank_by_similarity(sim, share, method)]
-        picked.append(np.asarray(chosen, np.int64))
-        clusters.append(np.full(len(chosen), c, np.int64))
-        radii.append(np.asarray(radius, np.float32))
-    return SelectionResult(np.concatenate(picked), np.concatenate(clusters),
-                           np.concatenate(radii))
+    rng = np.random.default_rng([int(seed), cluster])
+    radius = np.full(share, np.nan, np.float32)
+    if method == "all":
+        chosen = rows
+    elif method == "random":
+        chosen = random_rows(rows, share, rng)
+    elif method == "kcenter":
+        fit = KCenterGreedy(share, seed=[int(seed), cluster], device=device, n_jobs=n_jobs,
+                            quiet=quiet).fit(x_rows)
+        chosen, radius = rows[fit.indices_], fit.radii_
+    else:
+        with threadpool_limits(limits=1, user_api="blas"):  # thread-count-proof values
+            sim = centroid_similarity(x_rows, inv_norm_rows, centre)
+        chosen = rows[rank_by_similarity(sim, share, method)]
+    return (np.asarray(chosen, np.int64), np.full(len(chosen), cluster, np.int64),
+            np.asarray(radius, np.float32))
+
+
+def gather(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> SelectionResult:
+    """Per-cluster results (in cluster-id order) as one SelectionResult."""
+    return SelectionResult(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+
+
+def select_rows(embeddings: np.ndarray, labels: np.ndarray, target_clusters: Sequence[int],
+                budget: int, method: str, seed: int, centroids: np.ndarray | None = None, *,
+                device: str = "cpu", n_jobs: int | None = None, quiet: bool = False
+                ) -> SelectionResult:
+    """Select `budget` rows of the target clusters with `method` (see the module docstring).
+
+    `embeddings` [n, d] (float32 preferred; any float is converted), `labels` [n] the cluster
+    of each row, `centroids` [n_clusters, d] for the similarity samplers (default: the mean of
+    each cluster's normalised rows). A budget larger than the target set, unknown methods,
+    bad shapes and NaN/zero rows raise `CoretuneError`.
+    """
+    plan = plan_selection(embeddings, labels, target_clusters, budget, method, seed, centroids)
+    return gather([select_cluster(method, plan.seed, t.cluster, t.rows, t.share,
+                                  *plan.inputs(t), device=device, n_jobs=n_jobs, quiet=quiet)
+                   for t in plan.tasks])
