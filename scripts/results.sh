@@ -7,10 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 runs=${CORETUNE_RESULTS_DIR:-runs/results}
+# Stage times come from the runs' manifests (scripts/readme_results.py puts them in README).
 for cfg in vanilla coreset random related; do
-  start=$(date +%s)
   .venv/bin/coretune run "configs/demo/$cfg.yaml" --seeds 0,1,2 --runs-dir "$runs" --quiet "$@"
-  echo "$cfg: $(( $(date +%s) - start ))s" | tee -a "$runs/timings.txt"
 done
 .venv/bin/coretune table "$runs" -o "$runs" --title "coretune results (3 seeds, CPU)"
 .venv/bin/python scripts/readme_results.py "$runs"

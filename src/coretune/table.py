@@ -56,18 +56,18 @@ def _replicates(seeds: list[dict[str, np.ndarray]], tasks, reps: int, seed: int)
     evaluation seed), so one draw of example indices per task is shared by every drawn seed:
     independent draws would treat identical seeds as new examples and shrink the interval."""
     rng = np.random.default_rng(seed)
+    # Examples are paired when every seed scored the same number of them (same caps).
+    paired = [t for t in tasks if len({len(s[t]) for s in seeds}) == 1]
+
+    def draw(a: np.ndarray, t: str, idx: dict) -> np.ndarray:
+        return a[idx[t]] if t in idx else a[rng.integers(0, len(a), len(a))]
+
     means = np.empty(reps)
     for r in range(reps):
         picks = rng.integers(0, len(seeds), len(seeds))
-        idx = {}
-        for t in tasks:
-            sizes = {len(s[t]) for s in seeds}
-            n = sizes.pop()
-            idx[t] = rng.integers(0, n, n) if not sizes else None  # None: unequal, not paired
-        means[r] = np.mean([
-            np.mean([seeds[i][t][idx[t] if idx[t] is not None
-                                 else rng.integers(0, len(seeds[i][t]), len(seeds[i][t]))].mean()
-                     for t in tasks]) for i in picks])
+        idx = {t: rng.integers(0, len(seeds[0][t]), len(seeds[0][t])) for t in paired}
+        means[r] = np.mean([np.mean([draw(seeds[i][t], t, idx).mean() for t in tasks])
+                            for i in picks])
     return means
 
 

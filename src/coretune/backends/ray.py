@@ -229,16 +229,18 @@ class RayBackend(Backend):
         running: dict[Any, int] = {}
         with tqdm(total=len(items), desc=desc, disable=quiet or len(items) < 2,
                   dynamic_ncols=True) as bar:
-            for i, item in enumerate(items):
-                while len(running) >= limit:
-                    done, _ = ray.wait(list(running), num_returns=1)
-                    results[running.pop(done[0])] = ray.get(done[0])
-                    bar.update()
-                running[submit(item)] = i
-            while running:
+
+            def collect() -> None:
                 done, _ = ray.wait(list(running), num_returns=1)
                 results[running.pop(done[0])] = ray.get(done[0])
                 bar.update()
+
+            for i, item in enumerate(items):
+                while len(running) >= limit:
+                    collect()
+                running[submit(item)] = i
+            while running:
+                collect()
         return results
 
     def assign(self, x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int,
