@@ -1,0 +1,159 @@
+"""Paired comparisons of runs scored on the same evaluation examples, and the budget knee.
+
+Every run of a sweep scores the same examples and templates (fixed evaluation seed), so the
+difference between two runs is taken example by example: a paired bootstrap for the interval
+and a paired sign-flip test for the p-value. Both are far tighter than comparing two unpaired
+intervals by overlap, which is never done here.
+
+Input shape used throughout: a run is a list of seeds, each seed a dict {task: per-example
+accuracy in [0, 1]} (templates averaged), examples in the same order in every run. When two
+runs have the same number of seeds, seed i of one is paired with seed i of the other (the same
+sampling seed); otherwise seeds are resampled independently for each run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+from coretune.errors import CoretuneError
+
+Run = Sequence[dict[str, np.ndarray]]
+EXACT_FLIPS = 16  # at most 2**16 sign patterns are enumerated exactly; above that, sampled
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Difference a - b in accuracy points, with a 95% paired-bootstrap interval and the
+    two-sided p-value of a paired sign-flip test."""
+
+    delta: float
+    lo: float
+    hi: float
+    p: float
+    n_examples: int
+
+    def text(self) -> str:
+        return f"{self.delta:+.1f} [{self.lo:+.1f}, {self.hi:+.1f}] p={self.p:.3g}"
+
+
+def _tasks(a: Run, b: Run, tasks: Sequence[str] | None) -> list[str]:
+    if not a or not b:
+        raise CoretuneError("a paired comparison needs at least one seed on each side")
+    common = [t for t in (tasks or a[0]) if all(t in s for s in (*a, *b))]
+    if not common:
+        raise CoretuneError("the two runs share no evaluation set")
+    for t in common:
+        sizes = {len(s[t]) for s in (*a, *b)}
+        if len(sizes) != 1:
+            raise CoretuneError(f"eval set {t!r}: runs scored different numbers of examples "
+                                f"{sorted(sizes)}; a paired comparison needs the same examples")
+    return common
+
+
+def _mean_over_seeds(run: Run, task: str) -> np.ndarray:
+    return np.mean([np.asarray(s[task], dtype=np.float64) for s in run], axis=0)
+
+
+def accuracy(run: Run, tasks: Sequence[str]) -> float:
+    """Mean accuracy in points: over tasks, of the mean over seeds and examples."""
+    return 100 * float(np.mean([_mean_over_seeds(run, t).mean() for t in tasks]))
+
+
+def paired_delta(a: Run, b: Run, tasks: Sequence[str] | None = None, *, reps: int = 2000,
+                 flips: int = 10000, seed: int = 0) -> Delta:
+    """Δ = accuracy(a) - accuracy(b), in points, averaged over `tasks` (each task weighs the
+    same, as in the table's Avg column). Identical runs give Δ = 0 with a zero-width interval
+    and p = 1."""
+    tasks = _tasks(a, b, tasks)
+    rng = np.random.default_rng(seed)
+    diffs = [_mean_over_seeds(a, t) - _mean_over_seeds(b, t) for t in tasks]
+    point = float(np.mean([d.mean() for d in diffs]))
+    reps_ = _bootstrap(a, b, tasks, reps, rng)
+    lo, hi = np.percentile(reps_, [2.5, 97.5])
+    p = sign_flip_p(diffs, flips=flips, rng=rng)
+    return Delta(100 * point, 100 * float(lo), 100 * float(hi), p,
+                 int(sum(len(d) for d in diffs)))
+
+
+def _bootstrap(a: Run, b: Run, tasks: list[str], reps: int, rng) -> np.ndarray:
+    """Replicates of Δ: one draw of example indices per task shared by both runs (pairing),
+    seeds drawn jointly when the runs have as many seeds, else independently."""
+    stacks = {t: (np.stack([s[t] for s in a]).astype(np.float64),
+                  np.stack([s[t] for s in b]).astype(np.float64)) for t in tasks}
+    joint = len(a) == len(b)
+    out = np.empty(reps)
+    for r in range(reps):
+        sa = rng.integers(0, len(a), len(a))
+        sb = sa if joint else rng.integers(0, len(b), len(b))
+        per_task = []
+        for t in tasks:
+            xa, xb = stacks[t]
+            idx = rng.integers(0, xa.shape[1], xa.shape[1])
+            per_task.append(xa[sa][:, idx].mean() - xb[sb][:, idx].mean())
+        out[r] = np.mean(per_task)
+    return out
+
+
+def sign_flip_p(diffs: Sequence[np.ndarray], *, flips: int = 10000, rng=None) -> float:
+    """Two-sided p-value of the paired sign-flip (permutation) test of mean difference 0.
+
+    `diffs`: per task, the per-example differences a - b. Under the null each example's sign
+    is exchangeable; the statistic is the mean over tasks of the mean difference. Exact
+    enumeration when at most EXACT_FLIPS examples differ, else `flips` random patterns
+    (p = (1 + hits) / (1 + flips), never 0)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    weights = np.concatenate([np.full(len(d), 1.0 / (len(d) * len(diffs))) for d in diffs])
+    d = np.concatenate([np.asarray(x, dtype=np.float64) for x in diffs]) * weights
+    d = d[d != 0]
+    if len(d) == 0:
+        return 1.0
+    observed = abs(d.sum()) - 1e-12
+    if len(d) <= EXACT_FLIPS:
+        signs = np.array(list(product((1.0, -1.0), repeat=len(d))))
+        return float(np.mean(np.abs(signs @ d) >= observed))
+    signs = rng.choice((1.0, -1.0), size=(flips, len(d)))
+    hits = int(np.sum(np.abs(signs @ d) >= observed))
+    return (1 + hits) / (1 + flips)
+
+
+def baselines(labels: Sequence[int], n_choices: int) -> dict[str, float]:
+    """Accuracy (points) of always answering the most common label, and of uniform chance."""
+    labels = np.asarray(labels)
+    if len(labels) == 0 or n_choices < 1:
+        raise CoretuneError("baselines need at least one label and one choice")
+    majority = np.bincount(labels, minlength=n_choices).max() / len(labels)
+    return {"majority": 100 * float(majority), "chance": 100.0 / n_choices}
+
+
+@dataclass(frozen=True)
+class Knee:
+    """The smallest budget whose accuracy is not significantly below the best budget's and
+    within `tol` points of it; `vs_best` is that budget's Δ against the best one."""
+
+    budget: object
+    best: object
+    vs_best: Delta
+
+
+def knee(curve: Sequence[tuple[object, Run]], *, tol: float = 1.0, alpha: float = 0.05,
+         tasks: Sequence[str] | None = None, seed: int = 0) -> Knee:
+    """`curve`: (budget, run) in increasing budget order. A budget qualifies when its point
+    Δ against the best budget is ≥ -tol points and the paired sign-flip test does not find it
+    below the best at level `alpha`; the first that qualifies is the knee (the best budget
+    always qualifies, so there is always one)."""
+    if not curve:
+        raise CoretuneError("knee: empty curve")
+    budgets = [b for b, _ in curve]
+    if len(set(map(str, budgets))) != len(budgets):
+        raise CoretuneError(f"knee: duplicate budgets in {budgets}")
+    tasks = _tasks(curve[0][1], curve[-1][1], tasks)
+    best = int(np.argmax([accuracy(run, tasks) for _, run in curve]))
+    for budget, run in curve:
+        d = paired_delta(run, curve[best][1], tasks, seed=seed)
+        if d.delta >= -tol and (d.p >= alpha or d.delta >= 0):
+            return Knee(budget, curve[best][0], d)
+    raise AssertionError("unreachable: the best budget always qualifies")

@@ -1,0 +1,104 @@
+"""Paired statistics and the knee, on constructed data with known answers."""
+
+import numpy as np
+import pytest
+
+from coretune.compare import accuracy, baselines, knee, paired_delta, sign_flip_p
+from coretune.errors import CoretuneError
+
+
+def _run(*seeds):
+    return [{"rte": np.asarray(s, dtype=float)} for s in seeds]
+
+
+def test_identical_runs_have_zero_width_interval_at_zero():
+    rng = np.random.default_rng(1)
+    seeds = [rng.integers(0, 2, 200) for _ in range(3)]  # seeds that disagree with each other
+    d = paired_delta(_run(*seeds), _run(*seeds))
+    assert (d.delta, d.lo, d.hi, d.p) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_known_shift_of_k_answers():
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 2, 100)
+    wrong = np.flatnonzero(base == 0)[:12]
+    better = base.copy()
+    better[wrong] = 1  # 12 of 100 examples fixed, nothing broken
+    d = paired_delta(_run(better), _run(base))
+    assert d.delta == pytest.approx(12.0)
+    assert 0 < d.lo <= 12.0 <= d.hi
+    # all 12 differences point the same way: exact p = 2 / 2**12
+    assert d.p == pytest.approx(2 / 2**12)
+
+
+def test_sign_flip_p_on_constructed_example():
+    # 3 examples +1, 1 example -1: of 16 sign patterns, |sum| >= 2 in 10 (sum 4: 2, sum 2: 8)
+    assert sign_flip_p([np.array([1.0, 1.0, 1.0, -1.0])]) == pytest.approx(10 / 16)
+    assert sign_flip_p([np.zeros(5)]) == 1.0
+
+
+def test_sampled_sign_flip_agrees_with_exact_scale():
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.1, 1.0, 400)
+    p = sign_flip_p([d], flips=4000, rng=np.random.default_rng(0))
+    # normal approximation of the same test
+    from math import erf, sqrt
+    z = abs(d.mean()) / (np.sqrt((d**2).mean()) / sqrt(len(d)))
+    assert abs(p - (1 - erf(z / sqrt(2)))) < 0.03
+
+
+def test_mismatched_examples_are_refused():
+    with pytest.raises(CoretuneError, match="same examples"):
+        paired_delta(_run([1, 0, 1]), _run([1, 0]))
+
+
+def test_baselines():
+    b = baselines([0, 0, 0, 1, 2, 0], n_choices=3)
+    assert b["majority"] == pytest.approx(100 * 4 / 6)
+    assert b["chance"] == pytest.approx(100 / 3)
+
+
+def _curve(levels, n=400, seeds=2, noise=0.0, seed=0):
+    """Per-example accuracy with a given mean per budget; each budget's examples are the
+    previous budget's plus some fixed (nested improvements, as a real sweep shows)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    curve = []
+    for i, level in enumerate(levels):
+        runs = []
+        for _ in range(seeds):
+            x = np.zeros(n)
+            x[order[: int(round(level * n))]] = 1
+            flip = rng.random(n) < noise
+            x[flip] = 1 - x[flip]
+            runs.append(x)
+        curve.append((f"b{i}", _run(*runs)))
+    return curve
+
+
+def test_knee_flat_curve_is_the_smallest_budget():
+    k = knee(_curve([0.6, 0.6, 0.6, 0.6]))
+    assert k.budget == "b0"
+
+
+def test_knee_monotone_curve_is_the_best_budget():
+    k = knee(_curve([0.40, 0.50, 0.60, 0.70]))
+    assert k.budget == "b3" and k.best == "b3"
+
+
+def test_knee_saturating_curve():
+    k = knee(_curve([0.40, 0.55, 0.70, 0.705]))
+    assert k.budget == "b2" and k.best == "b3"
+    assert k.vs_best.delta == pytest.approx(-0.5, abs=0.01)
+
+
+def test_knee_noisy_plateau_within_tolerance():
+    k = knee(_curve([0.30, 0.60, 0.605, 0.60], noise=0.02, seed=4), tol=1.0)
+    assert k.budget == "b1"
+    assert accuracy(_curve([0.5])[0][1], ["rte"]) == pytest.approx(50.0)
+
+
+def test_knee_rejects_duplicate_budgets():
+    c = _curve([0.5, 0.6])
+    with pytest.raises(CoretuneError, match="duplicate"):
+        knee([c[0], ("b0", c[1][1])])

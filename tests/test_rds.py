@@ -1,0 +1,49 @@
+"""RDS+ round-robin selection on geometries with a known answer."""
+
+import numpy as np
+import pytest
+
+from coretune.errors import CoretuneError
+from coretune.select.rds import rds_order
+
+
+def _unit(angles_deg):
+    a = np.radians(np.asarray(angles_deg, dtype=np.float64))
+    return np.stack([np.cos(a), np.sin(a)], axis=1).astype(np.float32)
+
+
+def test_round_robin_alternates_between_queries():
+    # rows at 0, 5, 10 degrees near query A (0 deg); rows at 90, 85 near query B (90 deg)
+    x = _unit([10, 90, 0, 85, 5, 45])
+    q = _unit([0, 90])
+    assert rds_order(x, q, 5).tolist() == [2, 1, 4, 3, 0]
+    # once B's near rows are gone it takes the next nearest free row (45 deg)
+    assert rds_order(x, q, 6).tolist() == [2, 1, 4, 3, 0, 5]
+
+
+def test_prefix_property_and_no_duplicates():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[rng.choice(500, 7, replace=False)] + 0.1
+    full = rds_order(x, q, 120)
+    assert len(set(full.tolist())) == 120
+    for b in (1, 7, 30, 119):
+        assert rds_order(x, q, b).tolist() == full[:b].tolist()
+
+
+def test_exact_ties_resolve_by_row_index():
+    x = np.repeat(_unit([0, 30]), 4, axis=0)  # four copies of each row
+    order = rds_order(x, _unit([0]), 5)
+    assert order.tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("budget", [0, 7])
+def test_budget_out_of_range(budget):
+    with pytest.raises(CoretuneError, match="budget"):
+        rds_order(_unit([0, 1, 2, 3, 4, 5]), _unit([0]), budget)
+
+
+def test_dimension_mismatch():
+    with pytest.raises(CoretuneError, match="dimensions"):
+        rds_order(_unit([0, 1]), np.ones((1, 3), dtype=np.float32), 1)
