@@ -183,6 +183,9 @@ def test_auto_cut_finds_a_known_target_share_without_tuning(tmp_path):
     # The old rule keeps the cluster with 2 stray probes (density 0.95 >= 0.25).
     old = TargetClusters(f"probe:{path}", rule="density", reference="goal").fit(km, pool, emb)
     assert len(old.clusters_) == 3 and old.precision_ == pytest.approx(2 / 3)
+    # coverage: densest clusters until they hold 90% of the probes (40 of 42 here)
+    cov = TargetClusters(f"probe:{path}", rule="coverage", reference="goal").fit(km, pool, emb)
+    assert np.array_equal(cov.mask_, goal)
     # threshold and top stay overrides of the automatic rule
     assert TargetClusters(f"probe:{path}", threshold=0.25).fit(km, pool, emb).rule_ == "threshold"
     assert len(TargetClusters(f"probe:{path}", top=1).fit(km, pool, emb).clusters_) == 1

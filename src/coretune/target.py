@@ -18,6 +18,8 @@ The rule (`rule=`):
   metadata target, share of matching rows) and the prefix with the best F1 is taken: for a
   metadata target the F1 against the named rows is exact; for probes it is estimated by
   assuming the target rows are spread over clusters like the probes.
+- `coverage`: for recall. Clusters in the same ranking until they hold `COVERAGE` (90%) of
+  the probes (of the matching rows, for a metadata target).
 - `density`: the old rule, probe density >= `threshold` (0.25; tuned on the NLI-heavy
   sample pool, it keeps far too many clusters where NLI is a 5% minority); for a metadata
   target, share of matching rows >= `threshold` (0.5).
@@ -40,12 +42,18 @@ from coretune.cluster import KMeansClusters, _members
 from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
 from coretune.io import read_jsonl
+from coretune.target_cut import (  # noqa: F401 (re-exported)
+    COVERAGE,
+    auto_cut,
+    coverage_cut,
+    density_order,
+    prefix_f1,
+)
 
 METADATA_KINDS = ("tasks", "family", "keywords")
 PROBE_DENSITY = 0.25  # the old (`density`) probe rule, see TargetClusters
 METADATA_SHARE = 0.5  # the old (`density`) metadata rule
-RULES = ("auto", "density")
-PI_PROBE_SHARE = 0.25  # auto_cut: the densest clusters holding this share of probes set pi
+RULES = ("auto", "coverage", "density")
 SPEC_HELP = "nli, tasks:NAME,..., family:NAME, keywords:WORD,..., probe:FILE.jsonl"
 
 
@@ -176,51 +184,6 @@ def metadata_mask(pool: Pool, spec: TargetSpec) -> np.ndarray:
     raise ValueError(f"not a metadata spec: {spec}")
 
 
-def density_order(hits: np.ndarray, sizes: np.ndarray, min_hits: int = 1) -> np.ndarray:
-    """Cluster ids with at least `min_hits` hits, densest first (probe share / row share);
-    ties: more hits first, then lower id (deterministic)."""
-    density = hits / np.maximum(sizes, 1)  # proportional to probe density: same order
-    ids = np.flatnonzero((hits >= min_hits) & (sizes > 0))
-    return ids[np.lexsort((ids, -hits[ids], -density[ids]))]
-
-
-def prefix_f1(order: np.ndarray, sizes: np.ndarray, target_rows: np.ndarray,
-              total_target: float) -> np.ndarray:
-    """F1 of taking the first j+1 clusters of `order` (for each j), given the target rows in
-    each cluster and the total: 2 TP / (rows taken + total target rows)."""
-    tp = np.cumsum(target_rows[order], dtype=np.float64)
-    rows = np.cumsum(sizes[order], dtype=np.float64)
-    return 2 * tp / np.maximum(rows + total_target, 1e-12)
-
-
-def auto_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
-             pi_share: float = PI_PROBE_SHARE) -> tuple[np.ndarray, dict]:
-    """The `auto` probe rule: chosen clusters (bool [k]) and the estimate behind the cut.
-
-    Model: the pool's target rows are spread over clusters like the probes, so cluster c
-    holds about pi * n * hits_c / P of them (at most its size), pi the target share of the
-    pool. pi comes from the data: the densest clusters holding `pi_share` of the probes are
-    taken as pure target (pi = their row share / their probe share), an upper bound under the
-    model; overestimating pi only moves the cut towards recall. The density-ranked prefix
-    with the best estimated F1 is chosen. No threshold is tuned per pool."""
-    k, n, p = len(sizes), float(sizes.sum()), float(hits.sum())
-    order = density_order(hits, sizes, min_hits)
-    if not len(order):
-        return np.zeros(k, bool), {"pi": None, "estimated_f1": None}
-    probe_cum = np.cumsum(hits[order]) / p
-    top = order[: int(np.searchsorted(probe_cum, pi_share)) + 1]
-    pi = min(1.0, (sizes[top].sum() / n) / (hits[top].sum() / p))
-    target = np.minimum(sizes, pi * n * hits / p)
-    f1 = prefix_f1(order, sizes, target, pi * n)
-    j = int(np.argmax(f1))
-    chosen = np.zeros(k, bool)
-    chosen[order[: j + 1]] = True
-    est_tp = float(target[order[: j + 1]].sum())
-    return chosen, {"pi": round(pi, 6), "estimated_f1": round(float(f1[j]), 4),
-                    "estimated_recall": round(est_tp / (pi * n), 4),
-                    "estimated_precision": round(est_tp / sizes[chosen].sum(), 4)}
-
-
 class TargetClusters:
     """Pick the target clusters of a fitted `KMeansClusters` for a target spec.
 
@@ -315,6 +278,9 @@ class TargetClusters:
             chosen[order[hits[order] > 0]] = True
         elif self.rule_ == "auto":
             chosen, self.cut_ = auto_cut(hits, sizes, min_hits=self.min_hits)
+        elif self.rule_ == "coverage":
+            chosen = coverage_cut(hits, sizes, min_hits=self.min_hits)
+            self.cut_ = {"coverage": COVERAGE}
         else:
             floor = PROBE_DENSITY if self.threshold is None else self.threshold
             chosen = (hits >= self.min_hits) & (density >= floor)
@@ -329,6 +295,8 @@ class TargetClusters:
                 f"{sizes[c] / sizes.sum():.1%} of rows (density {density[c]:.2f}")
         if self.rule_ == "auto":
             return text + f"; auto cut, est. F1 {self.cut_['estimated_f1']:.2f})"
+        if self.rule_ == "coverage":
+            return text + f"; densest clusters holding {COVERAGE:.0%} of probes)"
         floor = PROBE_DENSITY if self.threshold is None else self.threshold
         return text + f" >= {floor:g})"
 
@@ -348,6 +316,10 @@ class TargetClusters:
             chosen[order[: j + 1]] = True
             self.cut_ = {"f1": round(float(f1[j]), 4)}
             label = f"auto cut by share of {self.spec} rows (F1 {f1[j]:.2f})"
+        elif self.rule_ == "coverage":
+            chosen = coverage_cut(rows, sizes, min_hits=1)
+            self.cut_ = {"coverage": COVERAGE}
+            label = f"clusters holding {COVERAGE:.0%} of {self.spec} rows"
         else:
             threshold = METADATA_SHARE if self.threshold is None else self.threshold
             chosen = (rows > 0) & (share >= threshold)
