@@ -178,8 +178,9 @@ def test_auto_cut_finds_a_known_target_share_without_tuning(tmp_path):
     assert auto.rule_ == "auto"
     assert np.array_equal(auto.mask_, goal), auto.summary()  # exactly the 10% target rows
     assert auto.recall_ == 1.0 and auto.precision_ == 1.0
-    # pi (the target share) is estimated from the probes: 0.05 rows per 0.476 of probes
-    assert auto.cut_["pi"] == pytest.approx(0.05 / (20 / 42), rel=1e-3)
+    # pi (the target share) from the densest clusters holding half the probes: both target
+    # clusters, 10% of the rows for 40 of the 42 probes
+    assert auto.cut_["pi"] == pytest.approx(0.10 / (40 / 42), rel=1e-3)
     # The old rule keeps the cluster with 2 stray probes (density 0.95 >= 0.25).
     old = TargetClusters(f"probe:{path}", rule="density", reference="goal").fit(km, pool, emb)
     assert len(old.clusters_) == 3 and old.precision_ == pytest.approx(2 / 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PI_PROBE_SHARE = 0.25  # auto_cut: the densest clusters holding this share of probes set pi
+PI_PROBE_SHARE = 0.5  # auto_cut: the densest clusters holding this share of probes set pi
 COVERAGE = 0.9  # coverage_cut: share of the evidence the chosen clusters hold
 
 
