@@ -13,7 +13,7 @@ from coretune.cluster import KMeansClusters
 from coretune.data.pool import Pool
 from coretune.embed import Embedder, make_encoder
 from coretune.errors import CoretuneError
-from coretune.target import TargetClusters, nli_probe_prompts, parse_target
+from coretune.target import TargetClusters, density_order, nli_probe_prompts, parse_target
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,16 @@ def test_nli_probes_are_seeded_unlabelled_and_cover_every_eval_set():
 
 def test_probing_finds_the_nli_clusters(data):
     pool, km, emb = data
-    # The default density (0.25) favours recall; 0.5 is the precise setting. On this tiny
+    # The old rule (density 0.25) favours recall; 0.5 is the precise setting. On this tiny
     # pool (12 clusters of ~27 rows) one mixed cluster separates the two.
-    loose = TargetClusters("nli", n_probes=100, seed=0).fit(km, pool, emb)
+    loose = TargetClusters("nli", rule="density", n_probes=100, seed=0).fit(km, pool, emb)
     assert loose.n_probes_ == 100 and loose.recall_ >= 0.9, loose.summary()
+    # The automatic cut takes a prefix of the density ranking, no threshold involved.
+    auto = TargetClusters("nli", n_probes=100, seed=0).fit(km, pool, emb)
+    hits = np.asarray(auto.table_.column("probe_hits").to_pylist())
+    order = density_order(hits, np.bincount(km.labels_, minlength=km.k), auto.min_hits)
+    assert sorted(order[: len(auto.clusters_)].tolist()) == auto.clusters_
+    assert auto.precision_ >= loose.precision_ and auto.recall_ >= 0.7, auto.summary()
     t = TargetClusters("nli", n_probes=100, threshold=0.5, seed=0).fit(km, pool, emb)
     assert set(t.clusters_) <= set(loose.clusters_)
     assert t.recall_ >= 0.8 and t.precision_ >= 0.8, t.summary()
@@ -118,3 +124,113 @@ def test_errors(data):
     # Without a family column there is nothing to score against: no recall, still a choice.
     t = TargetClusters("tasks:rte,cb").fit(km, bare)
     assert t.recall_ is None and t.clusters_
+
+
+class LookupEncoder:
+    """A real Encoder over a constructed geometry: each prompt's vector is looked up."""
+
+    name, pooling, max_tokens = "lookup", "none", 0
+
+    def __init__(self, vectors: dict[str, np.ndarray]):
+        self.vectors = vectors
+        self.dim = len(next(iter(vectors.values())))
+
+    def encode(self, texts, batch_size=64, progress=None):
+        return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
+
+
+def blob_pool(tmp_path, n_blobs=20, per_blob=50, target_blobs=(3, 11), strays=(7, 7)):
+    """`n_blobs` tight, well-separated blobs; rows of `target_blobs` are family 'goal' (a
+    known share of the pool); probes: 20 from each target blob + one per `strays` blob."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((n_blobs, 32))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+
+    def point(b):
+        v = centres[b] + 0.02 * rng.standard_normal(32)
+        return v / np.linalg.norm(v)
+
+    vectors, records = {}, []
+    for b in range(n_blobs):
+        for i in range(per_blob):
+            prompt = f"row {b}-{i}"
+            vectors[prompt] = point(b)
+            records.append({"uid": prompt, "task": f"task{b}", "prompt": prompt, "target": "x",
+                            "family": "goal" if b in target_blobs else "other"})
+    probes = [f"probe {b}-{i}" for b in target_blobs for i in range(20)]
+    probes += [f"stray {b}-{i}" for i, b in enumerate(strays)]
+    for p in probes:
+        vectors[p] = point(int(p.split()[1].split("-")[0]))
+    path = tmp_path / "probes.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in probes))
+    pool = Pool.from_records(records)
+    emb = Embedder(LookupEncoder(vectors), use_cache=False, quiet=True)
+    km = KMeansClusters(n_blobs, seed=3).fit(emb.embed(pool.prompts))
+    assert (np.bincount(km.labels_) == per_blob).all()  # one cluster per blob (seed 3 does)
+    return pool, km, emb, path
+
+
+def test_auto_cut_finds_a_known_target_share_without_tuning(tmp_path):
+    pool, km, emb, path = blob_pool(tmp_path)
+    goal = np.asarray(pool.column("family"), dtype=object) == "goal"
+    assert goal.mean() == pytest.approx(0.10)
+    auto = TargetClusters(f"probe:{path}", reference="goal").fit(km, pool, emb)
+    assert auto.rule_ == "auto"
+    assert np.array_equal(auto.mask_, goal), auto.summary()  # exactly the 10% target rows
+    assert auto.recall_ == 1.0 and auto.precision_ == 1.0
+    # pi (the target share) from the densest clusters holding half the probes: both target
+    # clusters, 10% of the rows for 40 of the 42 probes
+    assert auto.cut_["pi"] == pytest.approx(0.10 / (40 / 42), rel=1e-3)
+    # The old rule keeps the cluster with 2 stray probes (density 0.95 >= 0.25).
+    old = TargetClusters(f"probe:{path}", rule="density", reference="goal").fit(km, pool, emb)
+    assert len(old.clusters_) == 3 and old.precision_ == pytest.approx(2 / 3)
+    # coverage: densest clusters until they hold 90% of the probes (40 of 42 here)
+    cov = TargetClusters(f"probe:{path}", rule="coverage", reference="goal").fit(km, pool, emb)
+    assert np.array_equal(cov.mask_, goal)
+    # threshold and top stay overrides of the automatic rule
+    assert TargetClusters(f"probe:{path}", threshold=0.25).fit(km, pool, emb).rule_ == "threshold"
+    assert len(TargetClusters(f"probe:{path}", top=1).fit(km, pool, emb).clusters_) == 1
+
+
+def test_auto_cut_on_a_larger_share(tmp_path):
+    pool, km, emb, path = blob_pool(tmp_path, target_blobs=(1, 4, 9, 12, 15, 18), strays=())
+    auto = TargetClusters(f"probe:{path}", reference="goal").fit(km, pool, emb)
+    assert auto.mask_.mean() == pytest.approx(0.30) and auto.precision_ == 1.0
+
+
+def test_metadata_auto_cut_on_a_non_nli_family(data):
+    pool, km, _ = data
+    family = np.asarray(pool.column("family"), dtype=object)
+    name = next(f for f in ("logic", "math", "commonsense") if (family == f).sum() >= 5)
+    t = TargetClusters(f"family:{name}").fit(km, pool)
+    assert t.rule_ == "auto" and t.reference_ == name
+    # The auto cut is the F1-best set of clusters ranked by share: no other share cut beats it.
+    f1 = 2 * t.recall_ * t.precision_ / (t.recall_ + t.precision_)
+    assert f1 == pytest.approx(t.cut_["f1"], abs=1e-4)
+    for thr in (0.1, 0.25, 0.5, 0.75):
+        try:
+            other = TargetClusters(f"family:{name}", threshold=thr).fit(km, pool)
+        except CoretuneError:
+            continue
+        assert f1 >= 2 * other.recall_ * other.precision_ / (other.recall_ + other.precision_)
+
+
+def test_metadata_auto_cut_exact_on_blobs(tmp_path):
+    pool, km, _, _ = blob_pool(tmp_path)
+    t = TargetClusters("family:goal").fit(km, pool)
+    assert np.array_equal(t.mask_, np.asarray(pool.column("family"), dtype=object) == "goal")
+
+
+def test_probe_errors(tmp_path, data):
+    pool, km, _ = data
+    other = {"a": np.ones(8, np.float32) / np.sqrt(8)}
+    emb = Embedder(LookupEncoder(other), use_cache=False, quiet=True)
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a"}\n')
+    with pytest.raises(CoretuneError, match="probe embeddings have size 8"):
+        TargetClusters(f"probe:{path}").fit(km, pool, emb)
+    path.write_text("")
+    with pytest.raises(CoretuneError, match="empty file"):
+        TargetClusters(f"probe:{path}").fit(km, pool, emb)
+    with pytest.raises(CoretuneError, match="unknown rule"):
+        TargetClusters("nli", rule="magic")

@@ -8,13 +8,22 @@ Two ways to decide, picked by the target spec:
   `nli`, the shipped NLI evaluation sets rendered through their promptsource templates with
   the label removed; a seeded sample of 1000, equal per set) are embedded with the pool's
   encoder and assigned to their nearest centroid; a cluster is a target cluster when it gets
-  at least `min_hits` (2) probes and its probe density, share of probes / share of pool rows,
-  reaches `threshold` (default 0.25), or, with `top=m`, the m clusters with most hits. This
-  needs no metadata, so it works on any pool. The defaults were chosen on the shipped sample
-  pool (k=100): density 0.25 keeps recall high where the probes (RTE/CB/ANLI dev through
-  their templates) differ from the pool's NLI rows (RTE/CB train); 0.5 trades recall for
-  precision. Probing with evaluation *inputs* (never labels) is transductive; use `probe:`
+  at least `min_hits` (2) probes and passes the rule. This needs no metadata, so it works on
+  any pool. Probing with evaluation *inputs* (never labels) is transductive; use `probe:`
   with your own prompts to avoid it.
+
+The rule (`rule=`):
+- `auto` (default): the cut is chosen from the data, no per-pool tuning (see `auto_cut`).
+  Clusters are ranked by evidence (probe density, share of probes / share of rows; for a
+  metadata target, share of matching rows) and the prefix with the best F1 is taken: for a
+  metadata target the F1 against the named rows is exact; for probes it is estimated by
+  assuming the target rows are spread over clusters like the probes.
+- `coverage`: for recall. Clusters in the same ranking until they hold `COVERAGE` (90%) of
+  the probes (of the matching rows, for a metadata target).
+- `density`: the old rule, probe density >= `threshold` (0.25; tuned on the NLI-heavy
+  sample pool, it keeps far too many clusters where NLI is a 5% minority); for a metadata
+  target, share of matching rows >= `threshold` (0.5).
+- `threshold=` or `top=m` (the m clusters with most evidence) override the rule.
 
 When the pool has a `family` column, recall and precision of the chosen clusters against
 `family == reference` (default `nli`) say how well the clusters capture the family.
@@ -33,10 +42,18 @@ from coretune.cluster import KMeansClusters, _members
 from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
 from coretune.io import read_jsonl
+from coretune.target_cut import (  # noqa: F401 (re-exported)
+    COVERAGE,
+    auto_cut,
+    coverage_cut,
+    density_order,
+    prefix_f1,
+)
 
 METADATA_KINDS = ("tasks", "family", "keywords")
-PROBE_DENSITY = 0.25  # default probe rule, see TargetClusters
-METADATA_SHARE = 0.5  # default metadata rule
+PROBE_DENSITY = 0.25  # the old (`density`) probe rule, see TargetClusters
+METADATA_SHARE = 0.5  # the old (`density`) metadata rule
+RULES = ("auto", "coverage", "density")
 SPEC_HELP = "nli, tasks:NAME,..., family:NAME, keywords:WORD,..., probe:FILE.jsonl"
 
 
@@ -170,22 +187,27 @@ def metadata_mask(pool: Pool, spec: TargetSpec) -> np.ndarray:
 class TargetClusters:
     """Pick the target clusters of a fitted `KMeansClusters` for a target spec.
 
-    After `fit`: `clusters_` (sorted cluster ids), `table_` (one row per cluster: size, top
-    tasks, evidence, chosen, why), `mask_` (bool [n], rows in target clusters), and when the
-    pool has a `family` column `recall_`, `precision_`, `recall_by_task_` against
-    `family == reference_`; `n_probes_` and `probe_sets_` for probing specs.
+    After `fit`: `clusters_` (sorted cluster ids), `chosen_` (bool [k]), `table_` (one row per
+    cluster: size, top tasks, evidence, chosen, why), `mask_` (bool [n], rows in target
+    clusters), `rule_` (the rule that decided) and `cut_` (the auto rule's estimate), and when
+    the pool has a `family` column `recall_`, `precision_`, `recall_by_task_` against
+    `family == reference_`; `n_probes_`, `probe_sets_` and `probe_vectors_` for probing specs.
     """
 
-    def __init__(self, spec: str | TargetSpec = "nli", *, threshold: float | None = None,
-                 top: int | None = None, n_probes: int = 1000, min_hits: int = 2, seed: int = 0,
-                 reference: str | None = None):
+    def __init__(self, spec: str | TargetSpec = "nli", *, rule: str = "auto",
+                 threshold: float | None = None, top: int | None = None, n_probes: int = 1000,
+                 min_hits: int = 2, seed: int = 0, reference: str | None = None):
         self.spec = parse_target(spec) if isinstance(spec, str) else spec
+        self.rule = rule
         self.threshold = threshold
         self.top = top
         self.n_probes = n_probes
         self.min_hits = min_hits
         self.seed = seed
         self.reference = reference
+        if rule not in RULES:
+            raise CoretuneError(f"unknown rule '{rule}' (one of {', '.join(RULES)})",
+                                field="target.rule")
         if threshold is not None and not (threshold > 0 and (self.spec.probing or threshold <= 1)):
             raise CoretuneError("must be > 0 (and <= 1 for a metadata target)",
                                 field="threshold")
@@ -201,22 +223,24 @@ class TargetClusters:
                                 field="clusters")
         k = clusters.k
         sizes = np.bincount(labels, minlength=k)
+        self.rule_ = ("top" if self.top is not None else
+                      "threshold" if self.threshold is not None else self.rule)
+        self.cut_: dict = {}
         if self.spec.probing:
-            evidence, share, why = self._probe(clusters, embedder, sizes)
+            evidence, share, chosen, why = self._probe(clusters, embedder, sizes)
         else:
-            evidence, share, why = self._metadata(pool, labels, k, sizes)
-        chosen = np.zeros(k, bool)
-        chosen[[c for c in range(k) if why[c]]] = True
+            evidence, share, chosen, why = self._metadata(pool, labels, k, sizes)
         if not chosen.any():
             raise CoretuneError(f"no cluster passes the target rule for '{self.spec}' "
                                 "(lower --threshold or use --top)", field="target")
+        self.chosen_ = chosen
         self.clusters_ = np.flatnonzero(chosen).tolist()
         self.mask_ = chosen[labels]
         self._evaluate(pool, labels, chosen)
         self.table_ = self._table(pool, labels, k, sizes, evidence, share, chosen, why)
         return self
 
-    def _probe(self, clusters, embedder, sizes):
+    def _probe_vectors(self, clusters, embedder) -> tuple[np.ndarray, list[str]]:
         if embedder is None:
             raise CoretuneError(f"target '{self.spec}' probes with embeddings: give an embedder",
                                 field="target")
@@ -225,45 +249,83 @@ class TargetClusters:
         else:
             prompts = read_probe_file(self.spec.path)
             sets = [self.spec.path.name] * len(prompts)
-        hits_of = clusters.predict(embedder.embed(prompts))
-        k = clusters.k
+        vecs = embedder.embed(prompts)
+        d = clusters.centroids_.shape[1]
+        if vecs.ndim != 2 or vecs.shape[1] != d:
+            raise CoretuneError(f"probe embeddings have size {vecs.shape[-1]}, the pool's "
+                                f"clusters {d} (embed probes with the pool's encoder)",
+                                path=self.spec.path, field="target")
+        return vecs, sets
+
+    def _probe(self, clusters, embedder, sizes):
+        vecs, sets = self._probe_vectors(clusters, embedder)
+        hits_of = clusters.predict(vecs)
+        k, n_probes = clusters.k, len(vecs)
         hits = np.bincount(hits_of, minlength=k)
-        share = hits / len(prompts)
-        self.n_probes_ = len(prompts)
+        share = hits / n_probes
+        self.n_probes_ = n_probes
+        self.probe_vectors_ = vecs
         self.probe_sets_ = dict(sorted(Counter(sets).items()))
         self.probe_hits_by_set_ = {
             s: np.bincount(hits_of[np.asarray(sets) == s], minlength=k) for s in self.probe_sets_
         }
-        why = [""] * k
-        if self.top is not None:
+        # Probe density: share of probes / share of pool rows. A cluster of the target
+        # family gets more probes than its size says; elsewhere only strays land.
+        density = share / np.maximum(sizes / sizes.sum(), 1e-12)
+        chosen = np.zeros(k, bool)
+        if self.rule_ == "top":
             order = np.lexsort((np.arange(k), -hits))[: self.top]
-            for c in order.tolist():
-                if hits[c]:
-                    why[c] = f"top {self.top} by probe hits ({hits[c]}/{len(prompts)})"
+            chosen[order[hits[order] > 0]] = True
+        elif self.rule_ == "auto":
+            chosen, self.cut_ = auto_cut(hits, sizes, min_hits=self.min_hits)
+        elif self.rule_ == "coverage":
+            chosen = coverage_cut(hits, sizes, min_hits=self.min_hits)
+            self.cut_ = {"coverage": COVERAGE}
         else:
-            # Probe density: share of probes / share of pool rows. A cluster of the target
-            # family gets more probes than its size says; elsewhere only strays land.
-            density = share / np.maximum(sizes / sizes.sum(), 1e-12)
             floor = PROBE_DENSITY if self.threshold is None else self.threshold
-            for c in range(k):
-                if hits[c] >= self.min_hits and density[c] >= floor:
-                    why[c] = (f"{hits[c]} probe hits: {share[c]:.1%} of probes on "
-                              f"{sizes[c] / sizes.sum():.1%} of rows (density "
-                              f"{density[c]:.2f} >= {floor:g})")
-        return hits, share, why
+            chosen = (hits >= self.min_hits) & (density >= floor)
+        why = [self._probe_why(c, hits, share, sizes, density, n_probes) if chosen[c] else ""
+               for c in range(k)]
+        return hits, share, chosen, why
+
+    def _probe_why(self, c, hits, share, sizes, density, n_probes) -> str:
+        if self.rule_ == "top":
+            return f"top {self.top} by probe hits ({hits[c]}/{n_probes})"
+        text = (f"{hits[c]} probe hits: {share[c]:.1%} of probes on "
+                f"{sizes[c] / sizes.sum():.1%} of rows (density {density[c]:.2f}")
+        if self.rule_ == "auto":
+            return text + f"; auto cut, est. F1 {self.cut_['estimated_f1']:.2f})"
+        if self.rule_ == "coverage":
+            return text + f"; densest clusters holding {COVERAGE:.0%} of probes)"
+        floor = PROBE_DENSITY if self.threshold is None else self.threshold
+        return text + f" >= {floor:g})"
 
     def _metadata(self, pool, labels, k, sizes):
         mask = metadata_mask(pool, self.spec)
         rows = np.bincount(labels[mask], minlength=k)
         share = np.divide(rows, sizes, out=np.zeros(k), where=sizes > 0)
-        threshold = METADATA_SHARE if self.threshold is None else self.threshold
-        why = [f"{share[c]:.0%} of rows match {self.spec} (>= {threshold:.0%})"
-               if rows[c] and share[c] >= threshold else "" for c in range(k)]
-        if self.top is not None:
-            keep = set(np.lexsort((np.arange(k), -share))[: self.top].tolist())
-            why = [f"top {self.top} by share of {self.spec} rows ({share[c]:.0%})"
-                   if c in keep and rows[c] else "" for c in range(k)]
-        return rows, share, why
+        chosen = np.zeros(k, bool)
+        if self.rule_ == "top":
+            keep = np.lexsort((np.arange(k), -share))[: self.top]
+            chosen[keep[rows[keep] > 0]] = True
+            label = f"top {self.top} by share of {self.spec} rows"
+        elif self.rule_ == "auto":  # exact F1 against the named rows, best prefix by share
+            order = density_order(rows, sizes, 1)
+            f1 = prefix_f1(order, sizes, rows, float(mask.sum()))
+            j = int(np.argmax(f1))
+            chosen[order[: j + 1]] = True
+            self.cut_ = {"f1": round(float(f1[j]), 4)}
+            label = f"auto cut by share of {self.spec} rows (F1 {f1[j]:.2f})"
+        elif self.rule_ == "coverage":
+            chosen = coverage_cut(rows, sizes, min_hits=1)
+            self.cut_ = {"coverage": COVERAGE}
+            label = f"clusters holding {COVERAGE:.0%} of {self.spec} rows"
+        else:
+            threshold = METADATA_SHARE if self.threshold is None else self.threshold
+            chosen = (rows > 0) & (share >= threshold)
+            label = f"{self.spec} rows >= {threshold:.0%}"
+        why = [f"{share[c]:.0%} of rows match; {label}" if chosen[c] else "" for c in range(k)]
+        return rows, share, chosen, why
 
     def _evaluate(self, pool, labels, chosen) -> None:
         self.reference_ = self.reference or (self.spec.values[0] if self.spec.kind == "family"
@@ -309,7 +371,8 @@ class TargetClusters:
 
     def summary(self) -> dict:
         """JSON-able summary: spec, chosen clusters, rows covered, recall/precision."""
-        out = {"target": str(self.spec), "clusters": self.clusters_,
+        out = {"target": str(self.spec), "rule": self.rule_, "cut": self.cut_,
+               "clusters": self.clusters_,
                "rows": int(self.mask_.sum()), "recall": self.recall_,
                "precision": self.precision_, "reference_family": self.reference_,
                "recall_by_task": self.recall_by_task_}

@@ -1,0 +1,194 @@
+"""The target rule on three pools with different target shares: automatic cut vs the old
+default and the best cut in hindsight (issue 11).
+
+Pools (`target_pools.py`): the NLI-heavy sample pool, the full pool with RTE/CB through
+their first two templates (~5% NLI) and that pool with NLI thinned to <= 1%; seeded
+subsamples of --rows rows each, MiniLM at 128 tokens, k=100 spherical k-means, three cluster
+seeds, 1000 NLI probes (the shipped evaluation sets through their templates, no labels).
+
+Per pool and seed, against `family == nli` and against the RTE+CB rows alone:
+- `auto`: the default rule (density-ranked clusters, cut at the best estimated F1);
+- `coverage`: the recall rule (densest clusters until they hold 90% of the probes);
+- `old`: the previous default, probe density >= 0.25;
+- `best`: the best prefix of the same density ranking in hindsight (labels used), and
+  `f1_gap` = best F1 - auto F1; `oracle`: clusters ranked by their true NLI share (an upper
+  bound no probe ranking can beat; context only).
+
+    python benchmarks/bench_target.py [--rows 10000]
+writes benchmarks/results/bench_target.json, benchmarks/results/bench_target.md and the
+table in docs/target.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import target_pools  # noqa: E402
+
+from coretune.cluster import KMeansClusters  # noqa: E402
+from coretune.io import write_json, write_text  # noqa: E402
+from coretune.target import (  # noqa: E402
+    TargetClusters,
+    TargetSpec,
+    density_order,
+    metadata_mask,
+    prefix_f1,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "bench_target.json"
+SEEDS = (0, 1, 2)
+K = 100
+
+
+def scores(chosen: np.ndarray, labels: np.ndarray, ref: np.ndarray) -> dict:
+    inside = chosen[labels]
+    tp = float((inside & ref).sum())
+    r = tp / max(1, ref.sum())
+    p = tp / max(1, inside.sum())
+    return {"recall": round(r, 4), "precision": round(p, 4),
+            "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
+            "clusters": int(chosen.sum()), "rows": int(inside.sum())}
+
+
+def hindsight(order, sizes, labels, ref, k) -> np.ndarray:
+    """Best prefix of `order` by F1 against `ref` (labels used)."""
+    rows = np.bincount(labels[ref], minlength=k)
+    f1 = prefix_f1(order, sizes, rows, float(ref.sum()))
+    chosen = np.zeros(k, bool)
+    chosen[order[: int(np.argmax(f1)) + 1]] = True
+    return chosen
+
+
+def one(pool, x, embedder, seed: int) -> dict:
+    km = KMeansClusters(K, seed=seed).fit(x)
+    labels, k = km.labels_, km.k
+    sizes = np.bincount(labels, minlength=k)
+    nli = np.asarray(pool.column("family"), dtype=object) == "nli"
+    rtecb = metadata_mask(pool, TargetSpec("tasks", ("rte", "cb")))
+    auto = TargetClusters("nli", seed=0).fit(km, pool, embedder)
+    cov = TargetClusters("nli", rule="coverage", seed=0).fit(km, pool, embedder)
+    old = TargetClusters("nli", rule="density", seed=0).fit(km, pool, embedder)
+    hits = np.asarray(auto.table_.column("probe_hits").to_pylist())
+    best = hindsight(density_order(hits, sizes, 1), sizes, labels, nli, k)
+    share = np.bincount(labels[nli], minlength=k) / np.maximum(sizes, 1)
+    oracle = hindsight(np.lexsort((np.arange(k), -share)), sizes, labels, nli, k)
+    out = {"seed": seed, "cut": auto.cut_}
+    for name, chosen in (("auto", auto.chosen_), ("coverage", cov.chosen_), ("old", old.chosen_),
+                         ("best", best),
+                         ("oracle", oracle)):
+        out[name] = {"nli": scores(chosen, labels, nli), "rte_cb": scores(chosen, labels, rtecb)}
+    out["f1_gap"] = round(out["best"]["nli"]["f1"] - out["auto"]["nli"]["f1"], 4)
+    return out
+
+
+def method_table(pool, x, embedder, budget: int) -> list[dict]:
+    """Selection quality of each method at the same budget inside the auto rule's clusters
+    (cluster seed 0), probe coverage from held-out NLI examples (probe seed 1, minus any
+    prompt the rule's probes used)."""
+    from coretune.select.quality import compare_methods
+    from coretune.target import nli_probe_prompts
+
+    km = KMeansClusters(K, seed=0).fit(x)
+    auto = TargetClusters("nli", seed=0).fit(km, pool, embedder)
+    used = set(nli_probe_prompts(1000, 0)[0])
+    held = [p for p in nli_probe_prompts(1000, 1)[0] if p not in used]
+    return compare_methods(pool, x, km.labels_, auto.clusters_, budget, seed=0,
+                           centroids=km.centroids_, probes=embedder.embed(held))
+
+
+def markdown(res: dict) -> str:
+    lines = ["| pool | rows | NLI share | seed | rule | clusters | NLI recall | NLI precision "
+             "| NLI F1 | RTE+CB recall | RTE+CB precision | f1_gap |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, p in res["pools"].items():
+        for r in p["runs"]:
+            for rule in ("auto", "coverage", "old", "best", "oracle"):
+                a, b = r[rule]["nli"], r[rule]["rte_cb"]
+                gap = f"{r['f1_gap']:.3f}" if rule == "auto" else ""
+                lines.append(f"| {name} | {p['rows']} | {p['nli_share']:.1%} | {r['seed']} | "
+                             f"{rule} | {a['clusters']} | {a['recall']:.3f} | "
+                             f"{a['precision']:.3f} | {a['f1']:.3f} | {b['recall']:.3f} | "
+                             f"{b['precision']:.3f} | {gap} |")
+    g = res["goals"]
+    lines += ["", f"Goals: f1_gap <= 0.05 on every pool and seed: **{g['f1_gap_ok']}** (max "
+              f"{g['max_f1_gap']:.3f}); RTE+CB recall >= 0.95: **{g['rte_cb_recall_ok']}** (min "
+              f"{g['min_rte_cb_recall']:.3f}); auto F1 never below the old default: "
+              f"**{g['never_worse_ok']}** (min auto - old {g['min_f1_vs_old']:+.3f}).",
+              "", f"The hindsight-best cut itself reaches RTE+CB recall only "
+              f"{g['min_rte_cb_recall_best']:.3f} at worst: on these pools no cluster cut has "
+              "both. The `coverage` rule reaches RTE+CB recall "
+              f"{g['min_rte_cb_recall_coverage']:.3f} at worst, F1 gap up to "
+              f"{g['max_f1_gap_coverage']:.3f}, F1 vs old at worst "
+              f"{g['min_f1_coverage_vs_old']:+.3f}."]
+    from coretune.select.quality import quality_table
+
+    for name, p in res["pools"].items():
+        lines += ["", f"Selection quality at the same budget ({p['budget']} rows) inside the "
+                  f"auto rule's clusters, pool `{name}`, seed 0 (no training; distances "
+                  "Euclidean between unit vectors; probe_* from held-out NLI examples):", "",
+                  quality_table(p["methods"]).rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=10000)
+    args = ap.parse_args()
+    import torch
+
+    from coretune.embed import Embedder
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    pools = target_pools.build_pools(args.rows)
+    embedder = Embedder(target_pools.encoder(), quiet=True)
+    res = {"rows_requested": args.rows, "k": K, "seeds": list(SEEDS), "encoder": "minilm",
+           "max_tokens": target_pools.MAX_TOKENS, "probes": 1000,
+           "python": platform.python_version(), "pools": {}}
+    for name in ("full2", "low", "sample"):
+        pool = pools[name]
+        x = embedder.embed(pool.prompts)
+        nli = np.asarray(pool.column("family"), dtype=object) == "nli"
+        runs = [one(pool, x, embedder, s) for s in SEEDS]
+        budget = max(50, round(0.005 * len(pool)))
+        res["pools"][name] = {"rows": len(pool), "nli_share": round(float(nli.mean()), 5),
+                              "nli_rows": int(nli.sum()), "runs": runs, "budget": budget,
+                              "methods": method_table(pool, x, embedder, budget)}
+        print(name, [(r["auto"]["nli"], r["f1_gap"]) for r in runs], flush=True)
+    runs = [r for p in res["pools"].values() for r in p["runs"]]
+    res["goals"] = {
+        "max_f1_gap": max(r["f1_gap"] for r in runs),
+        "min_rte_cb_recall": min(r["auto"]["rte_cb"]["recall"] for r in runs),
+        "min_rte_cb_recall_coverage": min(r["coverage"]["rte_cb"]["recall"] for r in runs),
+        "min_rte_cb_recall_best": min(r["best"]["rte_cb"]["recall"] for r in runs),
+        "max_f1_gap_coverage": round(max(r["best"]["nli"]["f1"] - r["coverage"]["nli"]["f1"]
+                                         for r in runs), 4),
+        "min_f1_coverage_vs_old": round(min(r["coverage"]["nli"]["f1"] - r["old"]["nli"]["f1"]
+                                            for r in runs), 4),
+        "min_f1_vs_old": round(min(r["auto"]["nli"]["f1"] - r["old"]["nli"]["f1"]
+                                   for r in runs), 4)}
+    g = res["goals"]
+    g.update(f1_gap_ok=bool(g["max_f1_gap"] <= 0.05),
+             rte_cb_recall_ok=bool(g["min_rte_cb_recall"] >= 0.95),
+             never_worse_ok=bool(g["min_f1_vs_old"] >= 0))
+    res["seconds"] = round(time.perf_counter() - start, 1)
+    write_json(OUT, res)
+    md = markdown(res)
+    write_text(OUT.with_suffix(".md"), md)
+    doc = ROOT / "docs" / "target.md"
+    text = doc.read_text() if doc.is_file() else ""
+    head = text.split("<!-- bench_target -->")[0] if text else "# Target rule\n\n"
+    write_text(doc, head + "<!-- bench_target -->\n" + md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
