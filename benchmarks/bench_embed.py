@@ -58,7 +58,7 @@ def raw_forward(encoder, prompts: list[str], batch_size: int, sort: bool) -> flo
              else np.arange(len(prompts)))
     start = time.perf_counter()
     for i in range(0, len(prompts), batch_size):
-        encoder._forward([prompts[j] for j in order[i:i + batch_size]])
+        encoder.forward_batch([prompts[j] for j in order[i:i + batch_size]])
     return time.perf_counter() - start
 
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from coretune.io import atomic_path, write_json
 from coretune.select import KCenterGreedy
-from coretune.select.kcenter import default_jobs
+from coretune.select.engines import default_jobs
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_select.json"
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,12 +13,12 @@ from coretune.embed import (
     MeanPoolEncoder,
     SentenceTransformerEncoder,
     cache_key,
-    check_embeddings,
     load_embeddings,
     make_encoder,
     smollm2_path,
 )
 from coretune.errors import CoretuneError
+from coretune.validation import check_stored_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -138,15 +138,15 @@ def test_embed_to_writes_npy_and_meta(minilm, prompts, tmp_path):
 
 def test_bad_vectors_are_rejected():
     x = np.ones((4, 3), np.float32)
-    check_embeddings(x)
+    check_stored_embeddings(x)
     x[2] = 0
     with pytest.raises(CoretuneError, match="zero vector.*row 3"):
-        check_embeddings(x)
+        check_stored_embeddings(x)
     x[2] = np.nan
     with pytest.raises(CoretuneError, match="NaN"):
-        check_embeddings(x)
+        check_stored_embeddings(x)
     with pytest.raises(CoretuneError, match="float32"):
-        check_embeddings(x.astype(np.float64))
+        check_stored_embeddings(x.astype(np.float64))
 
 
 def test_load_embeddings_refuses_pickles(tmp_path):

@@ -164,3 +164,13 @@ def test_cli_evaluate_prints_row_and_caps(cli, tmp_path):
     assert r.stdout.strip().startswith("CB ") and "Avg" in r.stdout
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["tasks"]["cb"]["n_items"] == 4
+
+
+def test_cli_eval_file_is_selectable_by_name(cli, tmp_path):
+    data, tpl = _toy_files(tmp_path)
+    spec = f"toy:{data}:{tpl}:entailment,neutral,contradiction"
+    r = cli("evaluate", "--eval-file", spec, "--tasks", "toy,cb", "--max-examples", "2",
+            "--max-templates", "1", "--quiet", "-o", tmp_path / "ev", check=True)
+    assert r.stdout.strip().startswith("CB ") and "toy" in r.stdout
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert sorted(m["tasks"]) == ["cb", "toy"]

@@ -55,7 +55,7 @@ def test_select_writes_subset_jsonl_and_selection(cli, pool_file, cache, tmp_pat
 def test_select_by_metadata_target(cli, pool_file, cache, tmp_path):
     out = tmp_path / "subset.parquet"
     cli(*_args(pool_file, out, cache, "--target", "tasks:rte,cb", "--budget", "10",
-               "--method", "random", "--seed", "3"), check=True)
+               "--method", "random", "--seed", "3", "--cluster-seed", "3"), check=True)
     tasks = pq.read_table(out).column("task").to_pylist()
     assert len(tasks) == 10 and sum(t in ("rte", "cb") for t in tasks) >= 7
 
@@ -92,3 +92,29 @@ def test_output_never_overwrites_the_pool(cli, pool_file, tmp_path):
     proc = cli("select", "--pool", pool, "-o", pool, "--budget", "5")
     assert proc.returncode == 2 and "overwrite the pool" in proc.stderr
     assert pool.read_bytes() == pool_file.read_bytes()
+
+
+def test_select_is_the_run_select_stage(cli, pool_file, cache, tmp_path, monkeypatch):
+    """`coretune select` and `coretune run` (up to its select stage) read the same config and
+    call the same stage functions: the same inputs give the same bytes."""
+    from coretune.config import load_config
+    from coretune.pipeline import plan
+
+    out = tmp_path / "cli" / "subset.parquet"
+    cli(*_args(pool_file, out, cache, "--budget", "16", "--method", "kcenter", "--seed", "1",
+               "--threshold", "1.5"), check=True)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"name: same\npool: {{path: {pool_file}}}\ncluster: {{k: 12}}\n"
+                        "target: {probes: 100, threshold: 1.5}\n"
+                        "select: {method: kcenter, budget: '16'}\nseeds: [1]\n")
+    cfg = load_config(cfg_file)
+    monkeypatch.setenv("CORETUNE_CACHE", str(tmp_path / "cache"))  # the CLI's cache, reused
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "embeddings").symlink_to(cache, target_is_directory=True)
+    for stage in plan(cfg, tmp_path / "run", 1, quiet=True):
+        if stage.name == "train":
+            break
+        stage.run(lambda _: None)
+    for name in ("subset.parquet", "subset.jsonl", "subset.selection.parquet"):
+        ran = tmp_path / "run" / "seed-1" / "select" / name
+        assert (tmp_path / "cli" / name).read_bytes() == ran.read_bytes(), name

@@ -1,4 +1,10 @@
-"""coretune: find the small slice of an instruction pool that matters for a task family."""
+"""coretune: find the small slice of an instruction pool that matters for a task family.
+
+Layers, each importing only those below it: `cli` -> `pipeline` -> `stages` -> the library
+(`select`, `backends`, `embed`/`encoders`, `cluster`, `target`, `train`, `evaluate`,
+`summary`) -> `data`, `config`, `layout`, `validation`, `io`, `errors`, `paths`. What users
+extend has a registry: selection methods, backends, encoders, evaluation sets.
+"""
 
 from __future__ import annotations
 

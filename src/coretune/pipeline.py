@@ -1,9 +1,9 @@
 """`coretune run`: pool -> embed -> cluster -> target -> select -> train -> evaluate -> report.
 
-Each stage writes into its own folder with a manifest (see manifest.py); a stage whose manifest
-matches is skipped, so re-running a finished run is free and a killed run resumes at the first
-unfinished stage. Seed-independent stages live in `<run>/shared/`, the rest in `<run>/seed-N/`.
-Embeddings are also shared between runs through the embedding cache.
+Each stage writes into its own folder (see `coretune.layout`) with a manifest (see
+manifest.py); a stage whose manifest matches is skipped, so re-running a finished run is free
+and a killed run resumes at the first unfinished stage. Embeddings are also shared between
+runs through the embedding cache. Imports: config, layout, manifest, stages; never the CLI.
 """
 
 from __future__ import annotations
@@ -11,62 +11,68 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from coretune import stages
+from coretune.backends import close_all
 from coretune.config import RunConfig
-from coretune.io import read_json, write_json
+from coretune.data.sources import eval_datasets
+from coretune.io import write_json
+from coretune.layout import RunLayout
 from coretune.manifest import Stage
+from coretune.summary import write_run_report
 
 Log = Callable[[str], None]
 
 
-def needs_clusters(cfg: RunConfig) -> bool:
-    return cfg.select.method not in ("none", "pool") and cfg.select.scope == "target"
+def probe_files(cfg: RunConfig) -> dict[str, Path]:
+    """The files behind the `nli` target's probes (the shipped evaluation sets): part of the
+    target stage's key, so a changed probe set never reuses stale targets."""
+    if cfg.target.spec.strip() != "nli":
+        return {}
+    files = {}
+    for name, ds in sorted(eval_datasets().items()):
+        files[f"probe:{name}:data"] = Path(ds.path)
+        files[f"probe:{name}:templates"] = Path(ds.templates)
+    return files
 
 
 def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False) -> list[Stage]:
     """The stages of one seed of a run, in order."""
-    from coretune import stages
-
-    shared, own = run_dir / "shared", run_dir / f"seed-{seed}"
+    run = RunLayout(run_dir)
     out: list[Stage] = []
 
-    def add(name: str, folder: Path, config, fn, files=None) -> Stage:
-        st = Stage(name, folder / name, config, fn,
+    def add(name: str, config, fn, files=None) -> Stage:
+        st = Stage(name, run.stage(name, seed), config, fn,
                    upstream={s.name: s.key() for s in out}, files=files or {})
         out.append(st)
         return st
 
-    pool_files = {"pool": Path(cfg.pool.path)} if cfg.pool.path else {}
+    model: str | Path = cfg.train.model
     if cfg.select.method != "none":
-        pool = add("pool", shared, cfg.pool.model_dump(),
-                   lambda d: stages.build_pool_stage(cfg, d), pool_files)
-        if needs_clusters(cfg):
-            add("embed", shared, cfg.embed.model_dump(),
-                lambda d: stages.embed_stage(cfg, pool.folder, d, quiet))
-            add("cluster", shared, cfg.cluster.model_dump(),
-                lambda d: stages.cluster_stage(cfg, pool.folder, shared / "embed", d))
-            add("target", shared, cfg.target.model_dump(),
-                lambda d: stages.target_stage(cfg, pool.folder, shared, d, quiet))
-        select = add("select", own, {**cfg.select.model_dump(), "seed": seed},
-                     lambda d: stages.select_stage(cfg, pool.folder, shared, seed, d))
-        train = add("train", own, {**cfg.train.model_dump(exclude={"save_every", "log_every"}),
-                                   "seed": seed},
-                    lambda d: stages.train_stage(cfg, select.folder, seed, d, quiet))
-        model_dir: Path | None = train.folder
-    else:
-        model_dir = None
-    add("evaluate", own, {**cfg.evaluate.model_dump(), "model": cfg.train.model},
-        lambda d: stages.evaluate_stage(cfg, model_dir, d, quiet))
+        add("pool", cfg.pool.model_dump(), lambda d: stages.pool_stage(cfg, run, d),
+            {"pool": Path(cfg.pool.path)} if cfg.pool.path else {})
+        if stages.needs_clusters(cfg):
+            add("embed", cfg.embed.model_dump(), lambda d: stages.embed_stage(cfg, run, d, quiet))
+            add("cluster", cfg.cluster.model_dump(), lambda d: stages.cluster_stage(cfg, run, d))
+            add("target", cfg.target.model_dump(),
+                lambda d: stages.target_stage(cfg, run, d, quiet), probe_files(cfg))
+        add("select", {**cfg.select.model_dump(), "seed": seed},
+            lambda d: stages.select_stage(cfg, run, seed, d))
+        add("train", {**cfg.train.model_dump(exclude={"save_every", "log_every"}), "seed": seed},
+            lambda d: stages.train_stage(cfg, run, seed, d, quiet))
+        model = run.model(seed)
+    eval_files = {f"{ds.name}:{kind}": Path(getattr(ds, kind))
+                  for ds in stages.register_eval_files(cfg) for kind in ("path", "templates")}
+    add("evaluate", {**cfg.evaluate.model_dump(), "model": cfg.train.model},
+        lambda d: stages.evaluate_stage(cfg, model, d, quiet), eval_files)
     return out
 
 
 def run(cfg: RunConfig, run_dir: Path, seeds: list[int] | None = None, quiet: bool = False,
         log: Log = print) -> Path:
     """Run every stage for every seed, then the run's report. Returns the report path."""
-    from coretune.backends import close_all
-    from coretune.stages import report_stage
-
+    layout = RunLayout(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", cfg.model_dump())
+    write_json(layout.config, cfg.model_dump())
     try:
         for seed in seeds or cfg.seeds:
             log(f"== {cfg.name}, seed {seed}")
@@ -74,8 +80,4 @@ def run(cfg: RunConfig, run_dir: Path, seeds: list[int] | None = None, quiet: bo
                 stage.run(log)
     finally:
         close_all()  # embedding actors hold cluster resources
-    return report_stage([run_dir], run_dir)
-
-
-def run_config(run_dir: Path) -> dict:
-    return read_json(run_dir / "config.json")
+    return write_run_report([run_dir], run_dir)

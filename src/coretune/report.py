@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from coretune.errors import CoretuneError  # noqa: E402
 from coretune.io import write_bytes, write_text  # noqa: E402
 from coretune.table import HEADERS, TASKS, to_markdown  # noqa: E402
 
@@ -146,8 +147,6 @@ def screenshot(page: Path, png: Path, width: int = 1200, height: int = 3000) -> 
     import shutil
     import subprocess
     import tempfile
-
-    from coretune.errors import CoretuneError
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser") \
         or shutil.which("google-chrome")

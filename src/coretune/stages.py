@@ -1,66 +1,138 @@
-"""What each pipeline stage does: thin wrappers over the library, reading and writing files."""
+"""What each pipeline stage does.
+
+Each step of the select path is a function over in-memory objects (`make_pool`,
+`make_embedder`, `fit_clusters`, `find_targets`, `select_subset`): `coretune select` calls them
+one after the other, and the run's file stages below (`*_stage`) call the same functions on
+inputs read from the run folder, so both give the same bytes. Imports: config, layout, the
+library modules; never the CLI.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from coretune.backends import Backend, from_config
+from coretune.cluster import KMeansClusters
 from coretune.config import RunConfig
-from coretune.io import read_json, write_json
+from coretune.data.pool import Pool, load_pool
+from coretune.data.sources import build_pool, parse_template_mode, sample_rows
+from coretune.embed import Embedder, load_embeddings
+from coretune.errors import CoretuneError
+from coretune.evaluate import evaluate, parse_eval_file, register_eval_set
+from coretune.io import atomic_path, read_json, write_json
+from coretune.layout import RunLayout
+from coretune.select import SelectionResult, resolve_budget
+from coretune.select.output import write_subset
+from coretune.select.sampling import random_rows
+from coretune.target import TargetClusters, metadata_mask
+from coretune.train import train
 
 EVAL_SEED = 0  # every run evaluates the same examples, so rows compare pairwise
 
 
-def build_pool_stage(cfg: RunConfig, out: Path) -> dict:
-    from coretune.data.pool import load_pool
-    from coretune.data.sources import build_pool, parse_template_mode, sample_rows
+# ---------------------------------------------------------------- the select path, in memory
 
+
+def make_pool(cfg: RunConfig) -> Pool:
+    """The pool of a config: its file, or the shipped rows; then the `max_rows` sample."""
     if cfg.pool.path:
         pool = load_pool(cfg.pool.path)
     else:
         mode, n, fixed = parse_template_mode(cfg.pool.templates)
         pool = build_pool(bigbench=cfg.pool.bigbench, template_mode=mode, n_templates=n,
                           fixed_template=fixed)
-    pool = sample_rows(pool, cfg.pool.max_rows)
+    return sample_rows(pool, cfg.pool.max_rows)
+
+
+def make_target_finder(cfg: RunConfig) -> TargetClusters:
+    t = cfg.target
+    return TargetClusters(t.spec, threshold=t.threshold, top=t.top, n_probes=t.probes,
+                          seed=cfg.cluster.seed)
+
+
+def needs_clusters(cfg: RunConfig) -> bool:
+    """Whether the run embeds, clusters and finds target clusters (selection inside them)."""
+    return cfg.select.method not in ("none", "pool") and cfg.select.scope == "target"
+
+
+def check_select_inputs(cfg: RunConfig, pool: Pool) -> None:
+    """What a user can get wrong about a selection, checked before the slow part."""
+    n = len(pool)
+    if not 1 <= cfg.cluster.k <= n:
+        raise CoretuneError(f"--k {cfg.cluster.k} must be between 1 and the pool size ({n})",
+                            field="k")
+    resolve_budget(cfg.select.budget, n)
+    finder = make_target_finder(cfg)
+    if not finder.spec.probing:
+        metadata_mask(pool, finder.spec)  # unknown task/family/keyword: fail now
+
+
+def backend(cfg: RunConfig) -> Backend:
+    return from_config(cfg)
+
+
+def make_embedder(cfg: RunConfig, *, quiet: bool = False, device: str | None = None,
+                  cache_dir: str | Path | None = None) -> Embedder:
+    e = cfg.embed
+    return backend(cfg).embedder(e.encoder, max_tokens=e.max_tokens, batch_size=e.batch_size,
+                                 device=device, cache_dir=cache_dir, quiet=quiet)
+
+
+def fit_clusters(cfg: RunConfig, x: np.ndarray) -> KMeansClusters:
+    c = cfg.cluster
+    return backend(cfg).fit_clusters(x, c.k, seed=c.seed, sample_size=c.sample_size)
+
+
+def find_targets(cfg: RunConfig, clusters: KMeansClusters, pool: Pool,
+                 embedder: Embedder) -> TargetClusters:
+    return make_target_finder(cfg).fit(clusters, pool, embedder)
+
+
+def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = None,
+                  clusters: KMeansClusters | None = None, targets: list[int] | None = None,
+                  *, quiet: bool = True) -> SelectionResult:
+    """The rows a config selects for `seed`: inside the target clusters (the backend runs the
+    method per cluster), or from the whole pool (`scope: pool`, methods random/all/pool)."""
+    n = len(pool)
+    method, scope = cfg.select.method, cfg.select.scope
+    if method == "pool" or (method == "all" and scope == "pool"):
+        idx = np.arange(n, dtype=np.int64)
+        return SelectionResult(idx, np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
+    budget = resolve_budget(cfg.select.budget, n)
+    if scope == "pool":
+        if method != "random":
+            raise CoretuneError("scope 'pool' supports the methods random, all and pool",
+                                field="select.method")
+        idx = random_rows(np.arange(n), budget, np.random.default_rng([seed, 0]))
+        return SelectionResult(idx.astype(np.int64), np.full(len(idx), -1, np.int64),
+                               np.full(len(idx), np.nan, np.float32))
+    return backend(cfg).select(x, clusters.labels_, targets, budget, method, seed,
+                               centroids=clusters.centroids_, quiet=quiet)
+
+
+# ---------------------------------------------------------------- the run's file stages
+
+
+def pool_stage(cfg: RunConfig, run: RunLayout, out: Path) -> dict:
+    pool = make_pool(cfg)
     pool.save(out / "pool.parquet")
     return {"rows": len(pool)}
 
 
-def _pool(pool_dir: Path):
-    from coretune.data.pool import load_pool
-
-    return load_pool(pool_dir / "pool.parquet")
-
-
-def _backend(cfg: RunConfig):
-    from coretune.backends import from_config
-
-    return from_config(cfg)
-
-
-def _embedder(cfg: RunConfig, quiet: bool):
-    return _backend(cfg).embedder(cfg.embed.encoder, max_tokens=cfg.embed.max_tokens,
-                                  batch_size=cfg.embed.batch_size, quiet=quiet)
-
-
-def embed_stage(cfg: RunConfig, pool_dir: Path, out: Path, quiet: bool) -> dict:
-    embedder = _embedder(cfg, quiet)
-    embedder.embed_to(_pool(pool_dir).prompts, out)
+def embed_stage(cfg: RunConfig, run: RunLayout, out: Path, quiet: bool) -> dict:
+    embedder = make_embedder(cfg, quiet=quiet)
+    embedder.embed_to(load_pool(run.pool_file).prompts, out)
     return {"encoded_rows": embedder.n_encoded_, "cached_rows": embedder.n_cached_,
             "encode_seconds": round(embedder.seconds_, 2)}
 
 
-def cluster_stage(cfg: RunConfig, pool_dir: Path, embed_dir: Path, out: Path) -> dict:
-    import pyarrow.parquet as pq
-
-    from coretune.embed import load_embeddings
-    from coretune.io import atomic_path
-
-    pool = _pool(pool_dir)
-    x, _ = load_embeddings(embed_dir)
-    km = _backend(cfg).fit_clusters(x, cfg.cluster.k, seed=cfg.cluster.seed,
-                                    sample_size=cfg.cluster.sample_size)
+def cluster_stage(cfg: RunConfig, run: RunLayout, out: Path) -> dict:
+    pool = load_pool(run.pool_file)
+    x, _ = load_embeddings(run.stage("embed"))
+    km = fit_clusters(cfg, x)
     km.save(out, pool.uids)
     families = pool.column("family") if "family" in pool.table.column_names else None
     with atomic_path(out / "report.parquet") as tmp:
@@ -68,16 +140,9 @@ def cluster_stage(cfg: RunConfig, pool_dir: Path, embed_dir: Path, out: Path) ->
     return {"k": cfg.cluster.k}
 
 
-def target_stage(cfg: RunConfig, pool_dir: Path, shared: Path, out: Path, quiet: bool) -> dict:
-    from coretune.cluster import KMeansClusters
-    from coretune.io import atomic_path
-    from coretune.target import TargetClusters
-
-    finder = TargetClusters(cfg.target.spec, threshold=cfg.target.threshold, top=cfg.target.top,
-                            seed=cfg.cluster.seed)
-    finder.fit(KMeansClusters.load(shared / "cluster"), _pool(pool_dir), _embedder(cfg, quiet))
-    import pyarrow.parquet as pq
-
+def target_stage(cfg: RunConfig, run: RunLayout, out: Path, quiet: bool) -> dict:
+    finder = find_targets(cfg, KMeansClusters.load(run.stage("cluster")),
+                          load_pool(run.pool_file), make_embedder(cfg, quiet=quiet))
     with atomic_path(out / "clusters.parquet") as tmp:
         pq.write_table(finder.table_, tmp)
     summary = finder.summary()
@@ -86,66 +151,33 @@ def target_stage(cfg: RunConfig, pool_dir: Path, shared: Path, out: Path, quiet:
             "recall": summary["recall"], "precision": summary["precision"]}
 
 
-def select_stage(cfg: RunConfig, pool_dir: Path, shared: Path, seed: int, out: Path) -> dict:
-    from coretune.cli.select import write_subset
-    from coretune.select import SelectionResult, resolve_budget
-    from coretune.select.sampling import random_rows
-
-    pool = _pool(pool_dir)
-    n = len(pool)
-    method = cfg.select.method
-    if method == "pool" or (method == "all" and cfg.select.scope == "pool"):
-        idx = np.arange(n, dtype=np.int64)
-        result = SelectionResult(idx, np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
-    elif cfg.select.scope == "pool":
-        if method != "random":
-            from coretune.errors import CoretuneError
-
-            raise CoretuneError("scope 'pool' supports the methods random, all and pool",
-                                field="select.method")
-        budget = resolve_budget(_budget(cfg.select.budget), n)
-        idx = random_rows(np.arange(n), budget, np.random.default_rng([seed, 0]))
-        result = SelectionResult(idx.astype(np.int64), np.full(len(idx), -1, np.int64),
-                                 np.full(len(idx), np.nan, np.float32))
-    else:
-        from coretune.cluster import KMeansClusters
-        from coretune.embed import load_embeddings
-
-        x, _ = load_embeddings(shared / "embed")
-        km = KMeansClusters.load(shared / "cluster")
-        targets = read_json(shared / "target" / "target.json")["clusters"]
-        budget = resolve_budget(_budget(cfg.select.budget), n)
-        result = _backend(cfg).select(x, km.labels_, targets, budget, method, seed,
-                                      centroids=km.centroids_)
+def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path) -> dict:
+    pool = load_pool(run.pool_file)
+    x = clusters = targets = None
+    if needs_clusters(cfg):
+        x, _ = load_embeddings(run.stage("embed"))
+        clusters = KMeansClusters.load(run.stage("cluster"))
+        targets = read_json(run.target_json)["clusters"]
+    result = select_subset(cfg, pool, seed, x, clusters, targets, quiet=False)
     write_subset(pool, result, out / "subset.parquet")
-    return {"selected": len(result), "share_of_pool": round(len(result) / n, 6)}
+    return {"selected": len(result), "share_of_pool": round(len(result) / len(pool), 6)}
 
 
-def _budget(text: str) -> str | int:
-    text = str(text).strip()
-    return int(text) if text.isdigit() else text
-
-
-def train_stage(cfg: RunConfig, select_dir: Path, seed: int, out: Path, quiet: bool) -> dict:
-    from coretune.train import train
-
-    train(select_dir / "subset.parquet", config=cfg.train.model_copy(update={"seed": seed}),
+def train_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bool) -> dict:
+    train(run.subset(seed), config=cfg.train.model_copy(update={"seed": seed}),
           output_dir=out / "model", quiet=quiet)
     return {}
 
 
-def evaluate_stage(cfg: RunConfig, model_dir: Path | None, out: Path, quiet: bool) -> dict:
-    from coretune.evaluate import evaluate
+def register_eval_files(cfg: RunConfig) -> list:
+    """The config's own evaluation sets, registered as peers of the shipped ones."""
+    return [register_eval_set(parse_eval_file(spec)) for spec in cfg.evaluate.eval_files]
 
+
+def evaluate_stage(cfg: RunConfig, model: str | Path, out: Path, quiet: bool) -> dict:
     e = cfg.evaluate
-    model = str(model_dir / "model") if model_dir is not None else cfg.train.model
-    metrics = evaluate(model, e.tasks, max_examples=e.max_examples,
+    register_eval_files(cfg)
+    metrics = evaluate(str(model), e.tasks, max_examples=e.max_examples,
                        max_templates=e.max_templates, length_norm=e.length_norm,
                        batch_size=e.batch_size, seed=EVAL_SEED, output_dir=out, quiet=quiet)
     return {"avg": metrics["avg"]["mean"]}
-
-
-def report_stage(run_dirs: list[Path], out: Path) -> Path:
-    from coretune.summary import write_run_report
-
-    return write_run_report(run_dirs, out)

@@ -6,19 +6,25 @@ from pathlib import Path
 
 import numpy as np
 
+from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
+from coretune.evaluate import per_example_accuracy
 from coretune.io import read_json
+from coretune.layout import CONFIG_FILE, RunLayout
 from coretune.manifest import MANIFEST
+from coretune.report import plot_budget, plot_map, plot_radius, plot_rows, write_report
+from coretune.select.methods import budgeted_methods, method_labels
+from coretune.table import build_rows, write_table
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
     """Run folders (holding config.json) among `paths` and their sub-folders, sorted."""
     runs = set()
     for p in paths:
-        if (p / "config.json").is_file():
+        if RunLayout(p).config.is_file():
             runs.add(p)
         elif p.is_dir():
-            runs.update(c.parent for c in p.glob("*/config.json"))
+            runs.update(c.parent for c in p.glob(f"*/{CONFIG_FILE}"))
         else:
             raise CoretuneError("not a run folder (no config.json)", path=p)
     if not runs:
@@ -26,41 +32,33 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return sorted(runs)
 
 
-def _seed_dirs(run: Path) -> list[Path]:
-    return sorted((d for d in run.glob("seed-*") if (d / "evaluate" / MANIFEST).is_file()),
-                  key=lambda d: int(d.name.split("-")[1]))
-
-
 def collect(runs: list[Path]) -> tuple[dict[str, list[dict]], list[dict]]:
     """Row name -> per-seed {task: per-example accuracy}; plus facts about each run."""
-    from coretune.evaluate import per_example_accuracy
-
     rows, facts = {}, []
-    for run in runs:
-        cfg = read_json(run / "config.json")
-        seeds = _seed_dirs(run)
+    for run in map(RunLayout, runs):
+        cfg = read_json(run.config)
+        seeds = run.evaluated_seeds()
         if not seeds:
             continue
-        rows[cfg["name"]] = [per_example_accuracy(d / "evaluate" / "predictions.parquet")
-                             for d in seeds]
+        rows[cfg["name"]] = [per_example_accuracy(run.predictions(s)) for s in seeds]
         facts.append(_facts(run, cfg, seeds))
     if not rows:
         raise CoretuneError("no finished evaluation in these runs", path=runs[0])
     return rows, facts
 
 
-def _facts(run: Path, cfg: dict, seeds: list[Path]) -> dict:
+def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
     stage_seconds: dict[str, float] = {}
-    for m in [*run.glob("shared/*/" + MANIFEST), *run.glob("seed-*/*/" + MANIFEST)]:
+    for m in run.manifests():
         name = m.parent.name
         stage_seconds[name] = stage_seconds.get(name, 0) + read_json(m)["seconds"]
     first = seeds[0]
-    sel = first / "select" / MANIFEST
-    metrics = read_json(first / "evaluate" / "metrics.json")
-    pool_m = run / "shared" / "pool" / MANIFEST
+    sel = run.stage("select", first) / MANIFEST
+    metrics = read_json(run.metrics(first))
+    pool_m = run.stage("pool") / MANIFEST
     return {
-        "name": cfg["name"], "reproduces": cfg.get("reproduces", ""), "run": str(run),
-        "seeds": [int(d.name.split("-")[1]) for d in seeds],
+        "name": cfg["name"], "reproduces": cfg.get("reproduces", ""), "run": str(run.root),
+        "seeds": seeds,
         "method": cfg["select"]["method"], "budget": cfg["select"]["budget"],
         "model": cfg["train"]["model"],
         "pool_rows": read_json(pool_m).get("rows") if pool_m.is_file() else None,
@@ -72,27 +70,33 @@ def _facts(run: Path, cfg: dict, seeds: list[Path]) -> dict:
     }
 
 
-def _map_figure(run: Path):
+def _first_selection(run: RunLayout) -> Path | None:
+    """The selection of the run's first evaluated seed (whatever its number)."""
+    for seed in run.evaluated_seeds():
+        if run.selection(seed).is_file():
+            return run.selection(seed)
+    return None
+
+
+def _map_figure(run: RunLayout):
     """PCA map of (a sample of) the pool's embeddings, if this run clustered its pool."""
     import pyarrow.parquet as pq
 
-    from coretune.embed import load_embeddings
-    from coretune.report import plot_map
 
-    shared = run / "shared"
-    if not (shared / "target" / MANIFEST).is_file():
+    if not run.done("target"):
         return None
-    x, _ = load_embeddings(shared / "embed")
-    pool = pq.read_table(shared / "pool" / "pool.parquet", columns=["uid", "task", "family"]
-                         if "family" in pq.read_schema(shared / "pool" / "pool.parquet").names
-                         else ["uid", "task"])
-    labels = pq.read_table(shared / "cluster" / "clusters.parquet").column("cluster").to_numpy()
-    targets = set(read_json(shared / "target" / "target.json")["clusters"])
+    x, _ = load_embeddings(run.stage("embed"))
+    names = pq.read_schema(run.pool_file).names
+    pool = pq.read_table(run.pool_file, columns=["uid", "task", "family"]
+                         if "family" in names else ["uid", "task"])
+    labels = pq.read_table(run.stage("cluster") / "clusters.parquet").column("cluster")
+    labels = labels.to_numpy()
+    targets = set(read_json(run.target_json)["clusters"])
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(x), min(len(x), 4000), replace=False))
-    sel_file = run / "seed-0" / "select" / "subset.selection.parquet"
+    sel_file = _first_selection(run)
     selected = np.zeros(len(x), bool)
-    if sel_file.is_file():
+    if sel_file is not None:
         chosen = set(pq.read_table(sel_file).column("uid").to_pylist())
         selected = np.array([u in chosen for u in pool.column("uid").to_pylist()])
         idx = np.union1d(idx, np.flatnonzero(selected))
@@ -107,11 +111,9 @@ def _map_figure(run: Path):
 def _radius_figure(runs: list[Path]):
     import pyarrow.parquet as pq
 
-    from coretune.report import plot_radius
-
-    for run in runs:
-        f = run / "seed-0" / "select" / "subset.selection.parquet"
-        if f.is_file():
+    for run in map(RunLayout, runs):
+        f = _first_selection(run)
+        if f is not None:
             t = pq.read_table(f)
             r = t.column("radius").to_numpy(zero_copy_only=False)
             if len(r) and not np.isnan(r).all():
@@ -121,8 +123,6 @@ def _radius_figure(runs: list[Path]):
 
 def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> Path:
     """table.md/.csv + report.html/.md for the runs under `paths`, written into `out`."""
-    from coretune.report import plot_budget, plot_rows, write_report
-    from coretune.table import build_rows, write_table
 
     runs = find_runs(paths)
     per_row, facts = collect(runs)
@@ -130,22 +130,23 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
     write_table(rows, out)
     by_name = {f["name"]: f for f in facts}
     figures = {"Average accuracy per row": plot_rows(rows, "all rows")}
-    samplers = [r for r in rows if by_name[r["name"]]["method"] in
-                ("kcenter", "random", "topk", "leastk", "mixed")]
+    samplers = [r for r in rows if by_name[r["name"]]["method"] in budgeted_methods()]
     budgets = {by_name[r["name"]]["budget"] for r in samplers}
     if len({by_name[r["name"]]["method"] for r in samplers}) > 1 and len(budgets) == 1:
         figures["Samplers at equal budget"] = plot_rows(samplers, f"budget {budgets.pop()}")
     points: dict[str, list] = {}
+    labels = method_labels()
     for r in rows:
         f = by_name[r["name"]]
         if f["share_of_pool"] and "avg" in r["cells"]:
             c = r["cells"]["avg"]
-            points.setdefault(f["method"], []).append((100 * f["share_of_pool"], c.mean, c.lo,
+            label = labels.get(f["method"], f["method"])
+            points.setdefault(label, []).append((100 * f["share_of_pool"], c.mean, c.lo,
                                                        c.hi))
     if points:
         figures["Accuracy vs budget"] = plot_budget(points)
     for run in runs:
-        fig = _map_figure(run)
+        fig = _map_figure(RunLayout(run))
         if fig is not None:
             figures["Pool embeddings by task family"] = fig
             break

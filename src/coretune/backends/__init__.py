@@ -1,86 +1,122 @@
-"""Where the heavy work runs: `local` (this process) or `ray` (a Ray cluster).
+"""Where the heavy work runs: `local` (this process), `ray` (a Ray cluster), or a backend a
+user registers.
 
 A backend does the three operations that grow with the pool: embedding (`embedder`),
 labelling every row with its nearest centroid (`assign`) and the per-cluster selection
-(`select`). The stages call only this interface, and both backends produce byte-identical
-artifacts for the same config and seed (see `coretune.backends.ray`).
+(`select`). The stages call only this interface, and every backend must produce
+byte-identical artifacts for the same config and seed (see `coretune.backends.ray`).
+Imports: embed, cluster, select (library modules); never stages, pipeline or the CLI.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from coretune.cluster import KMeansClusters, assign_rows
+from coretune.embed import Embedder, make_encoder
 from coretune.errors import CoretuneError
+from coretune.select import SelectionResult, gather, plan_selection
 
-NAMES = ("local", "ray")
 
+class Backend(ABC):
+    """The interface every backend implements."""
 
-class Backend:
-    """The local backend, and the interface every backend implements."""
+    name: str
 
-    name = "local"
-
-    def embedder(self, encoder: str = "minilm", *, max_tokens: int = 256, batch_size: int = 64,
+    @abstractmethod
+    def embedder(self, encoder: str = "minilm", *, max_tokens: int = 128, batch_size: int = 64,
                  device: str | None = None, cache_dir: str | Path | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False) -> Embedder:
         """An `Embedder` (same cache, same rows) whose encoding runs on this backend."""
-        from coretune.embed import Embedder, make_encoder
 
-        return Embedder(make_encoder(encoder, max_tokens=max_tokens, device=device),
-                        cache_dir=cache_dir, batch_size=batch_size, quiet=quiet)
-
-    def embed(self, texts, folder: str | Path, encoder: str = "minilm", **kw):
-        """Embed `texts` into `folder` (embeddings.npy + meta.json); returns the Embedder,
-        whose `n_cached_` / `n_encoded_` / `seconds_` describe the work."""
-        embedder = self.embedder(encoder, **kw)
-        embedder.embed_to(texts, folder)
-        return embedder
-
+    @abstractmethod
     def assign(self, x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centroid and distance of every row (a `KMeansClusters.fit` assign hook)."""
-        from coretune.cluster import assign_rows
+        """Nearest centroid and distance of every row (a `KMeansClusters.fit` assign hook),
+        with the chunk boundaries of `coretune.cluster.assign_rows`."""
 
-        return assign_rows(x, centroids, spherical, chunk)
-
-    def fit_clusters(self, x: np.ndarray, k: int, **kw):
-        """`KMeansClusters(k, **kw)` fitted on its sample here, every row labelled by `assign`."""
-        from coretune.cluster import KMeansClusters
-
-        return KMeansClusters(k, **kw).fit(x, assign=self.assign)
-
+    @abstractmethod
     def select(self, x: np.ndarray, labels: np.ndarray, targets, budget: int, method: str,
-               seed: int, centroids: np.ndarray | None = None, *, quiet: bool = False):
+               seed: int, centroids: np.ndarray | None = None, *, quiet: bool = False
+               ) -> SelectionResult:
         """The same `SelectionResult` as `coretune.select.select_rows`."""
-        from coretune.select import select_rows
 
-        return select_rows(x, labels, targets, budget, method, seed, centroids, quiet=quiet)
-
+    @abstractmethod
     def close(self) -> None:
         """Release workers (actors); the backend stays usable."""
 
+    def fit_clusters(self, x: np.ndarray, k: int, **kw) -> KMeansClusters:
+        """`KMeansClusters(k, **kw)` fitted on its sample here, every row labelled by `assign`."""
+        return KMeansClusters(k, **kw).fit(x, assign=self.assign)
 
+
+class LocalBackend(Backend):
+    """Everything in this process."""
+
+    name = "local"
+
+    def embedder(self, encoder: str = "minilm", *, max_tokens: int = 128, batch_size: int = 64,
+                 device: str | None = None, cache_dir: str | Path | None = None,
+                 quiet: bool = False) -> Embedder:
+        return Embedder(make_encoder(encoder, max_tokens=max_tokens, device=device),
+                        cache_dir=cache_dir, batch_size=batch_size, quiet=quiet)
+
+    def assign(self, x, centroids, spherical, chunk):
+        return assign_rows(x, centroids, spherical, chunk)
+
+    def select(self, x, labels, targets, budget, method, seed, centroids=None, *, quiet=False):
+        plan = plan_selection(x, labels, targets, budget, method, seed, centroids)
+        return gather([(job.cluster, *plan.method.pick(job, quiet=quiet))
+                       for job in plan.jobs()])
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _ray(address: str | None = None, **resources: Any) -> Backend:
+    from coretune.backends.ray import RayBackend
+
+    return RayBackend(address, **resources)
+
+
+_REGISTRY: dict[str, Callable[..., Backend]] = {
+    "local": lambda address=None, **_: LocalBackend(), "ray": _ray}
 _open: dict[tuple, Backend] = {}
+
+
+def register_backend(name: str, factory: Callable[..., Backend]) -> None:
+    """Make `factory(address, **resources)` available as `--backend NAME` and
+    `backend: {name: NAME}`."""
+    _REGISTRY[name] = factory
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def check_backend_name(name: str) -> str:
+    if name not in _REGISTRY:
+        raise CoretuneError(f"unknown backend '{name}' (one of {', '.join(_REGISTRY)})",
+                            field="backend")
+    return name
 
 
 def get_backend(name: str = "local", address: str | None = None, **resources: Any) -> Backend:
     """`local`, or `ray` on the cluster at `address` (None: start a local one with
     `resources`: num_cpus, num_gpus, object_store_memory; actors, actor_cpus for embedding).
     One backend per distinct setting is kept for the process (actors are reused)."""
-    if name not in NAMES:
-        raise CoretuneError(f"unknown backend '{name}' (one of {', '.join(NAMES)})",
-                            field="backend")
+    check_backend_name(name)
     key = (name, address, tuple(sorted((k, v) for k, v in resources.items() if v is not None)))
     if key not in _open:
-        if name == "local":
-            _open[key] = Backend()
-        else:
-            from coretune.backends.ray import RayBackend
-
-            _open[key] = RayBackend(address, **dict(key[2]))
+        backend = _REGISTRY[name](address, **dict(key[2]))
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend '{name}' does not implement coretune.backends.Backend")
+        _open[key] = backend
     return _open[key]
 
 

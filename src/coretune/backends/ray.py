@@ -9,7 +9,7 @@ Byte-identical by construction, not by tolerance:
 - labelling: K-means is fitted on its sample on the driver; the rows are labelled by tasks,
   one per `chunk_size` block of the local code (faiss picks its kernel by batch size, so the
   blocks must be the same), then renumbered on the driver as before.
-- selection: one task per target cluster running `select_cluster` on that cluster's rows
+- selection: one task per target cluster running the method's `pick` on that cluster's rows
   only, with the cluster's own generator; results are concatenated in cluster-id order.
 
 Memory is bounded: at most `inflight` batches per actor and one block / cluster per CPU are
@@ -20,7 +20,7 @@ the driver count finished batches, blocks and clusters.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from coretune.backends import Backend
 from coretune.errors import CoretuneError
+from coretune.select import gather, plan_selection
 
 # Workers read models from installed packages only, like the CLI (no hub access).
 _WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -61,7 +62,7 @@ class _EncoderActor:
         return {"name": e.name, "dim": e.dim, "pooling": e.pooling, "max_tokens": e.max_tokens}
 
     def forward(self, texts: list[str]) -> np.ndarray:
-        return self.encoder._forward(texts)  # raw rows; the driver normalises
+        return self.encoder.forward_batch(texts)  # raw rows; the driver normalises
 
 
 class RayEncoder:
@@ -106,16 +107,16 @@ class RayEncoder:
 def _assign_block(part: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int):
     from threadpoolctl import threadpool_limits
 
-    from coretune.cluster import _faiss_threads, assign_rows
+    from coretune.cluster import assign_rows, faiss_threads
 
-    with _faiss_threads(1), threadpool_limits(limits=1):  # one CPU per task
+    with faiss_threads(1), threadpool_limits(limits=1):  # one CPU per task
         return assign_rows(part, centroids, spherical, chunk)
 
 
-def _select_one(*args, **kw):
-    from coretune.select import select_cluster
+def _select_one(method: str, job, **kw):
+    from coretune.select import get_method
 
-    return select_cluster(*args, **kw)
+    return job.cluster, *get_method(method).pick(job, **kw)
 
 
 class RayBackend(Backend):
@@ -169,7 +170,7 @@ class RayBackend(Backend):
 
     # --- embedding ------------------------------------------------------------------------
 
-    def embedder(self, encoder: str = "minilm", *, max_tokens: int = 256, batch_size: int = 64,
+    def embedder(self, encoder: str = "minilm", *, max_tokens: int = 128, batch_size: int = 64,
                  device: str | None = None, cache_dir=None, quiet: bool = False):
         from coretune.embed import Embedder
 
@@ -218,16 +219,16 @@ class RayBackend(Backend):
 
     # --- labelling and selection ----------------------------------------------------------
 
-    def _bounded(self, items: list, submit: Callable[[Any], Any], desc: str, quiet: bool
-                 ) -> list:
-        """`submit(item)` for each item, at most one per CPU running (bounded object store);
-        results in item order."""
+    def _bounded(self, items: Iterable, total: int, submit: Callable[[Any], Any], desc: str,
+                 quiet: bool) -> list:
+        """`submit(item)` for each of the `total` items (taken lazily), at most one per CPU
+        running (bounded object store); results in item order."""
         from tqdm.auto import tqdm
 
         ray, limit = self.ray, self._cpus()
-        results: list = [None] * len(items)
+        results: list = [None] * total
         running: dict[Any, int] = {}
-        with tqdm(total=len(items), desc=desc, disable=quiet or len(items) < 2,
+        with tqdm(total=total, desc=desc, disable=quiet or total < 2,
                   dynamic_ncols=True) as bar:
 
             def collect() -> None:
@@ -243,8 +244,8 @@ class RayBackend(Backend):
                 collect()
         return results
 
-    def assign(self, x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int,
-               quiet: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int
+               ) -> tuple[np.ndarray, np.ndarray]:
         self.close()
         ray, task = self.connect(), self._fn("assign")
         c = ray.put(np.ascontiguousarray(centroids, dtype=np.float32))
@@ -253,24 +254,23 @@ class RayBackend(Backend):
             part = np.ascontiguousarray(x[start:start + chunk], dtype=np.float32)
             return task.remote(part, c, spherical, chunk)
 
-        parts = self._bounded(list(range(0, len(x), chunk)), submit, "assign (ray)", quiet)
+        starts = range(0, len(x), chunk)
+        parts = self._bounded(starts, len(starts), submit, "assign (ray)", False)
         return (np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False),
                 np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False))
 
     def select(self, x: np.ndarray, labels: np.ndarray, targets, budget: int, method: str,
                seed: int, centroids: np.ndarray | None = None, *, quiet: bool = False):
-        from coretune.select import gather, plan_selection
-
         self.close()
         self.connect()
         plan = plan_selection(x, labels, targets, budget, method, seed, centroids)
         task = self._fn("select")
 
-        def submit(t):
-            return task.remote(method, plan.seed, t.cluster, t.rows, t.share, *plan.inputs(t),
-                               n_jobs=1, quiet=True)
+        def submit(job):
+            return task.remote(method, job, n_jobs=1, quiet=True)
 
-        return gather(self._bounded(plan.tasks, submit, "select (ray)", quiet))
+        return gather(self._bounded(plan.jobs(), len(plan.shares), submit, "select (ray)",
+                                    quiet))
 
 
 def shutdown() -> None:

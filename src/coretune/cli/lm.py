@@ -43,9 +43,12 @@ def train(
 
 def evaluate(
     model: str = typer.Option("default", help="default | trained folder | LoRA adapter | hub id."),
-    tasks: str = typer.Option("rte,cb,anli_r1,anli_r2,anli_r3", help="Comma-separated tasks."),
+    tasks: str = typer.Option(None, help="Comma-separated sets, shipped or --eval-file names "
+                              "(default: rte,cb,anli_r1,anli_r2,anli_r3, or the --eval-file "
+                              "sets when given)."),
     eval_file: list[str] = typer.Option(
-        [], help="Extra eval set NAME:DATA.jsonl:TEMPLATES.yaml:LABEL0,LABEL1,... (repeatable)."),
+        [], help="Your own set, NAME:DATA.jsonl:TEMPLATES.yaml:LABELS with LABELS the "
+        "comma-separated label names in index order (repeatable)."),
     max_examples: int | None = typer.Option(None, help="Seeded sample of N examples per set."),
     max_templates: int | None = typer.Option(None, help="First N templates with choices."),
     length_norm: bool = typer.Option(False, "--length-norm",
@@ -57,12 +60,13 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Rank-classification accuracy per template, mean/median and bootstrap 95% intervals."""
+    from coretune.evaluate import TASKS, format_row, parse_eval_file, register_eval_set
     from coretune.evaluate import evaluate as run_eval
-    from coretune.evaluate import format_row, parse_eval_file, resolve_tasks
 
-    chosen = resolve_tasks(tasks) if tasks.strip() else []
-    chosen += [parse_eval_file(s) for s in eval_file]
-    chosen = resolve_tasks(chosen)  # errors on an empty list
+    added = [register_eval_set(parse_eval_file(s)) for s in eval_file]
+    if tasks is None or (added and not tasks.strip()):  # `--tasks ""`: only the added sets
+        tasks = ",".join(ds.name for ds in added) or ",".join(TASKS)
+    chosen = [t.strip() for t in tasks.split(",") if t.strip()]
     m = run_eval(model, chosen, max_examples=max_examples, max_templates=max_templates,
                  length_norm=length_norm, batch_size=batch_size, seed=seed, output_dir=output,
                  quiet=quiet)

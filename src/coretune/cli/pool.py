@@ -18,9 +18,10 @@ def build(
     templates: str = typer.Option(
         "all", help="Templates per dataset: all, first:N, or fixed[:NAME] (one per dataset)."),
     dataset: list[str] = typer.Option(
-        [], help="Extra dataset NAME:DATA.jsonl:TEMPLATES.yaml[:FAMILY] (repeatable)."),
+        [], help="Extra dataset, NAME:DATA:TEMPLATES[:FAMILY] with DATA a .jsonl file and "
+        "TEMPLATES a promptsource .yaml (repeatable)."),
     no_default_datasets: bool = typer.Option(
-        False, help="Leave out the shipped RTE and CB training sets."),
+        False, "--no-default-datasets", help="Leave out the shipped RTE and CB training sets."),
 ) -> None:
     """Build a pool deterministically from shipped BIG-bench rows + RTE/CB through templates."""
     from coretune.data.sources import (

