@@ -32,3 +32,30 @@ def test_skip_resume_and_restart(tmp_path):
     (tmp_path / "demo" / "stale").touch()
     _stage(tmp_path, calls, 2).run(log=lambda _: None)
     assert calls == [1, 1, 2] and not (tmp_path / "demo" / "stale").exists()
+
+
+def test_each_stage_records_its_own_peak_memory(tmp_path):
+    import numpy as np
+
+    def big(folder):
+        a = np.ones(300 << 17)  # 300 MiB, touched
+        a.sum()
+        del a
+
+    def small(folder):
+        pass
+
+    m_big = Stage("big", tmp_path / "big", {}, big).run(log=lambda _: None)
+    m_small = Stage("small", tmp_path / "small", {}, small).run(log=lambda _: None)
+    # The second stage starts from a reset high-water mark: the first one's 300 MiB is not its.
+    assert m_big["peak_rss_mb"] > m_small["peak_rss_mb"] + 250
+    assert m_big["rss_method"] in ("kernel-hwm", "sampled-10ms")
+
+
+def test_stage_table_shows_seconds_and_peak_memory():
+    from coretune.table import stage_table
+
+    facts = [{"run": "runs/demo", "seeds": [0, 1], "selected": 25, "pool_rows": 5000,
+              "seconds": {"embed": 150.2, "train": 60.0}, "peak_rss_gb": {"train": 3.12}}]
+    text = stage_table(facts)
+    assert "| `demo` | 2 | 25 (of 5,000) | 210: embed 150, train 60 | train 3.1 |" in text

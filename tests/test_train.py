@@ -6,6 +6,7 @@ from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
 from coretune.models import encode_prompt, encode_target, load_tokenizer
 from coretune.train import IGNORE, TrainConfig, encode_example, epoch_order, train
+from coretune.train.data import make_batch, micro_batches, step_rows
 
 
 def _rows(n=8):
@@ -31,6 +32,60 @@ def test_encode_example_masks_prompt_and_cuts_its_left_side():
 def test_epoch_order_is_seeded():
     assert (epoch_order(10, 0, 1) == epoch_order(10, 0, 1)).all()
     assert not (epoch_order(10, 0, 1) == epoch_order(10, 0, 2)).all()
+
+
+def _grad_norms(lm, names):
+    params = dict(lm.named_parameters())
+    return {n: float(params[n].grad.norm()) for n in names}
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_target_logits_give_the_full_logit_loss_and_gradients(lora):
+    """Logits only at the target positions: same loss (1e-5) and gradients (1e-4 relative)
+    as logits at every position, on one padded batch of the real model."""
+    import torch
+
+    from coretune.models import load_model
+    from coretune.train.loss import full_logit_loss, supports_target_logits, target_loss
+
+    lm, tok = load_model("default", device="cpu", dtype=torch.float32, for_training=True)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        lm = get_peft_model(lm, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05,
+                                           target_modules="all-linear", task_type="CAUSAL_LM"))
+    assert supports_target_logits(lm)
+    rows = _rows(4)
+    rows[1]["target"] = "No, because fish have no wings."  # rows of different lengths: padding
+    examples = [encode_example(tok, r["prompt"], r["target"], 64) for r in rows]
+    ids, labels, mask = make_batch(examples, tok.pad_token_id)
+    n_target = int((labels != IGNORE).sum())
+    # LoRA's A matrices get no gradient at the start (B is zero): look at the others.
+    trainable = [n for n, p in lm.named_parameters() if p.requires_grad and "lora_A" not in n]
+    names = [trainable[0], trainable[len(trainable) // 2], trainable[-1]]
+    results = []
+    for loss_fn in (full_logit_loss, target_loss):
+        torch.manual_seed(0)  # the same LoRA dropout masks in both passes
+        lm.zero_grad(set_to_none=True)
+        loss = loss_fn(lm, ids, labels, mask, n_target)
+        loss.backward()
+        results.append((loss.item(), _grad_norms(lm, names)))
+    (full, full_grads), (ours, our_grads) = results
+    assert abs(full - ours) <= 1e-5 * max(1.0, abs(full))
+    for n in names:
+        assert full_grads[n] > 0
+        assert abs(our_grads[n] - full_grads[n]) <= 1e-4 * full_grads[n], n
+
+
+def test_micro_batches_cover_the_step_longest_first():
+    picks = step_rows(0, 10, 6, seed=0)
+    assert len(picks) == 6 and len(set(picks)) == 6
+    assert sorted(step_rows(1, 10, 6, seed=0) + picks) == list(range(10))  # short last step
+    lengths = [5, 9, 1, 7, 3, 8, 2, 6, 4, 10]
+    chunks = micro_batches(picks, lengths, 4)
+    assert [len(c) for c in chunks] == [4, 2] and sorted(sum(chunks, [])) == sorted(picks)
+    flat = [lengths[i] for c in chunks for i in c]
+    assert flat == sorted(flat, reverse=True)
 
 
 def test_bad_rows_and_bad_model_fail_before_writing(tmp_path):

@@ -1,4 +1,5 @@
-"""Stage manifests: what a stage read, how it was configured, what it wrote, and how long it took.
+"""Stage manifests: what a stage read, how it was configured, what it wrote, how long it took
+and its peak memory (`peak_rss_mb`, plus `gpu_peak_mb` on a GPU; see coretune.memory).
 
 A stage's manifest is written last, atomically: it is the completion marker. A stage whose
 manifest key (config slice + upstream keys + input file hashes) matches is skipped; anything
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coretune.io import read_json, sha256_file, write_json
+from coretune.memory import peak_memory
 
 MANIFEST = "manifest.json"
 _HASH_LIMIT = 256 << 20  # larger files (model weights) are recorded by size, not hashed
@@ -93,7 +95,8 @@ class Stage:
         marker.write_text(key)
         log(f"[{self.name}] {'resuming' if resuming else 'running'} -> {self.folder}")
         start = time.time()
-        extra = self.fn(self.folder) or {}
+        with peak_memory() as peak:
+            extra = self.fn(self.folder) or {}
         manifest = {
             "stage": self.name,
             "key": key,
@@ -105,8 +108,10 @@ class Stage:
             "versions": versions(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
             "seconds": round(time.time() - start, 3),
+            **peak,
             **extra,
         }
         write_json(self.folder / MANIFEST, manifest)
-        log(f"[{self.name}] done in {manifest['seconds']:.1f}s")
+        log(f"[{self.name}] done in {manifest['seconds']:.1f}s, peak RSS "
+            f"{manifest['peak_rss_mb'] / 1024:.2f} GB")
         return manifest

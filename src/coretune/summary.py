@@ -49,9 +49,12 @@ def collect(runs: list[Path]) -> tuple[dict[str, list[dict]], list[dict]]:
 
 def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
     stage_seconds: dict[str, float] = {}
+    stage_peak: dict[str, float] = {}  # peak RSS (MB) of the stage, the largest over seeds
     for m in run.manifests():
-        name = m.parent.name
-        stage_seconds[name] = stage_seconds.get(name, 0) + read_json(m)["seconds"]
+        name, manifest = m.parent.name, read_json(m)
+        stage_seconds[name] = stage_seconds.get(name, 0) + manifest["seconds"]
+        if "peak_rss_mb" in manifest:  # manifests from before peaks were recorded have none
+            stage_peak[name] = max(stage_peak.get(name, 0), manifest["peak_rss_mb"])
     first = seeds[0]
     sel = run.stage("select", first) / MANIFEST
     metrics = read_json(run.metrics(first))
@@ -67,6 +70,7 @@ def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
         "eval_caps": {k: cfg["evaluate"][k] for k in ("max_examples", "max_templates")},
         "eval_items": sum(t["n_items"] for t in metrics["tasks"].values()),
         "seconds": {k: round(v, 1) for k, v in sorted(stage_seconds.items())},
+        "peak_rss_gb": {k: round(v / 1024, 2) for k, v in sorted(stage_peak.items())},
     }
 
 
@@ -127,7 +131,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
     runs = find_runs(paths)
     per_row, facts = collect(runs)
     rows = build_rows(per_row)
-    write_table(rows, out)
+    write_table(rows, out, facts=facts)
     by_name = {f["name"]: f for f in facts}
     figures = {"Average accuracy per row": plot_rows(rows, "all rows")}
     samplers = [r for r in rows if by_name[r["name"]]["method"] in budgeted_methods()]
@@ -159,7 +163,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
             f"{f['reproduces']} | model {f['model']} | pool {f['pool_rows']} rows, selected "
             f"{f['selected']} ({100 * f['share_of_pool']:.2f}%) by {f['method']} | seeds "
             f"{f['seeds']} | eval caps {f['eval_caps']} ({f['eval_items']} items) | stage "
-            f"seconds {f['seconds']}")
+            f"seconds {f['seconds']} | stage peak RSS (GB) {f['peak_rss_gb']}")
     notes = [f"Runs: {', '.join(str(r) for r in runs)}."]
     html, _ = write_report(out, title or "coretune report", rows, figures, run_facts, notes)
     return html

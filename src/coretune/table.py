@@ -134,10 +134,28 @@ def group_runs(entries: list[tuple[str, dict[str, np.ndarray]]]) -> dict[str, li
     return dict(grouped)
 
 
-def write_table(rows: list[dict], out_dir: Path, tasks=TASKS) -> tuple[Path, Path]:
+def stage_table(facts: list[dict]) -> str:
+    """Per run: rows trained on, each stage's seconds (summed over seeds) and peak resident
+    memory (the largest over seeds), from the stages' manifests (`summary.collect`)."""
+    lines = ["| config | seeds | rows trained on (of pool) | stage time, all seeds (s) "
+             "| stage peak RSS (GB) |", "|---|---|---|---|---|"]
+    for f in facts:
+        pool = f" (of {f['pool_rows']:,})" if f["pool_rows"] else ""
+        secs = ", ".join(f"{k} {v:.0f}" for k, v in f["seconds"].items() if v >= 1)
+        peaks = ", ".join(f"{k} {v:.1f}" for k, v in f.get("peak_rss_gb", {}).items()) or "–"
+        lines.append(f"| `{Path(f['run']).name}` | {len(f['seeds'])} | {f['selected']:,}{pool} "
+                     f"| {sum(f['seconds'].values()):.0f}: {secs} | {peaks} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict], out_dir: Path, tasks=TASKS,
+                facts: list[dict] = ()) -> tuple[Path, Path]:
+    """table.md (accuracy, the paper's rows, and the stage table when `facts` are given) and
+    table.csv (accuracy)."""
     from coretune.io import write_text
 
     md, csv_path = out_dir / "table.md", out_dir / "table.csv"
-    write_text(md, to_markdown(rows, tasks))
+    text = to_markdown(rows, tasks)
+    write_text(md, text + ("\n" + stage_table(facts) if facts else ""))
     write_text(csv_path, to_csv(rows, tasks))
     return md, csv_path

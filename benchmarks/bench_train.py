@@ -1,0 +1,235 @@
+"""Training speed and peak memory: logits at every position (before) vs at the target
+positions only (after), micro-batch sizes and gradient checkpointing, on the same data in the
+same run, against a memory floor computed from the model config.
+
+Each variant runs in its own process (a fresh allocator, so peak RSS is its own), on the same
+optimizer steps of the same rows; the variants are interleaved and repeated, since other jobs
+may share the cores. Reported per variant: tokens/s (real tokens, padding not counted, the
+first step dropped as warm-up), the peak RSS of the training steps (kernel high-water mark,
+coretune.memory) and of the whole process (model load included), and ratios vs `before`.
+
+Floor (computed from the config, float32): weights + gradients + AdamW's two states
+(16 bytes per trainable parameter, 4 per frozen one) + the activations autograd keeps for one
+micro-batch: per token and layer the two RMSNorm inputs and outputs, q, k, v (k and v
+expanded to the query heads), the attention output, and the MLP's gate, up, act(gate) and
+product: 8*hidden + 4*intermediate floats (gradient checkpointing: the layer inputs only).
+
+    HF_HUB_OFFLINE=1 python benchmarks/bench_train.py [--data subset.parquet] [--steps 3]
+
+Default data: 25 rows of the shipped RTE/CB training sets through their first two templates
+(the demo trains on 25 NLI-like rows). Demo settings: full fine-tuning, batch 8, 256 tokens.
+Writes benchmarks/results/bench_train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GB = 1 << 30
+# variant -> (loss over all positions?, micro-batch rows, gradient checkpointing)
+VARIANTS = {
+    "before": (True, 8, False),
+    "after": (False, 8, False),
+    "after_micro4": (False, 4, False),
+    "after_micro2": (False, 2, False),
+    "after_micro2_checkpointing": (False, 2, True),
+}
+# facebook/galactica-1.3b (the paper's model; OPT layout, plain 4x MLP) for the README note.
+GALACTICA_1_3B = {"hidden_size": 2048, "num_hidden_layers": 24, "intermediate_size": 8192,
+                  "vocab_size": 50000, "gated_mlp": False, "tie_word_embeddings": True}
+
+
+def param_count(c: dict) -> int:
+    """Parameters of a decoder-only LM from its config (attention, MLP, norms, embeddings)."""
+    h, i, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    kv = h // c.get("num_attention_heads", 1) * c.get("num_key_value_heads",
+                                                        c.get("num_attention_heads", 1))
+    mlp = (3 if c.get("gated_mlp", True) else 2) * h * i
+    per_layer = h * h * 2 + 2 * h * kv + mlp + 2 * h
+    embed = c["vocab_size"] * h * (1 if c.get("tie_word_embeddings", True) else 2)
+    return layers * per_layer + embed + h
+
+
+def floor_bytes(c: dict, tokens: int, trainable: int | None = None,
+                checkpointing: bool = False) -> dict:
+    """Memory floor of one training step (float32), in bytes, by part."""
+    p = param_count(c)
+    t = p if trainable is None else trainable
+    h, i, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    per_token_layer = h if checkpointing else 8 * h + (4 if c.get("gated_mlp", True) else 2) * i
+    parts = {"weights": 4 * p, "gradients": 4 * t, "adamw_states": 8 * t,
+             "activations": 4 * tokens * layers * per_token_layer}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def default_rows(n: int = 25) -> list[dict]:
+    from coretune.data.sources import build_pool, sample_rows
+
+    pool = sample_rows(build_pool(bigbench="none", template_mode="first", n_templates=2), n)
+    return [{"prompt": p, "target": t}
+            for p, t in zip(pool.column("prompt"), pool.column("target"), strict=True)]
+
+
+def child(variant: str, rows_file: str, steps: int) -> dict:
+    """One variant in this process: setup, `steps` optimizer steps, timings and peaks."""
+    import torch
+
+    from coretune.memory import peak_memory, rss_peak_mb
+    from coretune.train.data import TrainConfig
+    from coretune.train.loop import setup, train_step
+
+    full, micro, ckpt = VARIANTS[variant]
+    rows = [(r["prompt"], r["target"]) for r in json.loads(Path(rows_file).read_text())]
+    cfg = TrainConfig(lr=1e-4, batch_size=8, max_length=256, max_steps=steps,
+                      micro_batch_size=micro, gradient_checkpointing=ckpt, save_every=10_000)
+    with tempfile.TemporaryDirectory() as d:
+        s = setup(cfg, Path(d), rows, key="bench", full_logits=full)
+        loaded_rss = rss_peak_mb()
+        times, tokens, losses = [], [], []
+        with peak_memory() as peak:
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                loss, n = train_step(s)
+                times.append(time.perf_counter() - t0)
+                tokens.append(n)
+                losses.append(round(loss, 6))
+        picks = [len(s.examples[i][0]) for i in range(len(s.examples))]
+    return {"variant": variant, "step_seconds": [round(t, 2) for t in times],
+            "tokens": tokens, "losses": losses, "loss_fn": s.loss_fn.__name__,
+            "tokens_per_s": round(sum(tokens[1:]) / sum(times[1:]), 1),
+            "peak_rss_train_mb": peak["peak_rss_mb"], "peak_rss_process_mb": rss_peak_mb(),
+            "rss_after_setup_mb": loaded_rss, "threads": torch.get_num_threads(),
+            "row_lengths": picks, "model_config": s.lm.config.to_dict()}
+
+
+def run_child(variant: str, rows_file: str, steps: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", variant, "--rows", rows_file,
+                          "--steps", str(steps)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict], args) -> dict:
+    by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS}
+    best = {v: max(rs, key=lambda r: r["tokens_per_s"]) for v, rs in by.items() if rs}
+    base = runs[0]["variant"]  # ratios are against the first variant run ("before" by default)
+    c = best[base]["model_config"]
+    lengths = best[base]["row_lengths"]
+    widest = sorted(lengths, reverse=True)
+    rows = {}
+    for v, r in best.items():
+        _, micro, ckpt = VARIANTS[v]
+        tokens = micro * widest[0]  # the widest pass: `micro` rows padded to the longest
+        floor = floor_bytes(c, tokens, checkpointing=ckpt)
+        rows[v] = {
+            "micro_batch_size": micro, "gradient_checkpointing": ckpt,
+            "loss": "all positions" if VARIANTS[v][0] else "target positions",
+            "tokens_per_s": [x["tokens_per_s"] for x in by[v]],
+            "tokens_per_s_best": r["tokens_per_s"],
+            f"speed_vs_{base}": round(r["tokens_per_s"] / best[base]["tokens_per_s"], 3),
+            "peak_rss_train_gb": round(r["peak_rss_train_mb"] / 1024, 2),
+            "peak_rss_process_gb": round(r["peak_rss_process_mb"] / 1024, 2),
+            "rss_after_setup_gb": round(r["rss_after_setup_mb"] / 1024, 2),
+            "floor_gb": round(floor["total"] / GB, 2),
+            "floor_parts_gb": {k: round(b / GB, 3) for k, b in floor.items()},
+            "peak_over_floor": round(r["peak_rss_train_mb"] * (1 << 20) / floor["total"], 2),
+            "losses": r["losses"], "step_seconds": r["step_seconds"]}
+    return {"variants": rows, "rows": len(lengths), "row_tokens_mean": sum(lengths) / len(lengths),
+            "row_tokens_max": widest[0], "steps": args.steps, "repeats": args.repeats,
+            "params_from_config": param_count(c), "model_config_used": {
+                k: c[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                  "num_attention_heads", "num_key_value_heads", "vocab_size")}}
+
+
+def lora_count(c: dict, r: int = 16) -> int:
+    """Parameters of rank-r LoRA adapters on every linear layer of the decoder blocks."""
+    h, i = c["hidden_size"], c["intermediate_size"]
+    kv = h // c.get("num_attention_heads", 1) * c.get("num_key_value_heads",
+                                                        c.get("num_attention_heads", 1))
+    attn = (h + h) + 2 * (h + kv) + (h + h)
+    mlp = (3 if c.get("gated_mlp", True) else 2) * (h + i)
+    return c["num_hidden_layers"] * r * (attn + mlp)
+
+
+def memory_table(c: dict) -> dict:
+    """Floors (GiB, float32) of full fine-tuning and LoRA (r=16) with and without gradient
+    checkpointing, per micro-batch of rows x 256 tokens: which settings fit 4 GB / 16 GB."""
+    out = {}
+    for name, cfg in (("SmolLM2-135M", c), ("galactica-1.3b", GALACTICA_1_3B)):
+        for label, trainable, ckpt in (("full", None, False), ("full+ckpt", None, True),
+                                       ("lora", lora_count(cfg), False),
+                                       ("lora+ckpt", lora_count(cfg), True)):
+            for micro in (1, 2, 4, 8):
+                f = floor_bytes(cfg, micro * 256, trainable, ckpt)
+                out[f"{name} {label} micro={micro} x256"] = round(f["total"] / GB, 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", help="subset/pool file (default: 25 shipped RTE/CB rows)")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--variants", default="before,after,after_micro2,after_micro2_checkpointing")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_train.json"))
+    ap.add_argument("--child"), ap.add_argument("--rows")
+    ap.add_argument("--floors-only", action="store_true",
+                    help="only recompute the floors table in an existing --out file")
+    args = ap.parse_args()
+    if args.floors_only:
+        from coretune.io import write_json
+
+        result = json.loads(Path(args.out).read_text())
+        result["fits_floor_gb"] = memory_table(result["model_config_used"] | {
+            "tie_word_embeddings": True})
+        write_json(args.out, result)
+        print(json.dumps(result["fits_floor_gb"], indent=1))
+        return
+    if args.child:
+        print(json.dumps(child(args.child, args.rows, args.steps)))
+        return
+    if args.data:
+        from coretune.train.data import load_rows
+
+        rows = [{"prompt": p, "target": t} for p, t in load_rows(args.data)]
+    else:
+        rows = default_rows()
+    load_start = os.getloadavg()
+    runs = []
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(rows, f)
+    try:
+        for _ in range(args.repeats):
+            for v in args.variants.split(","):
+                runs.append(run_child(v, f.name, args.steps))
+                print(f"{v}: {runs[-1]['tokens_per_s']} tokens/s, train peak "
+                      f"{runs[-1]['peak_rss_train_mb'] / 1024:.2f} GB", file=sys.stderr)
+    finally:
+        os.unlink(f.name)
+    result = summarise(runs, args)
+    from coretune.io import write_json
+
+    result.update({
+        "data": args.data or "25 shipped RTE/CB training rows, first 2 templates (seeded)",
+        "settings": "full fine-tuning, float32, CPU, batch 8, max_length 256, lr 1e-4",
+        "fits_floor_gb": memory_table(runs[0]["model_config"]),
+        "load_average_at_start": list(load_start), "load_average_at_end": list(os.getloadavg()),
+        "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
+        "platform": platform.platform(), "not_measured": "GPU (no GPU on this machine)"})
+    write_json(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "fits_floor_gb"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Fine-tune a causal LM on (prompt, target) rows: one readable loop in the nanoGPT manner.
+
+- Loss on the target tokens and EOS only (prompt tokens are labelled -100), and logits only
+  there (`loss.py`). Prompt and target are joined as in evaluation
+  (`coretune.models.encode_prompt` / `encode_target`).
+- Too long: the prompt loses tokens on its LEFT (the question usually sits at its end).
+- AdamW, linear warmup then linear decay, gradient clipping at 1.0; `batch_size` x
+  `grad_accum` rows per optimizer step, the loss normalised by the target tokens of the whole
+  step. Memory: `micro_batch_size` rows per forward/backward pass (the step and its loss stay
+  the same) and `gradient_checkpointing`.
+- Full fine-tuning or LoRA (peft). float32 on CPU; on a GPU float32 weights with bfloat16
+  autocast.
+- Checkpoints every `save_every` steps (`checkpoint.py`); running the same command again
+  resumes, and a finished run is not redone. Data order depends only on seed and epoch, so
+  a resumed run sees the same batches as an uninterrupted one.
+
+Modules: `data` (settings, rows, batches, order), `loss`, `checkpoint`, `loop` (`train()`:
+setup, the step loop, finishing).
+"""
+
+from coretune.train.data import IGNORE, TrainConfig, encode_example, epoch_order, load_rows
+from coretune.train.loop import train
+
+__all__ = ["IGNORE", "TrainConfig", "encode_example", "epoch_order", "load_rows", "train"]

@@ -1,0 +1,118 @@
+"""Training settings and data: rows in, (input ids, labels) out, batches and their order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from coretune.data.pool import Pool, load_pool
+from coretune.errors import CoretuneError
+
+IGNORE = -100
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("default", description="default | local folder | hub id")
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1, description="Rows per micro-batch of grad_accum.")
+    grad_accum: int = Field(1, ge=1)
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Rows per forward/backward pass, for memory only: an optimizer "
+        "step still takes batch_size x grad_accum rows and the same loss. None: batch_size.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, slower "
+        "(off by default: CPU_COST_TODO, benchmarks/results/bench_train.json).")
+    max_length: int = Field(256, ge=8)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    seed: int = 0
+    save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
+    log_every: int = Field(1, ge=1)
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    @property
+    def rows_per_pass(self) -> int:
+        return self.micro_batch_size or self.batch_size
+
+
+def load_rows(data: Pool | str | Path | Sequence[dict]) -> list[tuple[str, str]]:
+    """(prompt, target) pairs from a Pool, a pool/subset file, or dicts with those keys."""
+    if isinstance(data, str | Path):
+        data = load_pool(data)
+    if isinstance(data, Pool):
+        return list(zip(data.column("prompt"), data.column("target"), strict=True))
+    rows = []
+    for i, r in enumerate(data):
+        if not isinstance(r.get("prompt"), str) or not isinstance(r.get("target"), str) \
+                or not r["target"].strip():
+            raise CoretuneError("needs string prompt and non-empty target", row=i,
+                                field="prompt/target")
+        rows.append((r["prompt"], r["target"]))
+    if not rows:
+        raise CoretuneError("no training rows", field="data")
+    return rows
+
+
+def encode_example(tok: Any, prompt: str, target: str, max_length: int
+                   ) -> tuple[list[int], list[int]]:
+    """(input ids, labels): prompt cut on the left to fit, loss on target + EOS only."""
+    from coretune.models import encode_prompt, encode_target
+
+    p = encode_prompt(tok, prompt)
+    t = (encode_target(tok, target) + [tok.eos_token_id])[:max_length - 1]
+    p = p[max(0, len(p) + len(t) - max_length):]
+    return p + t, [IGNORE] * len(p) + t
+
+
+def make_batch(examples: list[tuple[list[int], list[int]]], pad_id: int):
+    """Right-padded (ids, labels, attention mask) tensors."""
+    import torch
+
+    width = max(len(x) for x, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        ids[i, :len(x)], labels[i, :len(y)], mask[i, :len(x)] = (
+            torch.tensor(x), torch.tensor(y), 1)
+    return ids, labels, mask
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def step_rows(step: int, n: int, per_step: int, seed: int) -> list[int]:
+    """Rows of optimizer step `step`: positions [step*per_step, (step+1)*per_step) of the
+    epoch-by-epoch seeded order, wrapping into the next epoch (a short last step per epoch)."""
+    steps_per_epoch = -(-n // per_step)
+    picks, orders = [], {}
+    for pos in range(step * per_step, (step + 1) * per_step):
+        epoch, k = divmod(pos, steps_per_epoch * per_step)
+        if k < n:
+            if epoch not in orders:
+                orders[epoch] = epoch_order(n, seed, epoch)
+            picks.append(int(orders[epoch][k]))
+    return picks
+
+
+def micro_batches(picks: list[int], lengths: list[int], size: int) -> list[list[int]]:
+    """The step's rows in passes of `size`, longest first so each pass pads little. The step's
+    loss is a sum over its target tokens, so how rows are grouped into passes doesn't change it."""
+    ordered = sorted(picks, key=lambda i: -lengths[i])
+    return [ordered[m:m + size] for m in range(0, len(ordered), size)]

@@ -1,0 +1,197 @@
+"""`train()`: setting up (model, optimizer, resume), the step loop, and finishing."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coretune.data.pool import Pool
+from coretune.errors import CoretuneError
+from coretune.io import sha256_text, write_json
+from coretune.train.checkpoint import (
+    load_checkpoint,
+    read_log,
+    save_checkpoint,
+    save_final,
+    write_log,
+)
+from coretune.train.data import (
+    IGNORE,
+    TrainConfig,
+    encode_example,
+    load_rows,
+    make_batch,
+    micro_batches,
+    step_rows,
+)
+from coretune.train.loss import full_logit_loss, supports_target_logits, target_loss
+
+
+@dataclass
+class Session:
+    """Everything the step loop needs, built by `setup`."""
+
+    cfg: TrainConfig
+    out: Path
+    key: str
+    rows: int
+    examples: list[tuple[list[int], list[int]]]
+    lm: Any
+    tok: Any
+    device: Any
+    optimizer: Any
+    scheduler: Any
+    total: int
+    step: int = 0
+    log: list[dict] = field(default_factory=list)
+    loss_fn: Callable = target_loss
+
+    @property
+    def params(self) -> list:
+        return [p for p in self.lm.parameters() if p.requires_grad]
+
+
+def train(
+    data: Pool | str | Path | Sequence[dict],
+    model: str | None = None,
+    config: TrainConfig | None = None,
+    output_dir: str | Path = "model",
+    *,
+    quiet: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Path:
+    """Fine-tune `model` (default: config.model) on `data`; write the model or adapter with its
+    tokenizer, `train_log.jsonl` and `train_config.json` into `output_dir`; return it.
+
+    `on_step(step, loss)` is called after each optimizer step (after any checkpoint), e.g.
+    for a pipeline's own progress report or to stop early by raising."""
+    cfg = (config or TrainConfig()).model_copy(update={"model": model} if model else {})
+    out = Path(output_dir)
+    rows = load_rows(data)
+    key = sha256_text(json.dumps([cfg.model_dump(exclude={"log_every", "save_every"}), rows],
+                                 ensure_ascii=False))
+    if _finished(out, key, quiet):
+        return out
+    session = setup(cfg, out, rows, key)
+    run_steps(session, quiet=quiet, on_step=on_step)
+    finish(session)
+    return out
+
+
+def _finished(out: Path, key: str, quiet: bool) -> bool:
+    """True when `out` holds this very run, finished; an error when it holds another."""
+    if (out / "train_state.json").is_file():
+        state = json.loads((out / "train_state.json").read_text())
+        if state.get("key") == key and state.get("done"):
+            if not quiet:
+                print(f"{out}: already trained with these data and settings")
+            return True
+        raise CoretuneError("output folder holds a model trained on other data or settings; "
+                            "choose another output or remove it", path=out)
+    if out.exists() and not out.is_dir():
+        raise CoretuneError("output exists and is not a folder", path=out)
+    return False
+
+
+def setup(cfg: TrainConfig, out: Path, rows: list[tuple[str, str]], key: str,
+          full_logits: bool = False) -> Session:
+    """Load the model (LoRA-wrapped if asked), encode the rows, build AdamW and the schedule,
+    and resume from `out/checkpoint` if it holds this run. `full_logits` selects the old
+    loss (logits at every position), for the benchmark."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from coretune.models import device_and_dtype, load_model
+
+    dev, _ = device_and_dtype()
+    torch.manual_seed(cfg.seed)
+    lm, tok = load_model(cfg.model, device=str(dev), dtype=torch.float32, for_training=True)
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lm = get_peft_model(lm, LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules="all-linear", task_type="CAUSAL_LM"))
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm.train()
+    examples = [encode_example(tok, p, t, cfg.max_length) for p, t in rows]
+
+    steps_per_epoch = math.ceil(len(examples) / cfg.rows_per_step)
+    total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    params = [p for p in lm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+
+    out.mkdir(parents=True, exist_ok=True)
+    step = load_checkpoint(out, lm, optimizer, scheduler, key)
+    use_target = not full_logits and supports_target_logits(lm)
+    return Session(cfg, out, key, len(rows), examples, lm, tok, dev, optimizer, scheduler,
+                   total, step, read_log(out / "train_log.jsonl", step),
+                   target_loss if use_target else full_logit_loss)
+
+
+def train_step(s: Session) -> tuple[float, int]:
+    """One optimizer step over its rows, in micro-batches; returns (loss, real tokens)."""
+    import torch
+
+    picks = step_rows(s.step, len(s.examples), s.cfg.rows_per_step, s.cfg.seed)
+    n_target = sum(sum(y != IGNORE for y in s.examples[i][1]) for i in picks)
+    lengths = [len(x) for x, _ in s.examples]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=s.device.type == "cuda")
+    loss_sum, n_tokens = 0.0, 0
+    for chunk in micro_batches(picks, lengths, s.cfg.rows_per_pass):
+        ids, labels, mask = (t.to(s.device) for t in
+                             make_batch([s.examples[i] for i in chunk], s.tok.pad_token_id))
+        with autocast:
+            loss = s.loss_fn(s.lm, ids, labels, mask, n_target)
+        loss.backward()
+        loss_sum += loss.item()
+        n_tokens += int(mask.sum())
+    torch.nn.utils.clip_grad_norm_(s.params, 1.0)
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.step += 1
+    return loss_sum, n_tokens
+
+
+def run_steps(s: Session, quiet: bool = False,
+              on_step: Callable[[int, float], None] | None = None) -> None:
+    """Steps until `s.total`: log, checkpoint every `save_every` steps, report each step."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=s.total, initial=s.step, desc="train", unit="step", disable=quiet)
+    while s.step < s.total:
+        t0 = time.perf_counter()
+        loss, n_tokens = train_step(s)
+        dt = time.perf_counter() - t0
+        if s.step % s.cfg.log_every == 0 or s.step == s.total:
+            s.log.append({"step": s.step, "loss": round(loss, 6),
+                          "lr": s.scheduler.get_last_lr()[0],
+                          "tokens_per_s": round(n_tokens / dt, 1), "tokens": n_tokens})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{n_tokens / dt:.0f}")
+        if s.step % s.cfg.save_every == 0 and s.step < s.total:
+            save_checkpoint(s.out, s.lm, s.optimizer, s.scheduler, s.step, s.key)
+            write_log(s.out / "train_log.jsonl", s.log)
+        if on_step is not None:
+            on_step(s.step, loss)
+    bar.close()
+
+
+def finish(s: Session) -> None:
+    """The model (or adapter), the log and the done marker; the checkpoint goes."""
+    save_final(s.out, s.lm, s.tok, s.cfg.model_dump())
+    write_log(s.out / "train_log.jsonl", s.log)
+    write_json(s.out / "train_state.json", {"key": s.key, "done": True, "steps": s.total,
+                                            "rows": s.rows})
+    shutil.rmtree(s.out / "checkpoint", ignore_errors=True)
