@@ -63,18 +63,19 @@ def run(cfg: RunConfig, run_dir: Path, seeds: list[int] | None = None, quiet: bo
         log: Log = print) -> Path:
     """Run every stage for every seed, then the run's report. Returns the report path."""
     from coretune.backends import close_all
+    from coretune.lock import run_lock
     from coretune.stages import report_stage
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", cfg.model_dump())
-    try:
-        for seed in seeds or cfg.seeds:
-            log(f"== {cfg.name}, seed {seed}")
-            for stage in plan(cfg, run_dir, seed, quiet):
-                stage.run(log)
-    finally:
-        close_all()  # embedding actors hold cluster resources
-    return report_stage([run_dir], run_dir)
+    with run_lock(run_dir):  # a second run on this folder exits 2 naming this pid
+        write_json(run_dir / "config.json", cfg.model_dump())
+        try:
+            for seed in seeds or cfg.seeds:
+                log(f"== {cfg.name}, seed {seed}")
+                for stage in plan(cfg, run_dir, seed, quiet):
+                    stage.run(log)
+        finally:
+            close_all()  # embedding actors hold cluster resources
+        return report_stage([run_dir], run_dir)
 
 
 def run_config(run_dir: Path) -> dict:
