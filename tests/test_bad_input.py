@@ -32,6 +32,13 @@ def jsonl(*rows) -> str:
 GOOD = jsonl(*(row(i) for i in range(20)))
 
 
+# Two clearly separate tasks: with k=2 the 'math' target set is at most its 10 rows.
+TWO_TASKS = jsonl(*(row(i, task="math", prompt=f"What is {i} plus {i + 3}?", target=str(2 * i + 3))
+                    for i in range(10)),
+                  *(row(i, task="poetry", prompt=f"Write a short poem about the colour of "
+                        f"autumn leaf number {i}.", target="Leaves fall.") for i in range(10, 20)))
+
+
 def parquet(table: pa.Table):
     def write(path: Path):
         pq.write_table(table, path)
@@ -223,6 +230,10 @@ CASES = [
     ("select_budget_above_pool", {"p.jsonl": GOOD},
      ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--budget", "21", "--k", "2"],
      ["field 'budget'", "larger than the pool (20 rows)"]),
+    ("select_budget_above_target_set", {"p.jsonl": TWO_TASKS},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--target", "tasks:math",
+      "--k", "2", "--budget", "15", "--max-tokens", "32", "--quiet"],
+     ["field 'budget'", "larger than the target set"]),
     ("select_k_above_pool", {"p.jsonl": GOOD},
      ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--k", "50"],
      ["field 'k'", "pool size (20)"]),
@@ -277,7 +288,12 @@ def _tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"bad_input-{c[0]}" for c in CASES])
+SLOW = {"select_budget_above_target_set"}  # embeds 20 rows: only caught after clustering
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=f"bad_input-{c[0]}", marks=[pytest.mark.slow] if c[0] in SLOW else [])
+    for c in CASES])
 def test_bad_input(case, tmp_path, capsys, monkeypatch):
     _, files, argv, fragments = case
     work = tmp_path / "w"

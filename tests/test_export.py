@@ -80,3 +80,24 @@ def test_cli_export(cli, tmp_path):
                    check=True)
         assert f"3 rows as {fmt}" in proc.stdout
         assert _load(out, tmp_path).num_rows == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["prompt-completion", "messages"])
+def test_trl_sft_trainer_trains_on_the_export(tmp_path, fmt):
+    """The README's three lines: the exported subset into TRL's SFTTrainer (real small model,
+    two optimizer steps on CPU)."""
+    trl = pytest.importorskip("trl")
+    from coretune.models import default_model_dir
+
+    path = write_trainer_jsonl(TABLE, tmp_path / "s.jsonl", fmt)
+    ds = _load(path, tmp_path)
+    args = trl.SFTConfig(str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2,
+                         report_to=[], save_strategy="no", use_cpu=True, logging_steps=1,
+                         max_length=64)
+    trainer = trl.SFTTrainer(model=str(default_model_dir()), train_dataset=ds, args=args)
+    result = trainer.train()
+    assert result.global_step == 2 and result.training_loss > 0
+    if fmt == "prompt-completion":  # TRL's default: loss on the completion only
+        batch = trainer.data_collator([trainer.train_dataset[0]])
+        assert (batch["labels"] != -100).sum() < (batch["attention_mask"] == 1).sum()
