@@ -12,9 +12,8 @@ app = typer.Typer(help="Build, inspect and export instruction pools.", no_args_i
 
 SOURCE_HELP = ("Pool file (.parquet, .jsonl, .csv), folder or glob of shards, datasets "
                "save_to_disk folder, or hf:ID[:CONFIG][@SPLIT].")
-COLUMNS_HELP = ("Pool field=source column, e.g. prompt=inputs_pretokenized,"
-                "target=targets_pretokenized,choices=answer_choices,task=task_name "
-                "(no uid column: uids are generated from the content).")
+COLUMNS_HELP = ("Map pool fields to source columns: FIELD=COLUMN,..., e.g. "
+                "prompt=inputs_pretokenized. No uid: uids from the row content.")
 
 
 @app.command()
@@ -22,7 +21,7 @@ def build(
     output: Path = typer.Option(..., "-o", "--output", help="Pool file to write (.parquet)."),
     source: str = typer.Option(None, "--from", help="Convert this pool source (file, folder "
                                "or glob of shards, datasets folder, hf:ID) shard by shard."),
-    columns: str = typer.Option(None, help=COLUMNS_HELP + " With --from only."),
+    columns: str = typer.Option(None, help=COLUMNS_HELP),
     bigbench: str = typer.Option(None, help="Shipped BIG-bench rows: full (default), sample "
                                  "or none."),
     templates: str = typer.Option(
@@ -32,8 +31,9 @@ def build(
     no_default_datasets: bool = typer.Option(
         False, help="Leave out the shipped RTE and CB training sets."),
 ) -> None:
-    """Build a pool deterministically from shipped BIG-bench rows + RTE/CB through templates,
-    or convert your own source (--from) to one validated pool file."""
+    """Build the default pool, or convert your own source (--from) to one pool file.
+
+    The default pool: shipped BIG-bench rows + RTE/CB through templates, deterministic."""
     from coretune.errors import CoretuneError
 
     if output.suffix.lower() not in (".parquet", ".pq"):
@@ -100,8 +100,9 @@ def validate(
     source: str = typer.Argument(..., help=SOURCE_HELP),
     columns: str = typer.Option(None, help=COLUMNS_HELP),
 ) -> None:
-    """Check a pool shard by shard (one shard in memory at a time); print rows, shards, tasks
-    and a SHA-256 of the validated pool columns as JSON."""
+    """Check a pool shard by shard; print rows, shards, tasks and a SHA-256 as JSON.
+
+    One shard is in memory at a time; the hash covers the validated pool columns."""
     from coretune.data.stream import scan_pool
 
     typer.echo(json.dumps(scan_pool(source, columns), indent=2))
