@@ -36,8 +36,8 @@ class Pool:
         self.source = str(source)
 
     @classmethod
-    def load(cls, path: str | Path) -> Pool:
-        return load_pool(path)
+    def load(cls, path: str | Path, columns: str | dict | None = None) -> Pool:
+        return load_pool(path, columns)
 
     @classmethod
     def from_records(cls, records: Sequence[dict], *, source: str = "<records>") -> Pool:
