@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator
 
 from coretune.backends import backend_names
 from coretune.errors import CoretuneError
@@ -39,7 +39,7 @@ class EmbedConfig(_Section):
 
 class ClusterConfig(_Section):
     k: int = 100
-    seed: int = 0
+    seed: NonNegativeInt = 0
     sample_size: int | None = None
 
 
@@ -105,7 +105,7 @@ class RunConfig(_Section):
     name: str
     description: str = ""
     reproduces: str = Field("", description="Which PAPER.md row or ablation this run stands for.")
-    seeds: list[int] = [0]
+    seeds: list[NonNegativeInt] = [0]
     pool: PoolConfig = PoolConfig()
     embed: EmbedConfig = EmbedConfig()
     cluster: ClusterConfig = ClusterConfig()

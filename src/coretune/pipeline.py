@@ -17,6 +17,7 @@ from coretune.config import RunConfig
 from coretune.data.sources import eval_datasets
 from coretune.io import write_json
 from coretune.layout import RunLayout
+from coretune.lock import run_lock
 from coretune.manifest import Stage
 from coretune.summary import write_run_report
 
@@ -71,13 +72,13 @@ def run(cfg: RunConfig, run_dir: Path, seeds: list[int] | None = None, quiet: bo
         log: Log = print) -> Path:
     """Run every stage for every seed, then the run's report. Returns the report path."""
     layout = RunLayout(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(layout.config, cfg.model_dump())
-    try:
-        for seed in seeds or cfg.seeds:
-            log(f"== {cfg.name}, seed {seed}")
-            for stage in plan(cfg, run_dir, seed, quiet):
-                stage.run(log)
-    finally:
-        close_all()  # embedding actors hold cluster resources
-    return write_run_report([run_dir], run_dir)
+    with run_lock(run_dir):  # a second run on this folder exits 2 naming this pid
+        write_json(layout.config, cfg.model_dump())
+        try:
+            for seed in seeds or cfg.seeds:
+                log(f"== {cfg.name}, seed {seed}")
+                for stage in plan(cfg, run_dir, seed, quiet):
+                    stage.run(log)
+        finally:
+            close_all()  # embedding actors hold cluster resources
+        return write_run_report([run_dir], run_dir)

@@ -8,6 +8,7 @@ coretune; nothing in coretune imports it (except `__main__`).
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -58,23 +59,39 @@ def _root(
     """coretune: data-efficient instruction tuning."""
 
 
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_NO_SPACE_TEXT = ("No space left", "File too large", "Disk quota exceeded")
+
+
 def main(argv: list[str] | None = None) -> None:
     _select_help()
     _run_cmd.refresh_help()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=False, prog_name="coretune")
     except CoretuneError as e:
         print(f"coretune: error: {e}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
+    except OSError as e:  # a full disk or a file-size limit: one line (atomic writes left nothing)
+        if e.errno not in _NO_SPACE and not any(m in str(e) for m in _NO_SPACE_TEXT):
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"coretune: error: {where}cannot write: {e.strerror or str(e).strip()} "
+              "(free some space or move the output)", file=sys.stderr)
+        sys.exit(2)
     except typer.Abort:
         print("coretune: aborted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(e, click.ClickException):
+        # typer >= 0.29 raises its vendored click's exceptions, not `click`'s: match by name.
+        names = {c.__name__ for c in type(e).__mro__}
+        if "UsageError" in names:  # one line, like every other user error
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print(f"coretune: error: {e.format_message()}{hint}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        if "ClickException" in names:
             e.show()
             sys.exit(e.exit_code)
         raise

@@ -1,4 +1,4 @@
-"""`coretune pool build|info`."""
+"""`coretune pool build|info|validate|export`."""
 
 from __future__ import annotations
 
@@ -8,54 +8,125 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Build and inspect instruction pools.", no_args_is_help=True)
+app = typer.Typer(help="Build, inspect and export instruction pools.", no_args_is_help=True)
+
+SOURCE_HELP = ("Pool file (.parquet, .jsonl, .csv), folder or glob of shards, datasets "
+               "save_to_disk folder, or hf:ID[:CONFIG][@SPLIT].")
+COLUMNS_HELP = ("Map pool fields to source columns: FIELD=COLUMN,..., e.g. "
+                "prompt=inputs_pretokenized. No uid: uids from the row content.")
 
 
 @app.command()
 def build(
     output: Path = typer.Option(..., "-o", "--output", help="Pool file to write (.parquet)."),
-    bigbench: str = typer.Option("full", help="Shipped BIG-bench rows: full, sample or none."),
+    source: str = typer.Option(None, "--from", help="Convert this pool source (file, folder "
+                               "or glob of shards, datasets folder, hf:ID) shard by shard."),
+    columns: str = typer.Option(None, help=COLUMNS_HELP),
+    bigbench: str = typer.Option(None, help="Shipped BIG-bench rows: full (default), sample "
+                                 "or none."),
     templates: str = typer.Option(
-        "all", help="Templates per dataset: all, first:N, or fixed[:NAME] (one per dataset)."),
+        None, help="Templates per dataset: all (default), first:N, or fixed[:NAME]."),
     dataset: list[str] = typer.Option(
         [], help="Extra dataset, NAME:DATA:TEMPLATES[:FAMILY] with DATA a .jsonl file and "
         "TEMPLATES a promptsource .yaml (repeatable)."),
     no_default_datasets: bool = typer.Option(
         False, "--no-default-datasets", help="Leave out the shipped RTE and CB training sets."),
 ) -> None:
-    """Build a pool deterministically from shipped BIG-bench rows + RTE/CB through templates."""
+    """Build the default pool, or convert your own source (--from) to one pool file.
+
+    The default pool: shipped BIG-bench rows + RTE/CB through templates, deterministic."""
+    from coretune.errors import CoretuneError
+
+    if output.suffix.lower() not in (".parquet", ".pq"):
+        raise CoretuneError("pool output must be a .parquet file", path=output)
+    start = time.perf_counter()
+    if source is not None:
+        if bigbench or templates or dataset or no_default_datasets:
+            raise CoretuneError("--from converts a source as it is; leave out --bigbench, "
+                                "--templates, --dataset and --no-default-datasets", field="from")
+        from coretune.data.stream import convert_pool
+
+        _refuse_overwrite(source, output)
+        done = convert_pool(source, output, columns)
+        typer.echo(f"wrote {output}: {done['rows']} rows from {done['shards']} shard(s) in "
+                   f"{time.perf_counter() - start:.1f}s")
+        return
+    if columns:
+        raise CoretuneError("--columns goes with --from", field="columns")
     from coretune.data.sources import (
         build_pool,
         parse_dataset_spec,
         parse_template_mode,
         train_datasets,
     )
-    from coretune.errors import CoretuneError
 
-    if output.suffix.lower() not in (".parquet", ".pq"):
-        raise CoretuneError("pool output must be a .parquet file", path=output)
-    mode, n, fixed = parse_template_mode(templates)
+    mode, n, fixed = parse_template_mode(templates or "all")
     datasets = [] if no_default_datasets else list(train_datasets().values())
     datasets += [parse_dataset_spec(s) for s in dataset]
-    start = time.perf_counter()
-    pool = build_pool(bigbench=bigbench, datasets=datasets, template_mode=mode, n_templates=n,
-                      fixed_template=fixed)
+    pool = build_pool(bigbench=bigbench or "full", datasets=datasets, template_mode=mode,
+                      n_templates=n, fixed_template=fixed)
     pool.save(output)
     typer.echo(f"wrote {output}: {len(pool)} rows in {time.perf_counter() - start:.1f}s")
 
 
+def _refuse_overwrite(source: str, output: Path) -> None:
+    from coretune.errors import CoretuneError
+
+    src = Path(source)
+    if output.exists() and src.exists() and (
+            output.resolve() == src.resolve() or src.resolve() in output.resolve().parents):
+        raise CoretuneError("output would overwrite the pool source", path=output)
+
+
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="Pool file (.parquet, .jsonl or .csv)."),
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    columns: str = typer.Option(None, help=COLUMNS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
-    top: int = typer.Option(15, help="How many tasks to list."),
+    top: int = typer.Option(15, min=1, help="How many tasks to list."),
 ) -> None:
     """Rows, tasks, templates per task, token counts and the share of each task family."""
     from coretune.data.pool import load_pool
     from coretune.data.stats import pool_stats, print_stats
 
-    stats = pool_stats(load_pool(path))
+    stats = pool_stats(load_pool(source, columns))
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
     else:
-        print_stats(stats, str(path), top=top)
+        print_stats(stats, str(source), top=top)
+
+
+@app.command()
+def validate(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    columns: str = typer.Option(None, help=COLUMNS_HELP),
+) -> None:
+    """Check a pool shard by shard; print rows, shards, tasks and a SHA-256 as JSON.
+
+    One shard is in memory at a time; the hash covers the validated pool columns."""
+    from coretune.data.stream import scan_pool
+
+    typer.echo(json.dumps(scan_pool(source, columns), indent=2))
+
+
+@app.command()
+def export(
+    source: str = typer.Argument(..., help="Subset or pool: " + SOURCE_HELP),
+    output: Path = typer.Option(..., "-o", "--output", help="JSONL file to write."),
+    fmt: str = typer.Option("prompt-completion", "--format",
+                            help="prompt-completion (TRL) | messages (TRL conversational) | "
+                            "prompt-target."),
+    columns: str = typer.Option(None, help=COLUMNS_HELP),
+) -> None:
+    """Write a subset (or pool) as JSONL for another trainer, e.g. TRL's SFTTrainer."""
+    from coretune.data.export import check_format, write_trainer_jsonl
+    from coretune.data.pool import load_pool
+    from coretune.errors import CoretuneError
+
+    check_format(fmt)
+    if output.suffix.lower() != ".jsonl":
+        raise CoretuneError("output must be a .jsonl file", path=output)
+    _refuse_overwrite(source, output)
+    pool = load_pool(source, columns)
+    write_trainer_jsonl(pool.table, output, fmt)
+    typer.echo(f"wrote {output}: {len(pool)} rows as {fmt}")

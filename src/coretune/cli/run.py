@@ -60,6 +60,8 @@ def run(
             chosen = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError as e:
             raise CoretuneError(f"seeds must be integers, got '{seeds}'", field="seeds") from e
+        if any(s < 0 for s in chosen):
+            raise CoretuneError(f"seeds must be >= 0, got '{seeds}'", field="seeds")
     run_dir = runs_dir / cfg.name
     e = cfg.evaluate
     typer.echo(f"run {cfg.name} -> {run_dir} | evaluation caps: max_examples="

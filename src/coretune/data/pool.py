@@ -23,8 +23,9 @@ REQUIRED = ("uid", "task", "prompt", "target")
 # Optional columns get these defaults when a file leaves them out.
 DEFAULTS = {"template": "default", "choices": []}
 COLUMNS = ("uid", "task", "template", "prompt", "target", "choices")
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
 STRING_LIST = pa.list_(pa.string())
+# Longer text fields are refused: no prompt is this long; a row this long is a broken file.
+MAX_CHARS = 1_000_000
 
 
 class Pool:
@@ -35,8 +36,8 @@ class Pool:
         self.source = str(source)
 
     @classmethod
-    def load(cls, path: str | Path) -> Pool:
-        return load_pool(path)
+    def load(cls, path: str | Path, columns: str | dict | None = None) -> Pool:
+        return load_pool(path, columns)
 
     @classmethod
     def from_records(cls, records: Sequence[dict], *, source: str = "<records>") -> Pool:
@@ -72,32 +73,54 @@ class Pool:
         return f"Pool({len(self)} rows, {len(set(self.column('task')))} tasks, from {self.source})"
 
 
-def load_pool(path: str | Path) -> Pool:
-    path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise CoretuneError(
-            f"unknown pool format '{path.suffix or '(none)'}'; use .parquet, .jsonl or .csv",
-            path=path,
-        )
+def load_pool(source: str | Path, columns: str | dict | None = None) -> Pool:
+    """A validated pool from a file, a directory or glob of shards, a `datasets` save_to_disk
+    folder, or `hf:ID[:CONFIG][@SPLIT]`; `columns` maps pool fields to source columns
+    (`prompt=inputs_pretokenized,...`, see shards.parse_columns). Shards are read and
+    checked one at a time; the pool itself is then held in memory."""
+    from coretune.data.stream import iter_pool
+
+    tables = [t for _, t in iter_pool(source, columns)]
+    pool = Pool.__new__(Pool)
+    pool.table = tables[0] if len(tables) == 1 else pa.concat_tables(
+        tables, promote_options="permissive")
+    pool.source = str(source)
+    return pool
+
+
+def read_shard(path: Path, fmt: str) -> tuple[pa.Table, list[int] | None]:
+    """One shard file as a table, and the line of each row for JSONL (rows otherwise)."""
     if not path.is_file():
         raise CoretuneError("file not found", path=path)
     if path.stat().st_size == 0:
         raise CoretuneError("empty file: no rows", path=path)
-    line_of = None
     if fmt == "parquet":
         try:
-            table = pq.read_table(path)
+            return pq.read_table(path), None
         except (pa.ArrowInvalid, OSError) as e:
             raise CoretuneError(f"not a readable Parquet file ({_first_line(e)})", path=path) from e
-    elif fmt == "csv":
-        table = _read_csv(path)
-    else:
-        records, line_of = read_jsonl(path)
-        table = _records_to_table(records, path, lines=line_of)
-    pool = Pool.__new__(Pool)
-    pool.table, pool.source = _validate(table, path, line_of=line_of), str(path)
-    return pool
+    if fmt == "arrow":  # datasets' save_to_disk writes Arrow IPC streams
+        try:
+            with pa.memory_map(str(path)) as source:
+                return pa.ipc.open_stream(source).read_all(), None
+        except (pa.ArrowInvalid, OSError) as e:
+            raise CoretuneError(f"not a readable Arrow file ({_first_line(e)})", path=path) from e
+    _check_utf8(path)
+    if fmt == "csv":
+        return _read_csv(path), None
+    records, line_of = read_jsonl(path)
+    return _records_to_table(records, path, lines=line_of), line_of
+
+
+def _check_utf8(path: Path) -> None:
+    """Name the first line that is not UTF-8 (text formats), instead of a decoder traceback."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CoretuneError(f"not valid UTF-8 (byte {e.start + 1} of the line); "
+                                    "re-save the file as UTF-8", path=path, line=lineno) from e
 
 
 def _first_line(e: Exception) -> str:
@@ -135,8 +158,9 @@ def _parse_csv_choices(text: str | None, path: Path, row: int) -> list[str]:
             "must be a JSON list of strings, e.g. [\"yes\", \"no\"]", path=path, row=row,
             field="choices",
         ) from e
-    if not isinstance(value, list):
-        raise CoretuneError("must be a JSON list of strings", path=path, row=row, field="choices")
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise CoretuneError("choices must be a JSON list of strings", path=path, row=row,
+                            field="choices")
     return value
 
 
@@ -149,6 +173,8 @@ def _records_to_table(records: Sequence[dict], path, lines: list[int] | None) ->
     columns = {}
     for name in names:
         values = [r.get(name) for r in records]
+        if name == "choices":
+            _check_choices_lists(values, path, lines)
         try:
             columns[name] = pa.array(values, STRING_LIST if name == "choices" else None)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
@@ -166,6 +192,18 @@ def _records_to_table(records: Sequence[dict], path, lines: list[int] | None) ->
                 if name not in r:
                     raise CoretuneError("missing", path=path, **_where(i, lines), field=name)
     return pa.table(columns)
+
+
+def _check_choices_lists(values: list, path, lines: list[int] | None) -> None:
+    # pyarrow would turn a string into a list of its characters
+    for i, v in enumerate(values):
+        if v is not None and not isinstance(v, list):
+            raise CoretuneError(f"choices must be a list of strings, got {type(v).__name__} "
+                                f"{json.dumps(v)[:40]}", path=path, **_where(i, lines),
+                                field="choices")
+        if v is not None and not all(isinstance(c, str) for c in v):
+            raise CoretuneError("choices must be a list of strings", path=path,
+                                **_where(i, lines), field="choices")
 
 
 def _first_bad_type(values: list, name: str) -> int | None:
@@ -187,41 +225,66 @@ def _where(i: int | None, lines: list[int] | None) -> dict:
     return {"line": lines[i]} if lines is not None else {"row": i + 1}
 
 
-def _validate(table: pa.Table, path, line_of: list[int] | None) -> pa.Table:
+def _validate(table: pa.Table, path, line_of: list[int] | None,
+              uid_counts: dict[str, int] | None = None) -> pa.Table:
+    """Check one table (a whole pool or one shard). Without a uid column, uids are generated
+    from the row's content (see generated_uids); `uid_counts` carries them across shards."""
     if table.num_rows == 0:
         raise CoretuneError("empty file: no rows", path=path)
     for name in REQUIRED:
-        if name not in table.column_names:
+        if name not in table.column_names and name != "uid":
             raise CoretuneError("missing column", path=path, field=name)
+    generate = "uid" not in table.column_names
+    if generate:
+        table = table.append_column("uid", pa.array([""] * table.num_rows, pa.string()))
     for name, default in DEFAULTS.items():
         if name not in table.column_names:
             typ = STRING_LIST if name == "choices" else pa.string()
             table = table.append_column(name, pa.array([default] * table.num_rows, typ))
     for name in ("uid", "task", "template", "prompt", "target"):
-        col = table.column(name)
-        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
-            if pa.types.is_integer(col.type) and name in ("uid", "task", "template"):
-                col = pc.cast(col, pa.string())
-            else:
-                raise CoretuneError(f"must be text, found {col.type}", path=path, field=name)
-        col = pc.cast(col, pa.string())
-        empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), ""))
-        bad = pc.index(pc.fill_null(empty, True), True).as_py()
-        if bad >= 0:
-            raise CoretuneError("empty", path=path, **_where(bad, line_of), field=name)
-        table = table.set_column(table.column_names.index(name), name, col)
+        if name == "uid" and generate:
+            continue
+        table = table.set_column(table.column_names.index(name), name,
+                                 _text_column(table.column(name), name, path, line_of))
     choices = table.column("choices")
     if not pa.types.is_list(choices.type) or not pa.types.is_string(choices.type.value_type):
         try:
             choices = pc.cast(choices, STRING_LIST)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-            raise CoretuneError("must be a list of strings", path=path, field="choices") from e
+            raise CoretuneError(f"choices must be a list of strings, found {choices.type}",
+                                path=path, **_where(0, line_of), field="choices") from e
     choices = pc.fill_null(choices, pa.scalar([], STRING_LIST))
     table = table.set_column(table.column_names.index("choices"), "choices", choices)
+    if generate:
+        from coretune.data.stream import generated_uids
+
+        uids = generated_uids(table, {} if uid_counts is None else uid_counts)
+        table = table.set_column(table.column_names.index("uid"), "uid", uids)
     _check_unique(table.column("uid"), path, line_of)
     _check_targets_in_choices(table, path, line_of)
     rest = [c for c in table.column_names if c not in COLUMNS]
     return table.select(list(COLUMNS) + rest)
+
+
+def _text_column(col: pa.ChunkedArray, name: str, path, line_of) -> pa.ChunkedArray:
+    if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+        if not (pa.types.is_integer(col.type) and name in ("uid", "task", "template")):
+            first = pc.index(pc.is_valid(col), True).as_py()
+            raise CoretuneError(f"must be text, found {col.type}", path=path,
+                                **_where(max(first, 0), line_of), field=name)
+    col = pc.cast(col, pa.string())
+    empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), ""))
+    bad = pc.index(pc.fill_null(empty, True), True).as_py()
+    if bad >= 0:
+        raise CoretuneError("empty", path=path, **_where(bad, line_of), field=name)
+    lengths = pc.utf8_length(col)
+    longest = pc.max(lengths).as_py()
+    if longest > MAX_CHARS:
+        bad = pc.index(lengths, longest).as_py()
+        raise CoretuneError(f"{longest:,} characters, more than the limit of {MAX_CHARS:,} "
+                            "(a broken row or a missing line break?)", path=path,
+                            **_where(bad, line_of), field=name)
+    return col
 
 
 def _check_unique(uids: pa.ChunkedArray, path, line_of) -> None:
@@ -244,7 +307,7 @@ def _check_targets_in_choices(table: pa.Table, path, line_of) -> None:
     for i, (target, options) in enumerate(
         zip(table.column("target").to_pylist(), choices.to_pylist(), strict=True)
     ):
-        if options and target not in options:
+        if options and target.strip() not in {o.strip() for o in options}:
             raise CoretuneError(
                 f"target '{target[:60]}' is not one of the choices",
                 path=path, **_where(i, line_of), field="target",

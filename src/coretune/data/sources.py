@@ -74,6 +74,11 @@ def read_dataset(
     With `labels`, a label may be its name or its index and is stored as the index (what
     promptsource templates expect); anything else is a clear error.
     """
+    from coretune.data.pool import _check_utf8
+
+    if not Path(path).is_file():
+        raise CoretuneError("file not found", path=path)
+    _check_utf8(Path(path))
     records, lines = read_jsonl(path)
     if not records:
         raise CoretuneError("empty file: no rows", path=path)
@@ -159,7 +164,7 @@ def render_dataset(dataset: Dataset, templates: TemplateSet) -> pa.Table:
                              ("uid", "task", "template", "prompt", "target", "choices")}
     for t in templates:
         for row in rows:
-            r = t.render(row)
+            r = render_row(t, row, dataset.path)
             if not r.target:  # unlabelled row (label -1): nothing to learn from
                 continue
             row_id = row.get("id", f"line{row['_line']}")
@@ -177,6 +182,32 @@ def render_dataset(dataset: Dataset, templates: TemplateSet) -> pa.Table:
         "source": pa.array(["promptsource"] * n, pa.string()),
         "keywords": pa.array([[]] * n, pa.list_(pa.string())),
     })
+
+
+def render_row(template, row: dict, data_path: Path):
+    """`template.render(row)`; a failure names the data file and line as well as the field."""
+    try:
+        return template.render(row)
+    except CoretuneError as e:
+        raise CoretuneError(f"{e.reason} [template file {e.path}:{e.line or '?'}]",
+                            path=data_path, line=row.get("_line"), field=e.field) from e
+
+
+def check_eval_dataset(dataset: Dataset) -> None:
+    """Everything about an evaluation set that can be wrong, checked before a model loads:
+    rows and labels, templates with answer choices, and every row through every template."""
+    rows = dataset.rows()
+    templates = dataset.load_templates().with_choices()
+    if not len(templates):
+        raise CoretuneError("no template with answer choices (rank classification needs "
+                            "them)", path=dataset.templates, field="answer_choices")
+    for t in templates:
+        for row in rows:
+            r = render_row(t, row, dataset.path)
+            if r.target and r.target not in r.choices:
+                raise CoretuneError(f"template '{t.name}' renders target '{r.target[:40]}', "
+                                    f"not one of its choices {r.choices}", path=dataset.path,
+                                    line=row.get("_line"), field="label")
 
 
 def parse_dataset_spec(spec: str) -> Dataset:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Template:
     answer_choices: str | None = None
     metadata: dict = field(default_factory=dict)
     source: str = ""
+    line: int | None = None  # where the template starts in its YAML file
 
     def __post_init__(self):
         self._uses_choice = "choice" in self.jinja.replace("answer_choices", "")
@@ -74,7 +76,8 @@ class Template:
         except jinja2.TemplateSyntaxError as e:
             raise CoretuneError(
                 f"template '{self.name}' has a Jinja syntax error: {e.message}",
-                path=self.source or None, line=e.lineno, field="jinja",
+                path=self.source or None,
+                line=(self.line or 0) + e.lineno if self.line else e.lineno, field="jinja",
             ) from e
 
     def choices_for(self, row: Mapping[str, Any]) -> list[str]:
@@ -101,17 +104,18 @@ class Template:
         try:
             return compiled.render(**safe)
         except jinja2.UndefinedError as e:
+            m = re.search(r"'([^']+)' is undefined", e.message or "")
             raise CoretuneError(
-                f"template '{self.name}' uses an unknown field ({e.message})",
-                path=self.source or None, field=what,
+                f"template '{self.name}' uses a field the row does not have ({e.message})",
+                path=self.source or None, line=self.line, field=m.group(1) if m else what,
             ) from e
         except jinja2.exceptions.SecurityError as e:
             raise CoretuneError(f"template '{self.name}' is unsafe: {e}",
-                                path=self.source or None, field=what) from e
+                                path=self.source or None, line=self.line, field=what) from e
         except (TypeError, IndexError, KeyError, ValueError) as e:
             raise CoretuneError(
                 f"template '{self.name}' failed to render ({type(e).__name__}: {e})",
-                path=self.source or None, field=what,
+                path=self.source or None, line=self.line, field=what,
             ) from e
 
 
@@ -162,12 +166,30 @@ class TemplateSet:
         return TemplateSet(self.dataset, chosen, self.path)
 
 
+# promptsource's Template fields; anything else is most likely a typo.
+TEMPLATE_KEYS = {"id", "name", "jinja", "answer_choices", "metadata", "reference"}
+
+
+def _template_lines(text: str) -> dict[str, int]:
+    """Line of each entry under `templates:` (for error messages)."""
+    node = yaml.compose(text, Loader=_Loader)
+    for k, v in getattr(node, "value", []) if isinstance(node, yaml.MappingNode) else []:
+        if k.value == "templates" and isinstance(v, yaml.MappingNode):
+            return {str(tk.value): tk.start_mark.line + 1 for tk, _ in v.value}
+    return {}
+
+
 def load_templates(path: str | Path) -> TemplateSet:
     path = Path(path)
     if not path.is_file():
         raise CoretuneError("templates file not found", path=path)
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (SafeLoader)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise CoretuneError("not valid UTF-8", path=path, line=line) from e
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 (SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise CoretuneError(f"invalid YAML ({getattr(e, 'problem', e)})", path=path,
@@ -176,18 +198,29 @@ def load_templates(path: str | Path) -> TemplateSet:
         raise CoretuneError("expected a promptsource file with a 'templates' mapping",
                             path=path, field="templates")
     dataset = "/".join(str(doc[k]) for k in ("dataset", "subset") if doc.get(k))
+    lines = _template_lines(text)
     templates = []
     for key, t in doc["templates"].items():
+        line = lines.get(str(key))
         if not isinstance(t, dict):
-            raise CoretuneError(f"template {key} is not a mapping", path=path, field="templates")
+            raise CoretuneError(f"template {key} is not a mapping", path=path, line=line,
+                                field="templates")
+        unknown = sorted(set(t) - TEMPLATE_KEYS)
+        if unknown:
+            raise CoretuneError(f"template {key} has unknown keys {unknown}", path=path,
+                                line=line, field=unknown[0])
         for required in ("jinja", "name"):
-            if not t.get(required):
-                raise CoretuneError(f"template {key} has no {required}", path=path,
-                                    field=required)
+            if not isinstance(t.get(required), str) or not t[required].strip():
+                raise CoretuneError(f"template {key} has no {required} text", path=path,
+                                    line=line, field=required)
+        if t.get("answer_choices") is not None and not isinstance(t["answer_choices"], str):
+            raise CoretuneError(f"template {key}: answer_choices must be a Jinja string "
+                                "like 'yes ||| no'", path=path, line=line,
+                                field="answer_choices")
         templates.append(Template(
             id=str(t.get("id", key)), name=str(t["name"]), jinja=t["jinja"],
             answer_choices=t.get("answer_choices"), metadata=t.get("metadata") or {},
-            source=str(path),
+            source=str(path), line=line,
         ))
     if not templates:
         raise CoretuneError("no templates", path=path, field="templates")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coretune.data.sources import Dataset, eval_datasets, read_dataset
+from coretune.data.sources import Dataset, check_eval_dataset, eval_datasets
 from coretune.errors import CoretuneError
 
 _ADDED: dict[str, Dataset] = {}
@@ -60,7 +60,7 @@ def parse_eval_file(spec: str) -> Dataset:
         if not Path(p).is_file():
             raise CoretuneError("file not found", path=p, field="eval-file")
     ds = Dataset(name, Path(data), Path(templates), tuple(x.strip() for x in labels.split(",")))
-    read_dataset(ds.path, ds.labels, ds.fields)  # validate now: bad labels fail before loading
+    check_eval_dataset(ds)  # validate now: bad rows/labels/templates fail before loading
     return ds
 
 

@@ -1,0 +1,331 @@
+"""The bad-input corpus: every entry point, every case through the real CLI (`coretune.cli.main`,
+the console script's function, in-process for speed; a few also in a subprocess below).
+
+Each case: exit 2, one line `coretune: error: ...` naming the file, the line/row and the field
+where there is one, no traceback, and no file left behind (not even a temporary one).
+Run them with `pytest -k bad_input`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import DATA
+
+from coretune.cli import main
+
+RTE_T = DATA / "templates/super_glue/rte/templates.yaml"
+
+
+def row(i, **kw):
+    return {"uid": f"u{i}", "task": "t", "prompt": f"question {i}?", "target": "yes", **kw}
+
+
+def jsonl(*rows) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+GOOD = jsonl(*(row(i) for i in range(20)))
+
+
+# Two clearly separate tasks: with k=2 the 'math' target set is at most its 10 rows.
+TWO_TASKS = jsonl(*(row(i, task="math", prompt=f"What is {i} plus {i + 3}?", target=str(2 * i + 3))
+                    for i in range(10)),
+                  *(row(i, task="poetry", prompt=f"Write a short poem about the colour of "
+                        f"autumn leaf number {i}.", target="Leaves fall.") for i in range(10, 20)))
+
+
+def parquet(table: pa.Table):
+    def write(path: Path):
+        pq.write_table(table, path)
+    return write
+
+
+def truncated_parquet(path: Path):
+    pq.write_table(pa.table({"uid": ["a"] * 50, "prompt": ["p"] * 50}), path)
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+T_HEAD = "dataset: d\ntemplates:\n"
+
+
+def template(jinja, choices="yes ||| no", key="t1", extra=""):
+    return (T_HEAD + f"  {key}: !Template\n    id: {key}\n    name: n{key}\n"
+            f"    jinja: {json.dumps(jinja)}\n"
+            + (f"    answer_choices: {json.dumps(choices)}\n" if choices else "") + extra)
+
+
+NLI = jsonl({"premise": "A cat sat.", "hypothesis": "A cat exists.", "label": 0},
+            {"premise": "A dog ran.", "hypothesis": "No dog.", "label": 1})
+GOOD_T = template("{{premise}} Is it {{hypothesis}}? ||| {{answer_choices[label]}}")
+CFG = "name: c\nseeds: [0]\n"
+
+# id, files {name: text | bytes | writer(path)}, argv ("{name}" -> path), fragments expected
+# in the one error line.
+CASES = [
+    # ---- pool files
+    ("pool_non_utf8_jsonl", {"p.jsonl": GOOD.encode() + b'{"uid": "x\xff"}\n'},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:21", "not valid UTF-8"]),
+    ("pool_non_utf8_csv", {"p.csv": b"uid,task,prompt,target\na,t,q,y\nb,t,caf\xe9,y\n"},
+     ["pool", "info", "{p.csv}"], ["p.csv:3", "not valid UTF-8"]),
+    ("pool_latin1_bom_less_header", {"p.jsonl": b'{"uid": "\xe9", "task": "t"}\n'},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:1", "UTF-8"]),
+    ("pool_malformed_json", {"p.jsonl": GOOD + '{"uid": "x", oops}\n'},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:21", "malformed JSON"]),
+    ("pool_line_not_object", {"p.jsonl": GOOD + '["a", "b"]\n'},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:21", "JSON object"]),
+    ("pool_missing_column", {"p.jsonl": jsonl({"uid": "a", "task": "t", "prompt": "p"})},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl", "field 'target'", "missing column"]),
+    ("pool_missing_field_one_row", {"p.jsonl": GOOD + jsonl({"uid": "x", "task": "t",
+                                                             "target": "y"})},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:21", "field 'prompt'", "missing"]),
+    ("pool_null_prompt", {"p.jsonl": GOOD + jsonl(row(99, prompt=None))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:21", "field 'prompt'", "empty"]),
+    ("pool_blank_target", {"p.jsonl": jsonl(row(1), row(2, target="   "))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:2", "field 'target'", "empty"]),
+    ("pool_number_prompt", {"p.jsonl": jsonl(row(1), row(2, prompt=42))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:2", "field 'prompt'"]),
+    ("pool_all_number_targets", {"p.jsonl": jsonl(row(1, target=4), row(2, target=5))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:1", "field 'target'", "must be text"]),
+    ("pool_duplicate_uid", {"p.jsonl": GOOD + jsonl(row(3))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:21", "field 'uid'", "duplicate uid 'u3'"]),
+    ("pool_empty_file", {"p.jsonl": ""}, ["pool", "info", "{p.jsonl}"],
+     ["p.jsonl", "empty file"]),
+    ("pool_only_blank_lines", {"p.jsonl": "\n \n\n"}, ["pool", "info", "{p.jsonl}"],
+     ["p.jsonl", "empty file"]),
+    ("pool_choices_string", {"p.jsonl": jsonl(row(1), row(2, choices="yes|no"))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:2", "field 'choices'", "choices must be a list"]),
+    ("pool_choices_numbers", {"p.jsonl": jsonl(row(1, choices=["yes", 2]))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:1", "field 'choices'", "list of strings"]),
+    ("pool_target_not_in_choices", {"p.jsonl": jsonl(row(1, choices=["no", "maybe"]))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:1", "field 'target'", "not one of the choices"]),
+    ("pool_huge_field", {"p.jsonl": jsonl(row(1), row(2, prompt="x" * 1_000_001))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:2", "field 'prompt'", "limit"]),
+    ("pool_truncated_parquet", {"p.parquet": truncated_parquet},
+     ["pool", "info", "{p.parquet}"], ["p.parquet", "not a readable Parquet file"]),
+    ("pool_parquet_not_parquet", {"p.parquet": "uid,task\n"},
+     ["pool", "info", "{p.parquet}"], ["p.parquet", "not a readable Parquet file"]),
+    ("pool_parquet_null_row", {"p.parquet": parquet(pa.table({
+        "uid": ["a", "b", "c"], "task": ["t"] * 3, "prompt": ["p", None, "q"],
+        "target": ["x"] * 3}))},
+     ["pool", "info", "{p.parquet}"], ["p.parquet", "row 2", "field 'prompt'", "empty"]),
+    ("pool_parquet_float_prompt", {"p.parquet": parquet(pa.table({
+        "uid": ["a"], "task": ["t"], "prompt": [1.5], "target": ["x"]}))},
+     ["pool", "info", "{p.parquet}"], ["p.parquet", "row 1", "field 'prompt'", "must be text"]),
+    ("pool_parquet_zero_rows", {"p.parquet": parquet(pa.table({
+        "uid": pa.array([], pa.string()), "task": pa.array([], pa.string())}))},
+     ["pool", "info", "{p.parquet}"], ["p.parquet", "empty file"]),
+    ("pool_csv_bad_choices", {"p.csv": 'uid,task,prompt,target,choices\na,t,q,y,"yes, no"\n'},
+     ["pool", "info", "{p.csv}"], ["p.csv", "row 1", "field 'choices'", "JSON list"]),
+    ("pool_csv_ragged", {"p.csv": "uid,task,prompt,target\na,t,q,y\nb,t\n"},
+     ["pool", "info", "{p.csv}"], ["p.csv", "malformed CSV"]),
+    ("pool_unknown_suffix", {"p.txt": "hello"}, ["pool", "info", "{p.txt}"],
+     ["p.txt", "unknown pool format '.txt'"]),
+    ("pool_not_found", {}, ["pool", "info", "{tmp}/nope.jsonl"], ["nope.jsonl", "not found"]),
+    ("pool_empty_folder", {"shards/README.md": "x"}, ["pool", "info", "{shards}"],
+     ["shards", "no .parquet, .jsonl or .csv shards"]),
+    ("pool_glob_no_match", {}, ["pool", "info", "{tmp}/*.parquet"],
+     ["*.parquet", "no files match"]),
+    ("pool_shards_mixed_formats", {"s/a.jsonl": GOOD, "s/b.parquet": parquet(pa.table({
+        "uid": ["z"], "task": ["t"], "prompt": ["p"], "target": ["x"]}))},
+     ["pool", "info", "{s}"], ["s", "mix formats"]),
+    ("pool_duplicate_uid_across_shards", {"s/a.jsonl": GOOD, "s/b.jsonl": jsonl(row(7))},
+     ["pool", "validate", "{s}"], ["b.jsonl:1", "field 'uid'", "earlier shard"]),
+    ("pool_columns_not_key_value", {"p.jsonl": GOOD},
+     ["pool", "info", "{p.jsonl}", "--columns", "prompt:question"],
+     ["field 'columns'", "FIELD=COLUMN"]),
+    ("pool_columns_unknown_field", {"p.jsonl": GOOD},
+     ["pool", "info", "{p.jsonl}", "--columns", "question=prompt"],
+     ["field 'columns'", "unknown pool field 'question'"]),
+    ("pool_columns_missing_source", {"p.jsonl": GOOD},
+     ["pool", "validate", "{p.jsonl}", "--columns", "prompt=inputs_pretokenized"],
+     ["p.jsonl", "field 'prompt'", "'inputs_pretokenized'", "not found"]),
+    ("pool_dataset_dict_root", {"dd/dataset_dict.json": '{"splits": ["train"]}'},
+     ["pool", "info", "{dd}"], ["dd", "DatasetDict", "train"]),
+    ("pool_convert_bad_shard_no_output", {"s/a.jsonl": GOOD, "s/b.jsonl": jsonl(row(50),
+                                                                               row(51, prompt=""))},
+     ["pool", "build", "--from", "{s}", "-o", "{tmp}/out.parquet"],
+     ["b.jsonl:2", "field 'prompt'", "empty"]),
+    # ---- templates (pool build with a dataset of your own)
+    ("template_unsafe_jinja", {"d.jsonl": NLI, "t.yaml": template(
+        "{{ premise.__class__.__mro__[1].__subclasses__() }} ||| x")},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{tmp}/out.parquet"], ["d.jsonl:1", "unsafe", "t.yaml:3"]),
+    ("template_python_yaml_tag", {"d.jsonl": NLI, "t.yaml": T_HEAD +
+                                  "  t1: !!python/object/apply:os.system ['true']\n"},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{tmp}/out.parquet"], ["t.yaml:3", "invalid YAML"]),
+    ("template_unknown_row_field", {"d.jsonl": NLI, "t.yaml": template(
+        "{{ sentence1 }} ||| {{ answer_choices[label] }}")},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{tmp}/out.parquet"], ["d.jsonl:1", "field 'sentence1'"]),
+    ("template_unknown_key", {"d.jsonl": NLI, "t.yaml": template(
+        "{{premise}} ||| x", extra="    answer_choice: yes ||| no\n")},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{tmp}/out.parquet"],
+     ["t.yaml:3", "field 'answer_choice'", "unknown keys"]),
+    ("template_jinja_syntax", {"d.jsonl": NLI, "t.yaml": template("{{ premise ||| x")},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{tmp}/out.parquet"], ["t.yaml:", "field 'jinja'", "syntax"]),
+    ("template_no_jinja", {"d.jsonl": NLI, "t.yaml": T_HEAD + "  t1: !Template\n    name: a\n"},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{tmp}/out.parquet"], ["t.yaml:3", "field 'jinja'"]),
+    ("template_not_promptsource", {"d.jsonl": NLI, "t.yaml": "- a\n- b\n"},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{tmp}/out.parquet"], ["t.yaml", "field 'templates'"]),
+    ("template_dataset_spec", {}, ["pool", "build", "--dataset", "only-a-name", "-o",
+                                   "{tmp}/out.parquet"], ["field 'dataset'", "NAME:DATA"]),
+    # ---- evaluation files (checked before any model loads)
+    ("eval_label_out_of_range", {"d.jsonl": jsonl({"premise": "a", "hypothesis": "b",
+                                                   "label": 5}), "t.yaml": GOOD_T},
+     ["evaluate", "--tasks", "", "--eval-file", "e:{d.jsonl}:{t.yaml}:yes,no"],
+     ["d.jsonl:1", "field 'label'", "unknown label 5"]),
+    ("eval_string_label_unknown", {"d.jsonl": jsonl({"premise": "a", "hypothesis": "b",
+                                                     "label": "maybe"}), "t.yaml": GOOD_T},
+     ["evaluate", "--tasks", "", "--eval-file", "e:{d.jsonl}:{t.yaml}:yes,no"],
+     ["d.jsonl:1", "field 'label'", "'maybe'"]),
+    ("eval_missing_premise", {"d.jsonl": NLI + jsonl({"hypothesis": "b", "label": 0}),
+                              "t.yaml": GOOD_T},
+     ["evaluate", "--tasks", "", "--eval-file", "e:{d.jsonl}:{t.yaml}:yes,no"],
+     ["d.jsonl:3", "field 'premise'"]),
+    ("eval_no_answer_choices", {"d.jsonl": NLI, "t.yaml": template(
+        "{{premise}} ||| {{hypothesis}}", choices=None)},
+     ["evaluate", "--tasks", "", "--eval-file", "e:{d.jsonl}:{t.yaml}:yes,no"],
+     ["t.yaml", "field 'answer_choices'", "no template with answer choices"]),
+    ("eval_spec_shape", {}, ["evaluate", "--eval-file", "e:x.jsonl"],
+     ["field 'eval-file'", "NAME:DATA.jsonl"]),
+    ("eval_unknown_task", {}, ["evaluate", "--tasks", "rte,mnli"], ["field 'tasks'", "mnli"]),
+    # ---- configs (coretune run)
+    ("config_yaml_syntax", {"c.yaml": CFG + "select:\n  budget: [1\n"},
+     ["run", "{c.yaml}"], ["c.yaml:", "invalid YAML"]),
+    ("config_unknown_key", {"c.yaml": CFG + "select:\n  budjet: 1%\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'select.budjet'"]),
+    ("config_wrong_type", {"c.yaml": CFG + "cluster:\n  k: many\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'cluster.k'"]),
+    ("config_not_mapping", {"c.yaml": "- 1\n- 2\n"}, ["run", "{c.yaml}"],
+     ["c.yaml", "YAML mapping"]),
+    ("config_extends_loop", {"c.yaml": "extends: b.yaml\nname: c\n", "b.yaml": "extends: c.yaml\n"},
+     ["run", "{c.yaml}"], ["c.yaml", "field 'extends'", "extends itself"]),
+    ("config_extends_missing", {"c.yaml": "extends: base.yaml\n"}, ["run", "{c.yaml}"],
+     ["base.yaml", "not found"]),
+    ("config_negative_seed", {"c.yaml": "name: c\nseeds: [0, -1]\n"}, ["run", "{c.yaml}"],
+     ["c.yaml:2", "field 'seeds.1'"]),
+    ("config_bad_override", {"c.yaml": CFG}, ["run", "{c.yaml}", "select.budget"],
+     ["field 'overrides'", "key=value"]),
+    ("config_with_file_missing", {"c.yaml": CFG}, ["run", "{c.yaml}", "--with", "{tmp}/cpu.yaml"],
+     ["cpu.yaml", "not found"]),
+    ("config_seeds_flag_negative", {"c.yaml": CFG}, ["run", "{c.yaml}", "--seeds", "0,-3"],
+     ["field 'seeds'", ">= 0"]),
+    # ---- select arguments (all checked before the encoder loads)
+    ("select_budget_zero", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--budget", "0", "--k", "2"],
+     ["field 'budget'", "at least 1"]),
+    ("select_budget_negative_share", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--budget", "-1%", "--k", "2"],
+     ["field 'budget'", "-1%"]),
+    ("select_budget_above_pool", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--budget", "21", "--k", "2"],
+     ["field 'budget'", "larger than the pool (20 rows)"]),
+    ("select_budget_above_target_set", {"p.jsonl": TWO_TASKS},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--target", "tasks:math",
+      "--k", "2", "--budget", "15", "--max-tokens", "32", "--quiet"],
+     ["field 'budget'", "larger than the target set"]),
+    ("select_k_above_pool", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--k", "50"],
+     ["field 'k'", "pool size (20)"]),
+    ("select_unknown_method", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--method", "best"],
+     ["field 'method'", "best"]),
+    ("select_unknown_target", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--target", "vibes"],
+     ["field 'target'", "vibes"]),
+    ("select_unknown_target_task", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--target", "tasks:nope",
+      "--k", "2"], ["nope"]),
+    ("select_output_not_parquet", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.csv"], ["s.csv", ".parquet"]),
+    ("select_int_option_not_int", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--k", "ten"],
+     ["'--k'", "valid integer"]),
+    ("pool_build_bad_template_mode", {}, ["pool", "build", "--templates", "some",
+                                          "-o", "{tmp}/o.parquet"], ["field 'templates'"]),
+    ("pool_build_output_not_parquet", {}, ["pool", "build", "-o", "{tmp}/o.jsonl"],
+     ["o.jsonl", ".parquet"]),
+    ("pool_export_unknown_format", {"p.jsonl": GOOD},
+     ["pool", "export", "{p.jsonl}", "-o", "{tmp}/o.jsonl", "--format", "alpaca"],
+     ["field 'format'", "alpaca"]),
+    ("cli_unknown_option", {}, ["pool", "info", "--colour", "x.jsonl"], ["--colour"]),
+]
+
+
+def _materialise(tmp: Path, files: dict) -> dict[str, str]:
+    paths = {"tmp": str(tmp)}
+    for name, content in files.items():
+        p = tmp / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if callable(content):
+            content(p)
+        elif isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content, encoding="utf-8")
+        paths[name] = str(p)
+        paths.setdefault(name.split("/")[0], str(tmp / name.split("/")[0]))
+    return paths
+
+
+def _fill(arg: str, paths: dict[str, str]) -> str:
+    for key, value in paths.items():
+        arg = arg.replace("{" + key + "}", value)
+    return arg
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+SLOW = {"select_budget_above_target_set"}  # embeds 20 rows: only caught after clustering
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=f"bad_input-{c[0]}", marks=[pytest.mark.slow] if c[0] in SLOW else [])
+    for c in CASES])
+def test_bad_input(case, tmp_path, capsys, monkeypatch):
+    _, files, argv, fragments = case
+    work = tmp_path / "w"
+    work.mkdir()
+    paths = _materialise(work, files)
+    monkeypatch.chdir(work)  # `coretune run` would put runs/ here
+    before = _tree(work)
+    with pytest.raises(SystemExit) as exit_info:
+        main([_fill(a, paths) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("coretune: error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert _tree(work) == before, "files left behind"
+
+
+def test_bad_input_corpus_size():
+    assert len({c[0] for c in CASES}) == len(CASES) >= 40
+
+
+@pytest.mark.parametrize("name", ["pool_non_utf8_jsonl", "template_unsafe_jinja",
+                                  "config_unknown_key"])
+def test_bad_input_subprocess(cli, tmp_path, name):
+    """The same cases through the installed console entry point, in a fresh process."""
+    _, files, argv, fragments = next(c for c in CASES if c[0] == name)
+    paths = _materialise(tmp_path, files)
+    before = _tree(tmp_path)
+    proc = cli(*[_fill(a, paths) for a in argv])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert all(f in proc.stderr for f in fragments)
+    assert _tree(tmp_path) == before
