@@ -113,5 +113,5 @@ class Stage:
         }
         write_json(self.folder / MANIFEST, manifest)
         log(f"[{self.name}] done in {manifest['seconds']:.1f}s, peak RSS "
-            f"{manifest['peak_rss_mb'] / 1024:.2f} GB")
+            f"{manifest['peak_rss_mb'] / 1024:.2f} GiB")
         return manifest

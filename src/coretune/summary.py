@@ -163,7 +163,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
             f"{f['reproduces']} | model {f['model']} | pool {f['pool_rows']} rows, selected "
             f"{f['selected']} ({100 * f['share_of_pool']:.2f}%) by {f['method']} | seeds "
             f"{f['seeds']} | eval caps {f['eval_caps']} ({f['eval_items']} items) | stage "
-            f"seconds {f['seconds']} | stage peak RSS (GB) {f['peak_rss_gb']}")
+            f"seconds {f['seconds']} | stage peak RSS (GiB) {f['peak_rss_gb']}")
     notes = [f"Runs: {', '.join(str(r) for r in runs)}."]
     html, _ = write_report(out, title or "coretune report", rows, figures, run_facts, notes)
     return html

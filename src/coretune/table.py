@@ -138,7 +138,7 @@ def stage_table(facts: list[dict]) -> str:
     """Per run: rows trained on, each stage's seconds (summed over seeds) and peak resident
     memory (the largest over seeds), from the stages' manifests (`summary.collect`)."""
     lines = ["| config | seeds | rows trained on (of pool) | stage time, all seeds (s) "
-             "| stage peak RSS (GB) |", "|---|---|---|---|---|"]
+             "| stage peak RSS (GiB) |", "|---|---|---|---|---|"]
     for f in facts:
         pool = f" (of {f['pool_rows']:,})" if f["pool_rows"] else ""
         secs = ", ".join(f"{k} {v:.0f}" for k, v in f["seconds"].items() if v >= 1)

@@ -27,14 +27,15 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(8, ge=1, description="Rows per micro-batch of grad_accum.")
+    batch_size: int = Field(8, ge=1, description="Rows per batch; a step takes grad_accum batches.")
     grad_accum: int = Field(1, ge=1)
     micro_batch_size: int | None = Field(
         None, ge=1, description="Rows per forward/backward pass, for memory only: an optimizer "
         "step still takes batch_size x grad_accum rows and the same loss. None: batch_size.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, slower "
-        "(off by default: CPU_COST_TODO, benchmarks/results/bench_train.json).")
+        "(off by default: it recomputes each layer's forward during backward; its CPU cost is "
+        "the after_micro2_checkpointing row of benchmarks/bench_train.py).")
     max_length: int = Field(256, ge=8)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     seed: int = 0
