@@ -45,6 +45,8 @@ class ClusterConfig(_Section):
 
 class TargetConfig(_Section):
     spec: str = Field("nli", description="nli | family:NAME | tasks:a,b | probe:FILE.jsonl")
+    rule: Literal["auto", "coverage", "density"] = Field(
+        "auto", description="How many clusters to keep (docs/target.md); threshold/top override.")
     threshold: float | None = None
     top: int | None = None
     probes: int = Field(1000, ge=1, description="Probe prompts for the `nli` target.")

@@ -26,8 +26,9 @@ from coretune.io import atomic_path, read_json, write_json
 from coretune.layout import RunLayout
 from coretune.select import SelectionResult, resolve_budget
 from coretune.select.output import write_subset
+from coretune.select.quality import answer_balance, flatten, selection_quality, task_mix
 from coretune.select.sampling import random_rows
-from coretune.target import TargetClusters, metadata_mask
+from coretune.target import TargetClusters, metadata_mask, nli_probe_prompts
 from coretune.train import train
 
 EVAL_SEED = 0  # every run evaluates the same examples, so rows compare pairwise
@@ -49,7 +50,7 @@ def make_pool(cfg: RunConfig) -> Pool:
 
 def make_target_finder(cfg: RunConfig) -> TargetClusters:
     t = cfg.target
-    return TargetClusters(t.spec, threshold=t.threshold, top=t.top, n_probes=t.probes,
+    return TargetClusters(t.spec, rule=t.rule, threshold=t.threshold, top=t.top, n_probes=t.probes,
                           seed=cfg.cluster.seed)
 
 
@@ -113,6 +114,30 @@ def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = 
                                centroids=clusters.centroids_, quiet=quiet)
 
 
+def held_out_probes(cfg: RunConfig, embedder: Embedder) -> np.ndarray | None:
+    """For the `nli` target: evaluation prompts the target rule did not probe with (another
+    seed's sample, less any prompt it shares with the rule's), embedded with the pool's
+    encoder; they measure how close the selection comes to the target task."""
+    if make_target_finder(cfg).spec.kind != "nli":
+        return None
+    n, seed = cfg.target.probes, cfg.cluster.seed
+    used = set(nli_probe_prompts(n, seed)[0])
+    fresh = [p for p in nli_probe_prompts(n, seed + 1)[0] if p not in used]
+    return embedder.embed(fresh) if fresh else None
+
+
+def quality(cfg: RunConfig, pool: Pool, result: SelectionResult, x: np.ndarray | None,
+            candidates: np.ndarray | None, embedder: Embedder | None) -> dict:
+    """Selection quality without training (coretune.select.quality): task mix, answer
+    balance, and where there are embeddings the coverage curve and held-out probe coverage."""
+    if x is None:  # whole-pool selections: no embeddings were made
+        t = pool.table.take(result.indices)
+        return {"rows": len(result), "task_mix": task_mix(t.column("task").to_pylist()),
+                "answer_balance": answer_balance(t.column("target").to_pylist())}
+    probes = held_out_probes(cfg, embedder) if embedder is not None else None
+    return selection_quality(pool, x, result.indices, candidates=candidates, probes=probes)
+
+
 # ---------------------------------------------------------------- the run's file stages
 
 
@@ -151,16 +176,21 @@ def target_stage(cfg: RunConfig, run: RunLayout, out: Path, quiet: bool) -> dict
             "recall": summary["recall"], "precision": summary["precision"]}
 
 
-def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path) -> dict:
+def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bool) -> dict:
     pool = load_pool(run.pool_file)
-    x = clusters = targets = None
+    x = clusters = targets = mask = embedder = None
     if needs_clusters(cfg):
         x, _ = load_embeddings(run.stage("embed"))
         clusters = KMeansClusters.load(run.stage("cluster"))
         targets = read_json(run.target_json)["clusters"]
+        mask = np.isin(clusters.labels_, np.asarray(targets, np.int64))
+        embedder = make_embedder(cfg, quiet=quiet)
     result = select_subset(cfg, pool, seed, x, clusters, targets, quiet=False)
-    write_subset(pool, result, out / "subset.parquet")
-    return {"selected": len(result), "share_of_pool": round(len(result) / len(pool), 6)}
+    paths = write_subset(pool, result, out / "subset.parquet")
+    q = quality(cfg, pool, result, x, mask, embedder)
+    write_json(paths["quality"], q)
+    return {"selected": len(result), "share_of_pool": round(len(result) / len(pool), 6),
+            "quality": flatten(q) if "coverage" in q else q}
 
 
 def train_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bool) -> dict:

@@ -38,9 +38,12 @@ def select(
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     cache_dir: Path = typer.Option(None, help="Embedding cache (default: "
                                    "$CORETUNE_CACHE/embeddings or ~/.cache/coretune/embeddings)."),
-    threshold: float = typer.Option(None, help="Target rule: probe density (probe share / "
-                                    "row share, default 0.25) for nli/probe targets; share of "
-                                    "matching rows (default 0.5) for metadata targets."),
+    rule: str = typer.Option("auto", help="Target rule: auto (cut at the best estimated F1, "
+                             "no tuning) | coverage (clusters holding 90% of the probes) | "
+                             "density (probe density >= 0.25). See docs/target.md."),
+    threshold: float = typer.Option(None, help="Override: keep clusters whose probe density "
+                                    "(nli/probe targets) or share of matching rows (metadata "
+                                    "targets) is at least this."),
     top: int = typer.Option(None, help="Keep the top M clusters by target evidence instead."),
     probes: int = typer.Option(1000, help="Probe prompts for --target nli."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -54,6 +57,7 @@ def select(
     from coretune import stages
     from coretune.backends import check_backend_name
     from coretune.config import section_config
+    from coretune.io import write_json
     from coretune.select import get_method
     from coretune.select.output import output_paths, write_subset
 
@@ -69,7 +73,7 @@ def select(
         name="select", pool={"path": str(pool)},
         embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
         cluster={"k": k, "seed": cluster_seed},
-        target={"spec": target, "threshold": threshold, "top": top, "probes": probes},
+        target={"spec": target, "rule": rule, "threshold": threshold, "top": top, "probes": probes},
         select={"method": method, "budget": budget},
         backend={"name": backend, "address": address})
     stages.backend(cfg)  # Ray missing or unreachable: fail now
@@ -90,8 +94,35 @@ def select(
     result = stages.select_subset(cfg, data, seed, x, clusters, finder.clusters_, quiet=quiet)
     stages.backend(cfg).close()
     paths = write_subset(data, result, output)
+    seconds = time.perf_counter() - start
+    q = stages.quality(cfg, data, result, x, finder.mask_, embedder)
+    write_json(paths["quality"], q)
     _print_summary(finder, clusters, len(data), n_cached, n_encoded, len(result), method, paths,
-                   time.perf_counter() - start)
+                   seconds)
+    _print_quality(q)
+
+
+def _print_quality(q: dict) -> None:
+    """The selection-quality numbers (coretune.select.quality) as a few plain lines."""
+    from rich.console import Console
+
+    out = Console(highlight=False).print
+    cov = q["coverage"]
+    out(f"quality: coverage radius {cov['radius'][-1]:.3f}, mean distance {cov['mean'][-1]:.3f}"
+        f" (target rows to their nearest selected row)")
+    if "probe_coverage" in q:
+        pc = q["probe_coverage"]
+        out(f"  held-out target probes ({pc['n']}) to nearest selected row: mean "
+            f"{pc['mean']:.3f}, median {pc['median']:.3f}, p90 {pc['p90']:.3f}")
+    if "target" in q:
+        t = q["target"]
+        out(f"  {t['reference_rows_selected']} of {q['rows']} selected rows are "
+            f"family '{t['reference']}' (precision {t['precision']:.2f}); task recall "
+            f"{t['task_recall']}")
+    ab, tm = q["answer_balance"], q["task_mix"]
+    out(f"  answers: {ab['distinct']} distinct, majority '{ab['majority'][:30]}' "
+        f"{ab['majority_share']:.0%}, entropy {ab['entropy']:.2f}; tasks: {tm['tasks']}, "
+        f"largest {tm['top_task_share']:.0%}")
 
 
 def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, paths, seconds
@@ -120,4 +151,5 @@ def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, path
         console.print(f"against family == '{finder.reference_}': recall {finder.recall_:.3f}, "
                       f"precision {finder.precision_:.3f}")
     console.print(f"selected {count} rows with {method} in {seconds:.1f}s -> "
-                  f"{paths['subset']}, {paths['jsonl'].name}, {paths['selection'].name}")
+                  f"{paths['subset']}, {paths['jsonl'].name}, {paths['selection'].name}, "
+                  f"{paths['quality'].name}")

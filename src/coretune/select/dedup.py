@@ -78,7 +78,7 @@ def similar_pairs(x: np.ndarray, threshold: float, block: int = 4096
     j then i. Exact (faiss IndexFlatIP range search, one thread)."""
     import faiss
 
-    from coretune.cluster import _faiss_threads
+    from coretune.cluster import faiss_threads
 
     x = np.ascontiguousarray(x, np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -86,7 +86,7 @@ def similar_pairs(x: np.ndarray, threshold: float, block: int = 4096
     index.add(x)
     radius = threshold - TOLERANCE
     ii, jj, ss = [], [], []
-    with _faiss_threads(1):
+    with faiss_threads(1):
         for lo in range(0, len(x), block):
             lims, sims, idx = index.range_search(x[lo:lo + block], radius)
             lims = lims.astype(np.int64)

@@ -14,10 +14,12 @@ from coretune.select import SelectionResult
 
 
 def output_paths(output: Path) -> dict[str, Path]:
-    """subset.parquet -> subset.jsonl (prompt/target) and subset.selection.parquet."""
+    """subset.parquet -> subset.jsonl (prompt/target), subset.selection.parquet and
+    subset.quality.json (selection quality, written by the caller)."""
     output = Path(output)
     return {"subset": output, "jsonl": output.with_suffix(".jsonl"),
-            "selection": output.with_name(f"{output.stem}.selection.parquet")}
+            "selection": output.with_name(f"{output.stem}.selection.parquet"),
+            "quality": output.with_name(f"{output.stem}.quality.json")}
 
 
 def write_subset(pool: Pool, result: SelectionResult, output: Path) -> dict[str, Path]:
