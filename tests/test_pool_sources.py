@@ -167,6 +167,15 @@ def test_cli_build_from_p3_then_select(cli, tmp_path, p3):
     info = json.loads(cli("pool", "info", tmp_path / "p3", "--columns", P3_COLUMNS, "--json",
                           check=True).stdout)
     assert info["rows"] == p3.num_rows
+    # the shard folder used as is by select: mapped columns, TRL prompt-completion out
+    cli("select", "--pool", tmp_path / "p3", "--columns", P3_COLUMNS, "-o", tmp_path / "d.parquet",
+        "--format", "prompt-completion", "--target", "tasks:super_glue_rte_MNLI crowdsource",
+        "--budget", "10", "--k", "4", "--max-tokens", "64", "--quiet", check=True)
+    from datasets import load_dataset
+
+    rows = load_dataset("json", data_files=str(tmp_path / "d.jsonl"), split="train")
+    assert rows.num_rows == 10 and set(rows.column_names) == {"prompt", "completion"}
+    assert all(c.startswith(" ") for c in rows["completion"])
     shutil.rmtree(tmp_path / "p3")
     cli("select", "--pool", tmp_path / "pool.parquet", "-o", tmp_path / "s.parquet",
         "--target", "tasks:super_glue_rte_MNLI crowdsource", "--budget", "10",

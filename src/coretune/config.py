@@ -24,7 +24,11 @@ class _Section(BaseModel):
 class PoolConfig(_Section):
     """Where the pool comes from: the shipped BIG-bench rows + RTE/CB, or a file of your own."""
 
-    path: str | None = Field(None, description="A pool file (Parquet/JSONL/CSV), over bigbench.")
+    path: str | None = Field(None, description="A pool file (Parquet/JSONL/CSV), a folder or "
+                             "glob of shards, a datasets save_to_disk folder or hf:ID; over "
+                             "bigbench.")
+    columns: str | dict[str, str] | None = Field(
+        None, description="Pool field -> source column, e.g. 'prompt=inputs_pretokenized,...'.")
     bigbench: Literal["full", "sample", "none"] = "sample"
     templates: str = Field("all", description="all | first:N | fixed | fixed:DATASET=NAME,...")
     max_rows: int | None = Field(

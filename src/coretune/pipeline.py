@@ -15,6 +15,7 @@ from coretune import stages
 from coretune.backends import close_all
 from coretune.config import RunConfig
 from coretune.data.sources import eval_datasets
+from coretune.data.stream import scan_pool
 from coretune.io import write_json
 from coretune.layout import RunLayout
 from coretune.lock import run_lock
@@ -36,6 +37,18 @@ def probe_files(cfg: RunConfig) -> dict[str, Path]:
     return files
 
 
+def pool_inputs(cfg: RunConfig, fn) -> tuple:
+    """(config, fn, files) of the pool stage. A pool file is known by its bytes; shards, a
+    `datasets` folder or a hub id by the content hash of their validated rows (streamed)."""
+    path = cfg.pool.path
+    if not path:
+        return cfg.pool.model_dump(), fn, {}
+    if Path(path).is_file():
+        return cfg.pool.model_dump(), fn, {"pool": Path(path)}
+    return {**cfg.pool.model_dump(), "content_sha256": scan_pool(path, cfg.pool.columns)["sha256"]
+            }, fn, {}
+
+
 def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False) -> list[Stage]:
     """The stages of one seed of a run, in order."""
     run = RunLayout(run_dir)
@@ -49,8 +62,7 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False) -> list[
 
     model: str | Path = cfg.train.model
     if cfg.select.method != "none":
-        add("pool", cfg.pool.model_dump(), lambda d: stages.pool_stage(cfg, run, d),
-            {"pool": Path(cfg.pool.path)} if cfg.pool.path else {})
+        add("pool", *pool_inputs(cfg, lambda d: stages.pool_stage(cfg, run, d)))
         if stages.needs_clusters(cfg):
             add("embed", cfg.embed.model_dump(), lambda d: stages.embed_stage(cfg, run, d, quiet))
             add("cluster", cfg.cluster.model_dump(), lambda d: stages.cluster_stage(cfg, run, d))

@@ -40,7 +40,7 @@ EVAL_SEED = 0  # every run evaluates the same examples, so rows compare pairwise
 def make_pool(cfg: RunConfig) -> Pool:
     """The pool of a config: its file, or the shipped rows; then the `max_rows` sample."""
     if cfg.pool.path:
-        pool = load_pool(cfg.pool.path)
+        pool = load_pool(cfg.pool.path, cfg.pool.columns)
     else:
         mode, n, fixed = parse_template_mode(cfg.pool.templates)
         pool = build_pool(bigbench=cfg.pool.bigbench, template_mode=mode, n_templates=n,

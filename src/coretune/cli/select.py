@@ -23,8 +23,13 @@ def refresh_help() -> None:
 
 
 def select(
-    pool: Path = typer.Option(..., "--pool", help="Pool file (.parquet, .jsonl or .csv)."),
+    pool: str = typer.Option(..., "--pool", help="Pool: a .parquet/.jsonl/.csv file, a folder "
+                             "or glob of shards, a datasets save_to_disk folder, or hf:ID."),
+    columns: str = typer.Option(None, help="Pool field = source column, e.g. 'uid=id,"
+                                "prompt=inputs_pretokenized,target=targets_pretokenized'."),
     output: Path = typer.Option(..., "-o", "--output", help="Subset file to write (.parquet)."),
+    fmt: str = typer.Option("prompt-target", "--format", help="The .jsonl beside the subset: "
+                            "prompt-target | prompt-completion (TRL) | messages (chat turns)."),
     target: str = typer.Option("nli", help="nli | tasks:A,B | family:NAME | keywords:W,... | "
                                "probe:FILE.jsonl"),
     budget: str = typer.Option("0.5%", help="Share of the whole pool ('0.5%') or a row count."),
@@ -57,6 +62,7 @@ def select(
     from coretune import stages
     from coretune.backends import check_backend_name
     from coretune.config import section_config
+    from coretune.data.export import check_format
     from coretune.io import write_json
     from coretune.select import get_method
     from coretune.select.output import output_paths, write_subset
@@ -65,12 +71,13 @@ def select(
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise CoretuneError("subset output must be a .parquet file", path=output)
     get_method(method)
+    check_format(fmt)
     for out in output_paths(output).values():
-        if pool.exists() and out.exists() and out.resolve() == pool.resolve():
+        if Path(pool).exists() and out.exists() and out.resolve() == Path(pool).resolve():
             raise CoretuneError("output would overwrite the pool file", path=out)
     check_backend_name(backend)
     cfg = section_config(
-        name="select", pool={"path": str(pool)},
+        name="select", pool={"path": pool, "columns": columns},
         embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
         cluster={"k": k, "seed": cluster_seed},
         target={"spec": target, "rule": rule, "threshold": threshold, "top": top, "probes": probes},
@@ -93,7 +100,7 @@ def select(
     finder = stages.find_targets(cfg, clusters, data, embedder)
     result = stages.select_subset(cfg, data, seed, x, clusters, finder.clusters_, quiet=quiet)
     stages.backend(cfg).close()
-    paths = write_subset(data, result, output)
+    paths = write_subset(data, result, output, fmt)
     seconds = time.perf_counter() - start
     q = stages.quality(cfg, data, result, x, finder.mask_, embedder)
     write_json(paths["quality"], q)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coretune.data.export import write_trainer_jsonl
 from coretune.data.pool import Pool
-from coretune.io import atomic_path, write_text
+from coretune.io import atomic_path
 from coretune.select import SelectionResult
 
 
@@ -22,15 +22,17 @@ def output_paths(output: Path) -> dict[str, Path]:
             "quality": output.with_name(f"{output.stem}.quality.json")}
 
 
-def write_subset(pool: Pool, result: SelectionResult, output: Path) -> dict[str, Path]:
-    """Write the selected rows as `output` (pool columns + order/cluster/radius), the
-    prompt/target JSONL and the selection table, each atomically; return their paths."""
+def write_subset(pool: Pool, result: SelectionResult, output: Path,
+                 fmt: str = "prompt-target") -> dict[str, Path]:
+    """Write the selected rows as `output` (pool columns + order/cluster/radius), the JSONL
+    for a trainer in `fmt` (coretune.data.export) and the selection table, each atomically;
+    return their paths."""
     paths = output_paths(output)
     tables = _outputs(pool, result)
     for key in ("subset", "selection"):
         with atomic_path(paths[key]) as tmp:
             pq.write_table(tables[key], tmp, compression="zstd")
-    write_text(paths["jsonl"], tables["jsonl"])
+    write_trainer_jsonl(tables["subset"], paths["jsonl"], fmt)
     return paths
 
 
@@ -41,7 +43,4 @@ def _outputs(pool: Pool, result: SelectionResult) -> dict:
         if name in subset.column_names:  # ours win: they describe this selection
             subset = subset.drop_columns([name])
         subset = subset.append_column(name, sel.column(name))
-    lines = [json.dumps({"prompt": p, "target": t}, ensure_ascii=False)
-             for p, t in zip(subset.column("prompt").to_pylist(),
-                             subset.column("target").to_pylist(), strict=True)]
-    return {"subset": subset, "selection": sel, "jsonl": "".join(line + "\n" for line in lines)}
+    return {"subset": subset, "selection": sel}
