@@ -118,3 +118,37 @@ def test_select_is_the_run_select_stage(cli, pool_file, cache, tmp_path, monkeyp
     for name in ("subset.parquet", "subset.jsonl", "subset.selection.parquet"):
         ran = tmp_path / "run" / "seed-1" / "select" / name
         assert (tmp_path / "cli" / name).read_bytes() == ran.read_bytes(), name
+
+
+def test_select_dedup_and_quality_report(cli, pool_file, cache, tmp_path):
+    """A pool with every row twice under another uid: --dedup 1.0 drops exactly the copies,
+    and the selection-quality report is printed and written."""
+    import pyarrow as pa
+
+    t = pq.read_table(pool_file)
+    copy = t.set_column(0, "uid", pa.array([u + "-copy" for u in t.column("uid").to_pylist()]))
+    doubled = tmp_path / "doubled.parquet"
+    pq.write_table(pa.concat_tables([t, copy]), doubled)
+    out = tmp_path / "d" / "subset.parquet"
+    proc = cli(*_args(doubled, out, cache, "--budget", "16", "--dedup", "1.0"), check=True)
+    import re
+
+    # every copy goes, and a few originals that match another row in their first 128 tokens
+    dropped, kept = map(int, re.search(r"(\d+) near-duplicate rows dropped, (\d+) kept",
+                                       proc.stdout).groups())
+    assert dropped + kept == 2 * t.num_rows and t.num_rows <= dropped < t.num_rows + 10
+    assert "held-out target probes" in proc.stdout and "coverage radius" in proc.stdout
+    uids = pq.read_table(out).column("uid").to_pylist()
+    assert len(uids) == 16 and not any(u.endswith("-copy") for u in uids)
+    q = json.loads((tmp_path / "d" / "subset.quality.json").read_text())
+    assert q["rows"] == 16 and q["probe_coverage"]["n"] > 0
+    assert q["coverage"]["radius"] == sorted(q["coverage"]["radius"], reverse=True)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
+def test_select_bad_dedup_threshold(cli, pool_file, tmp_path, value):
+    proc = cli("select", "--pool", pool_file, "-o", tmp_path / "s.parquet", "--dedup", value)
+    assert proc.returncode == 2
+    assert "dedup" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s.parquet").exists()

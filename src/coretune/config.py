@@ -114,6 +114,8 @@ class RunConfig(_Section):
     seeds: list[NonNegativeInt] = [0]
     pool: PoolConfig = PoolConfig()
     embed: EmbedConfig = EmbedConfig()
+    dedup: float | None = Field(None, gt=0, le=1, description="Drop rows within this cosine "
+                                "of an earlier row before clustering (off: null).")
     cluster: ClusterConfig = ClusterConfig()
     target: TargetConfig = TargetConfig()
     select: SelectConfig = SelectConfig()

@@ -1,7 +1,9 @@
 """Where a run keeps its files: the one description of a run folder.
 
     <run>/config.json                 the validated config
-    <run>/shared/<stage>/             seed-independent stages: pool, embed, cluster, target
+    <run>/shared/<stage>/             seed-independent stages: pool, embed, [dedup,] cluster,
+                                      target (with dedup on, later stages read its pool and
+                                      embeddings instead of the pool's and embed's)
     <run>/seed-<N>/<stage>/           the rest: select, train, evaluate
     <run>/table.md, table.csv, report.html, report.md
 
@@ -13,16 +15,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from coretune.io import read_json
 from coretune.manifest import MANIFEST
 
 CONFIG_FILE = "config.json"
-SHARED_STAGES = ("pool", "embed", "cluster", "target")
+SHARED_STAGES = ("pool", "embed", "dedup", "cluster", "target")
 SEED_STAGES = ("select", "train", "evaluate")
 
 
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
+    dedup: bool = False  # near-duplicates removed after embedding (config `dedup:`)
+
+    @classmethod
+    def of(cls, root: Path) -> RunLayout:
+        """The layout of an existing run, as its config.json describes it."""
+        cfg = read_json(root / CONFIG_FILE) if (root / CONFIG_FILE).is_file() else {}
+        return cls(root, dedup=cfg.get("dedup") is not None)
 
     @property
     def config(self) -> Path:
@@ -49,8 +59,19 @@ class RunLayout:
         return (self.stage(name, seed) / MANIFEST).is_file()
 
     @property
-    def pool_file(self) -> Path:
+    def source_pool(self) -> Path:
+        """The pool as built, before any dedup."""
         return self.stage("pool") / "pool.parquet"
+
+    @property
+    def pool_file(self) -> Path:
+        """The pool the selection works on (deduplicated when dedup is on)."""
+        return self.stage("dedup") / "pool.parquet" if self.dedup else self.source_pool
+
+    @property
+    def embeddings(self) -> Path:
+        """The folder of the embeddings aligned with `pool_file`."""
+        return self.stage("dedup") if self.dedup else self.stage("embed")
 
     @property
     def target_json(self) -> Path:

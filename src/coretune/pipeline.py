@@ -51,7 +51,7 @@ def pool_inputs(cfg: RunConfig, fn) -> tuple:
 
 def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False) -> list[Stage]:
     """The stages of one seed of a run, in order."""
-    run = RunLayout(run_dir)
+    run = RunLayout(run_dir, dedup=cfg.dedup is not None)
     out: list[Stage] = []
 
     def add(name: str, config, fn, files=None) -> Stage:
@@ -65,6 +65,8 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False) -> list[
         add("pool", *pool_inputs(cfg, lambda d: stages.pool_stage(cfg, run, d)))
         if stages.needs_clusters(cfg):
             add("embed", cfg.embed.model_dump(), lambda d: stages.embed_stage(cfg, run, d, quiet))
+            if cfg.dedup is not None:
+                add("dedup", {"threshold": cfg.dedup}, lambda d: stages.dedup_stage(cfg, run, d))
             add("cluster", cfg.cluster.model_dump(), lambda d: stages.cluster_stage(cfg, run, d))
             add("target", cfg.target.model_dump(),
                 lambda d: stages.target_stage(cfg, run, d, quiet), probe_files(cfg))

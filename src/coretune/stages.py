@@ -25,6 +25,7 @@ from coretune.evaluate import evaluate, parse_eval_file, register_eval_set
 from coretune.io import atomic_path, read_json, write_json
 from coretune.layout import RunLayout
 from coretune.select import SelectionResult, resolve_budget
+from coretune.select.dedup import DedupResult, dedup
 from coretune.select.output import write_subset
 from coretune.select.quality import answer_balance, flatten, selection_quality, task_mix
 from coretune.select.sampling import random_rows
@@ -80,6 +81,16 @@ def make_embedder(cfg: RunConfig, *, quiet: bool = False, device: str | None = N
     e = cfg.embed
     return backend(cfg).embedder(e.encoder, max_tokens=e.max_tokens, batch_size=e.batch_size,
                                  device=device, cache_dir=cache_dir, quiet=quiet)
+
+
+def apply_dedup(cfg: RunConfig, pool: Pool, x: np.ndarray
+                ) -> tuple[Pool, np.ndarray, DedupResult | None]:
+    """Drop rows within cosine `cfg.dedup` of an earlier row (the first of each group stays):
+    the kept pool, its embeddings and what was done; unchanged when dedup is off."""
+    if cfg.dedup is None:
+        return pool, x, None
+    d = dedup(x, cfg.dedup)
+    return pool.take(d.kept), np.ascontiguousarray(x[d.kept]), d
 
 
 def fit_clusters(cfg: RunConfig, x: np.ndarray) -> KMeansClusters:
@@ -149,14 +160,26 @@ def pool_stage(cfg: RunConfig, run: RunLayout, out: Path) -> dict:
 
 def embed_stage(cfg: RunConfig, run: RunLayout, out: Path, quiet: bool) -> dict:
     embedder = make_embedder(cfg, quiet=quiet)
-    embedder.embed_to(load_pool(run.pool_file).prompts, out)
+    embedder.embed_to(load_pool(run.source_pool).prompts, out)
     return {"encoded_rows": embedder.n_encoded_, "cached_rows": embedder.n_cached_,
             "encode_seconds": round(embedder.seconds_, 2)}
 
 
+def dedup_stage(cfg: RunConfig, run: RunLayout, out: Path) -> dict:
+    """The pool and its embeddings less near-duplicates (`dedup.json` says which and why)."""
+    x, meta = load_embeddings(run.stage("embed"))
+    pool, kept, d = apply_dedup(cfg, load_pool(run.source_pool), x)
+    pool.save(out / "pool.parquet")
+    with atomic_path(out / "embeddings.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, kept, allow_pickle=False)
+    write_json(out / "meta.json", meta)
+    write_json(out / "dedup.json", d.summary(load_pool(run.source_pool).prompts))
+    return {"kept": int(d.keep.sum()), "removed": d.removed}
+
+
 def cluster_stage(cfg: RunConfig, run: RunLayout, out: Path) -> dict:
     pool = load_pool(run.pool_file)
-    x, _ = load_embeddings(run.stage("embed"))
+    x, _ = load_embeddings(run.embeddings)
     km = fit_clusters(cfg, x)
     km.save(out, pool.uids)
     families = pool.column("family") if "family" in pool.table.column_names else None
@@ -180,7 +203,7 @@ def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bo
     pool = load_pool(run.pool_file)
     x = clusters = targets = mask = embedder = None
     if needs_clusters(cfg):
-        x, _ = load_embeddings(run.stage("embed"))
+        x, _ = load_embeddings(run.embeddings)
         clusters = KMeansClusters.load(run.stage("cluster"))
         targets = read_json(run.target_json)["clusters"]
         mask = np.isin(clusters.labels_, np.asarray(targets, np.int64))

@@ -89,7 +89,7 @@ def _map_figure(run: RunLayout):
 
     if not run.done("target"):
         return None
-    x, _ = load_embeddings(run.stage("embed"))
+    x, _ = load_embeddings(run.embeddings)
     names = pq.read_schema(run.pool_file).names
     pool = pq.read_table(run.pool_file, columns=["uid", "task", "family"]
                          if "family" in names else ["uid", "task"])
@@ -150,7 +150,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
     if points:
         figures["Accuracy vs budget"] = plot_budget(points)
     for run in runs:
-        fig = _map_figure(RunLayout(run))
+        fig = _map_figure(RunLayout.of(run))
         if fig is not None:
             figures["Pool embeddings by task family"] = fig
             break

@@ -50,6 +50,8 @@ def select(
                                     "(nli/probe targets) or share of matching rows (metadata "
                                     "targets) is at least this."),
     top: int = typer.Option(None, help="Keep the top M clusters by target evidence instead."),
+    dedup: float = typer.Option(None, help="Drop rows within this cosine (0, 1] of an earlier "
+                                "row before clustering; the first of each group stays."),
     probes: int = typer.Option(1000, help="Probe prompts for --target nli."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     backend: str = BACKEND,
@@ -82,7 +84,7 @@ def select(
         cluster={"k": k, "seed": cluster_seed},
         target={"spec": target, "rule": rule, "threshold": threshold, "top": top, "probes": probes},
         select={"method": method, "budget": budget},
-        backend={"name": backend, "address": address})
+        backend={"name": backend, "address": address}, dedup=dedup)
     stages.backend(cfg)  # Ray missing or unreachable: fail now
     stages.make_target_finder(cfg)  # unknown target spec: fail now
     data = stages.make_pool(cfg)
@@ -96,6 +98,10 @@ def select(
     embedder = stages.make_embedder(cfg, quiet=quiet, device=device, cache_dir=cache_dir)
     x = embedder.embed(data.prompts)
     n_cached, n_encoded = embedder.n_cached_, embedder.n_encoded_
+    data, x, removed = stages.apply_dedup(cfg, data, x)
+    if removed is not None:
+        typer.echo(f"dedup at cosine {dedup}: {removed.removed} near-duplicate rows dropped, "
+                   f"{len(data)} kept")
     clusters = stages.fit_clusters(cfg, x)
     finder = stages.find_targets(cfg, clusters, data, embedder)
     result = stages.select_subset(cfg, data, seed, x, clusters, finder.clusters_, quiet=quiet)
