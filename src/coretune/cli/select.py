@@ -62,22 +62,11 @@ def select(
 
     The same steps, defaults and bytes as the select path of `coretune run`."""
     from coretune import stages
-    from coretune.backends import check_backend_name
     from coretune.config import section_config
-    from coretune.data.export import check_format
     from coretune.io import write_json
-    from coretune.select import get_method
-    from coretune.select.output import output_paths, write_subset
+    from coretune.select.output import write_subset
 
-    # Everything a user can get wrong is checked before the slow part.
-    if output.suffix.lower() not in (".parquet", ".pq"):
-        raise CoretuneError("subset output must be a .parquet file", path=output)
-    get_method(method)
-    check_format(fmt)
-    for out in output_paths(output).values():
-        if Path(pool).exists() and out.exists() and out.resolve() == Path(pool).resolve():
-            raise CoretuneError("output would overwrite the pool file", path=out)
-    check_backend_name(backend)
+    _check_arguments(pool, output, fmt, method, backend)  # before the slow part
     cfg = section_config(
         name="select", pool={"path": pool, "columns": columns},
         embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
@@ -113,6 +102,23 @@ def select(
     _print_summary(finder, clusters, len(data), n_cached, n_encoded, len(result), method, paths,
                    seconds)
     _print_quality(q)
+
+
+def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: str) -> None:
+    """What a user can get wrong on the command line, checked before anything is loaded."""
+    from coretune.backends import check_backend_name
+    from coretune.data.export import check_format
+    from coretune.select import get_method
+    from coretune.select.output import output_paths
+
+    if output.suffix.lower() not in (".parquet", ".pq"):
+        raise CoretuneError("subset output must be a .parquet file", path=output)
+    get_method(method)
+    check_format(fmt)
+    for out in output_paths(output).values():
+        if Path(pool).exists() and out.exists() and out.resolve() == Path(pool).resolve():
+            raise CoretuneError("output would overwrite the pool file", path=out)
+    check_backend_name(backend)
 
 
 def _print_quality(q: dict) -> None:
