@@ -102,3 +102,23 @@ def test_knee_rejects_duplicate_budgets():
     c = _curve([0.5, 0.6])
     with pytest.raises(CoretuneError, match="duplicate"):
         knee([c[0], ("b0", c[1][1])])
+
+
+def test_paired_rows_and_markdown():
+    import pyarrow as pa
+
+    from coretune.compare import majority_baselines, paired_markdown, paired_rows
+
+    base = _run([1, 0, 0, 1])
+    runs = {"vanilla": base, "tuned": _run([1, 1, 1, 1])}
+    rows = paired_rows(runs, "vanilla", ["rte"])
+    assert [r["name"] for r in rows] == ["tuned"]
+    assert rows[0]["cells"]["rte"].delta == pytest.approx(50.0)
+    assert rows[0]["cells"]["avg"].delta == pytest.approx(50.0)
+    # 3 examples x 2 templates; gold labels 0, 0, 1 out of 2 choices
+    preds = pa.table({"task": ["rte"] * 6, "example": [0, 0, 1, 1, 2, 2],
+                      "label": [0, 0, 0, 0, 1, 1], "choices": [["yes", "no"]] * 6})
+    b = majority_baselines(preds)
+    assert b["rte"]["majority"] == pytest.approx(200 / 3) and b["rte"]["chance"] == 50.0
+    md = paired_markdown(rows, "vanilla", ["rte"], b)
+    assert "| tuned | +50.0 [" in md and "| majority | 66.7 |" in md

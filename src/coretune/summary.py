@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from coretune.compare import majority_baselines, paired_markdown, paired_rows
 from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import per_example_accuracy
@@ -14,7 +16,7 @@ from coretune.layout import CONFIG_FILE, RunLayout
 from coretune.manifest import MANIFEST
 from coretune.report import plot_budget, plot_map, plot_radius, plot_rows, write_report
 from coretune.select.methods import budgeted_methods, method_labels
-from coretune.table import build_rows, write_table
+from coretune.table import TASKS, build_rows, write_table
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -84,8 +86,6 @@ def _first_selection(run: RunLayout) -> Path | None:
 
 def _map_figure(run: RunLayout):
     """PCA map of (a sample of) the pool's embeddings, if this run clustered its pool."""
-    import pyarrow.parquet as pq
-
 
     if not run.done("target"):
         return None
@@ -113,8 +113,6 @@ def _map_figure(run: RunLayout):
 
 
 def _radius_figure(runs: list[Path]):
-    import pyarrow.parquet as pq
-
     for run in map(RunLayout, runs):
         f = _first_selection(run)
         if f is not None:
@@ -125,14 +123,32 @@ def _radius_figure(runs: list[Path]):
     return None
 
 
+def _paired_text(per_row: dict, by_name: dict) -> str:
+    """Every row against the untuned model (a run with method `none`), paired on the examples
+    all runs score, with the eval sets' majority and chance baselines; "" without one."""
+    untuned = [n for n, f in by_name.items() if f["method"] == "none"]
+    if not untuned or len(per_row) < 2:
+        return ""
+    ref = untuned[0]
+    tasks = [t for t in TASKS if any(t in s for s in per_row[ref])]
+    try:
+        deltas = paired_rows(per_row, ref, tasks)
+    except CoretuneError as e:  # runs scored different examples: nothing to pair
+        return f"No paired comparison: {e}\n"
+    layout = RunLayout(Path(by_name[ref]["run"]))
+    preds = pq.read_table(layout.predictions(layout.evaluated_seeds()[0]),
+                          columns=["task", "example", "label", "choices"])
+    return paired_markdown(deltas, ref, tasks, majority_baselines(preds))
+
+
 def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> Path:
     """table.md/.csv + report.html/.md for the runs under `paths`, written into `out`."""
 
     runs = find_runs(paths)
     per_row, facts = collect(runs)
     rows = build_rows(per_row)
-    write_table(rows, out, facts=facts)
     by_name = {f["name"]: f for f in facts}
+    write_table(rows, out, facts=facts, paired=_paired_text(per_row, by_name))
     figures = {"Average accuracy per row": plot_rows(rows, "all rows")}
     samplers = [r for r in rows if by_name[r["name"]]["method"] in budgeted_methods()]
     budgets = {by_name[r["name"]]["budget"] for r in samplers}

@@ -149,13 +149,13 @@ def stage_table(facts: list[dict]) -> str:
 
 
 def write_table(rows: list[dict], out_dir: Path, tasks=TASKS,
-                facts: list[dict] = ()) -> tuple[Path, Path]:
-    """table.md (accuracy, the paper's rows, and the stage table when `facts` are given) and
-    table.csv (accuracy)."""
+                facts: list[dict] = (), paired: str = "") -> tuple[Path, Path]:
+    """table.md (accuracy, the paper's rows, the `paired` comparison text and the stage table
+    when `facts` are given) and table.csv (accuracy)."""
     from coretune.io import write_text
 
     md, csv_path = out_dir / "table.md", out_dir / "table.csv"
-    text = to_markdown(rows, tasks)
+    text = to_markdown(rows, tasks) + ("\n" + paired if paired else "")
     write_text(md, text + ("\n" + stage_table(facts) if facts else ""))
     write_text(csv_path, to_csv(rows, tasks))
     return md, csv_path
