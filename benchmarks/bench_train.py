@@ -43,6 +43,7 @@ VARIANTS = {
     "after": (False, 8, False),
     "after_micro4": (False, 4, False),
     "after_micro2": (False, 2, False),
+    "after_micro1": (False, 1, False),
     "after_micro2_checkpointing": (False, 2, True),
 }
 # facebook/galactica-1.3b (the paper's model; OPT layout, plain 4x MLP) for the README note.

@@ -1,6 +1,8 @@
 """The selections (and table) that `configs/demo/*` produce on a small pool, pinned by sha256.
 
-Recorded on the code before the issue-13 redesign: any refactor must keep these bytes. The
+Recorded on the code before the issue-13 redesign: any refactor must keep these bytes. The one
+deliberate change since: target.json gained the `rule` and `cut` fields of the target rule
+(issue 11); the selections it leads to are the same bytes. The
 demo configs are used as shipped; only what a 320-row pool needs is overridden (the pool
 file, fewer clusters, a probe-density rule that a 50%-NLI pool can pass, a budget that gives
 k-center something to do, tiny training and evaluation caps).
@@ -20,7 +22,7 @@ DEMO = ("coreset", "random", "related")
 SELECT_FILES = ("subset.parquet", "subset.jsonl", "subset.selection.parquet")
 
 PINNED = {
-    "coreset/target.json": "9b99545496629f8c8ca47f493acb6bfe0e298920169b33eeda730e196dc2e8a6",
+    "coreset/target.json": "10ab3dfe91300e28850764138bcd8d667c770d4e24fca7ae2bfccc177cda22fc",
     "coreset/seed-0/subset.jsonl":
         "32038bee82857eb6d4aa9b01155fcf5a44a6f1bef41d25ffd324d9a00f635563",
     "coreset/seed-0/subset.parquet":
@@ -33,7 +35,7 @@ PINNED = {
         "03b291b96d2fdd1886f1464c459415b7ccb823f7ea251be06c880cbe2c15e6bc",
     "coreset/seed-1/subset.selection.parquet":
         "16fbf6c5be0e84068fd06aa7b176436db22ccd2b9afef527eef074b94bd711c4",
-    "random/target.json": "9b99545496629f8c8ca47f493acb6bfe0e298920169b33eeda730e196dc2e8a6",
+    "random/target.json": "10ab3dfe91300e28850764138bcd8d667c770d4e24fca7ae2bfccc177cda22fc",
     "random/seed-0/subset.jsonl":
         "805b67178adb7e4d57632118e9ccf60c9a3ca8d3f4568ca1acf628dac8f02371",
     "random/seed-0/subset.parquet":
@@ -46,7 +48,7 @@ PINNED = {
         "f52ddd6a5b846fac7b726a00031ef5871f8089361a4ea581de3019a7231c3a77",
     "random/seed-1/subset.selection.parquet":
         "a17f70a6b7383e45795d8ae6b89792c1fd30e68b24e2696f12f35cdf0980b2fc",
-    "related/target.json": "9b99545496629f8c8ca47f493acb6bfe0e298920169b33eeda730e196dc2e8a6",
+    "related/target.json": "10ab3dfe91300e28850764138bcd8d667c770d4e24fca7ae2bfccc177cda22fc",
     "related/seed-0/subset.jsonl":
         "bbd8e318081847b378cba9e31d9ae77010d543fa7f11f32a8b7bc10da685e3bb",
     "related/seed-0/subset.parquet":

@@ -100,7 +100,10 @@ def test_registered_names_reach_config_help_and_labels(tmp_path):
     from coretune.cli.select import refresh_help, select
 
     refresh_help()
-    assert "every_other" in select.__defaults__[4].help  # --method help from the registry
+    import inspect
+
+    method = inspect.signature(select).parameters["method"].default
+    assert "every_other" in method.help  # --method help from the registry
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: c\nselect: {method: every_other}\nbackend: {name: counting}\n")
     assert load_config(cfg).select.method == "every_other"

@@ -164,7 +164,7 @@ def blob_pool(tmp_path, n_blobs=20, per_blob=50, target_blobs=(3, 11), strays=(7
     path = tmp_path / "probes.jsonl"
     path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in probes))
     pool = Pool.from_records(records)
-    emb = Embedder(LookupEncoder(vectors), use_cache=False, quiet=True)
+    emb = Embedder(LookupEncoder(vectors), cache_dir=tmp_path / "cache", quiet=True)
     km = KMeansClusters(n_blobs, seed=3).fit(emb.embed(pool.prompts))
     assert (np.bincount(km.labels_) == per_blob).all()  # one cluster per blob (seed 3 does)
     return pool, km, emb, path
@@ -224,7 +224,7 @@ def test_metadata_auto_cut_exact_on_blobs(tmp_path):
 def test_probe_errors(tmp_path, data):
     pool, km, _ = data
     other = {"a": np.ones(8, np.float32) / np.sqrt(8)}
-    emb = Embedder(LookupEncoder(other), use_cache=False, quiet=True)
+    emb = Embedder(LookupEncoder(other), cache_dir=tmp_path / "cache", quiet=True)
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "a"}\n')
     with pytest.raises(CoretuneError, match="probe embeddings have size 8"):

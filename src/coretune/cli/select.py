@@ -25,8 +25,8 @@ def refresh_help() -> None:
 def select(
     pool: str = typer.Option(..., "--pool", help="Pool: a .parquet/.jsonl/.csv file, a folder "
                              "or glob of shards, a datasets save_to_disk folder, or hf:ID."),
-    columns: str = typer.Option(None, help="Pool field = source column, e.g. 'uid=id,"
-                                "prompt=inputs_pretokenized,target=targets_pretokenized'."),
+    columns: str = typer.Option(None, help="Pool field = source column, comma-separated, "
+                                "e.g. 'uid=id, prompt=inputs_pretokenized, task=task_name'."),
     output: Path = typer.Option(..., "-o", "--output", help="Subset file to write (.parquet)."),
     fmt: str = typer.Option("prompt-target", "--format", help="The .jsonl beside the subset: "
                             "prompt-target | prompt-completion (TRL) | messages (chat turns)."),
