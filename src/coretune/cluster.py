@@ -127,7 +127,7 @@ class KMeansClusters:
         if len(tasks) != len(self.labels_):
             raise CoretuneError(f"{len(tasks)} task names for {len(self.labels_)} rows",
                                 field="tasks")
-        members = _members(self.labels_, self.k)
+        members = cluster_members(self.labels_, self.k)
         cols: dict[str, list] = {k: [] for k in ("cluster", "size", "mean_dist", "top_tasks",
                                                  "top_shares", "purity")}
         if families is not None:
@@ -220,7 +220,7 @@ def assign_rows(x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: in
     return labels, dist
 
 
-def _members(labels: np.ndarray, k: int) -> list[np.ndarray]:
+def cluster_members(labels: np.ndarray, k: int) -> list[np.ndarray]:
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(k + 1))
     return [order[bounds[c]:bounds[c + 1]] for c in range(k)]

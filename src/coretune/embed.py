@@ -31,7 +31,7 @@ from coretune.encoders import (  # noqa: F401  (re-exported: the embedding API i
     smollm2_path,
 )
 from coretune.errors import CoretuneError
-from coretune.io import atomic_path, read_json, write_json
+from coretune.io import atomic_path, read_json, sha256_file, write_json
 from coretune.paths import cache_dir as default_cache_dir
 from coretune.validation import check_stored_embeddings
 
@@ -73,6 +73,8 @@ class EmbeddingCache:
             if shard_id in self._seen:
                 continue
             vec_path = self.folder / f"{shard_id}.npy"
+            if not self._intact(shard_id, keys_path, vec_path):
+                continue  # truncated or corrupted since written: its rows are encoded again
             try:
                 keys = np.load(keys_path, allow_pickle=False)
                 vecs = np.load(vec_path, mmap_mode="r", allow_pickle=False)
@@ -117,10 +119,24 @@ class EmbeddingCache:
             mm[:] = vectors
             mm.flush()
             del mm
-        with atomic_path(self.folder / f"{shard_id}.keys.npy") as tmp:
+        keys_path = self.folder / f"{shard_id}.keys.npy"
+        with atomic_path(keys_path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, digests.astype(_DIGEST), allow_pickle=False)
+            # the recorded hashes go in first: the keys file stays the commit marker
+            write_json(self.folder / f"{shard_id}.sha256.json",
+                       {"keys": sha256_file(tmp), "vectors": sha256_file(vec_path)})
+        self._seen.discard(shard_id)  # a rewritten (formerly corrupted) shard is read anew
         self.refresh()
+
+    def _intact(self, shard_id: str, keys_path: Path, vec_path: Path) -> bool:
+        """Whether both files of a shard still have the hashes recorded when it was written."""
+        try:
+            rec = read_json(self.folder / f"{shard_id}.sha256.json")
+            return (rec.get("keys") == sha256_file(keys_path)
+                    and rec.get("vectors") == sha256_file(vec_path))
+        except (OSError, ValueError, AttributeError):
+            return False
 
 
 class Embedder:

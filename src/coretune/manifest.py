@@ -78,8 +78,14 @@ class Stage:
         path = self.folder / MANIFEST
         if not path.is_file():
             return None
-        manifest = read_json(path)
-        return manifest if manifest.get("key") == self.key() else None
+        try:
+            manifest = read_json(path)
+        except (OSError, ValueError):  # truncated or corrupted manifest: run the stage again
+            return None
+        if not isinstance(manifest, dict) or manifest.get("key") != self.key():
+            return None
+        # an output changed since it was recorded (truncated, corrupted): not done
+        return manifest if describe_outputs(self.folder) == manifest.get("outputs") else None
 
     def run(self, log: Callable[[str], None] = print) -> dict:
         key = self.key()

@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from coretune.errors import CoretuneError
+from coretune.io import read_json, sha256_file, write_json
 from coretune.paths import cache_dir
 
 DEFAULT = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
+HASHES = "coretune-sha256.json"  # the converted folder's files and their hashes
 JOIN = " "  # between prompt and target, see the module docstring
 
 
@@ -48,11 +50,24 @@ def _gguf_folder() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def _intact(folder: Path) -> bool:
+    """Whether every file of a converted model still has the hash recorded at conversion."""
+    try:
+        recorded = read_json(folder / HASHES)
+        return bool(recorded) and all(sha256_file(folder / name) == digest
+                                      for name, digest in recorded.items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def default_model_dir(quiet: bool = True) -> Path:
     """The safetensors copy of the default model, converting the GGUF file on first use."""
     target = cache_dir() / "models" / DEFAULT_NAME
     if (target / "config.json").is_file():
-        return target
+        if _intact(target):
+            return target
+        # truncated or corrupted since it was written: convert again, never load it
+        shutil.rmtree(target, ignore_errors=True)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -74,6 +89,8 @@ def default_model_dir(quiet: bool = True) -> Path:
         plain.save_pretrained(tmp)
         tmp.chmod(0o755)
         tok.save_pretrained(tmp)
+        write_json(tmp / HASHES, {p.name: sha256_file(p) for p in sorted(tmp.iterdir())
+                                  if p.is_file()})
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first: theirs is as good as ours

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from coretune.cluster import KMeansClusters, _members
+from coretune.cluster import KMeansClusters, cluster_members
 from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
 from coretune.io import read_jsonl
@@ -347,7 +347,7 @@ class TargetClusters:
 
     def _table(self, pool, labels, k, sizes, evidence, share, chosen, why) -> pa.Table:
         tasks = pool.table.column("task").to_pylist()
-        members = _members(labels, k)
+        members = cluster_members(labels, k)
         fam = (np.asarray(pool.table.column("family").to_pylist(), dtype=object)
                if "family" in pool.table.column_names else None)
         top_tasks, ref_share = [], []

@@ -105,14 +105,14 @@ def read_shard(path: Path, fmt: str) -> tuple[pa.Table, list[int] | None]:
                 return pa.ipc.open_stream(source).read_all(), None
         except (pa.ArrowInvalid, OSError) as e:
             raise CoretuneError(f"not a readable Arrow file ({_first_line(e)})", path=path) from e
-    _check_utf8(path)
+    check_utf8(path)
     if fmt == "csv":
         return _read_csv(path), None
     records, line_of = read_jsonl(path)
     return _records_to_table(records, path, lines=line_of), line_of
 
 
-def _check_utf8(path: Path) -> None:
+def check_utf8(path: Path) -> None:
     """Name the first line that is not UTF-8 (text formats), instead of a decoder traceback."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):

@@ -74,11 +74,11 @@ def read_dataset(
     With `labels`, a label may be its name or its index and is stored as the index (what
     promptsource templates expect); anything else is a clear error.
     """
-    from coretune.data.pool import _check_utf8
+    from coretune.data.pool import check_utf8
 
     if not Path(path).is_file():
         raise CoretuneError("file not found", path=path)
-    _check_utf8(Path(path))
+    check_utf8(Path(path))
     records, lines = read_jsonl(path)
     if not records:
         raise CoretuneError("empty file: no rows", path=path)
