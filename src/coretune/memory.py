@@ -22,28 +22,34 @@ _CLEAR = Path("/proc/self/clear_refs")
 _MB = 1 << 20
 
 
-def _status_kb(field: str) -> int | None:
+def _status_kb(*fields: str) -> list[int | None]:
+    found: dict[str, int] = {}
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+            name, _, rest = line.partition(":")
+            if name in fields:
+                found[name] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return [found.get(f) for f in fields]
 
 
 def reset_rss_peak() -> bool:
-    """Set the kernel's RSS high-water mark to the current RSS; False where impossible."""
+    """Set the kernel's RSS high-water mark to the current RSS; False where impossible.
+
+    Some kernels and sandboxes (gVisor, for one) accept the write and ignore it, so the
+    reset is checked: right after it the mark must sit at the current RSS."""
     try:
         _CLEAR.write_text("5")
     except OSError:
         return False
-    return _status_kb("VmHWM") is not None
+    hwm, rss = _status_kb("VmHWM", "VmRSS")
+    return hwm is not None and rss is not None and hwm - rss <= 4096
 
 
 def rss_peak_mb() -> float | None:
     """The RSS high-water mark (since the last reset) in MiB, Linux only."""
-    kb = _status_kb("VmHWM")
+    (kb,) = _status_kb("VmHWM")
     return None if kb is None else kb / 1024
 
 
