@@ -161,3 +161,19 @@ def test_cli_train_bad_data_fails_cleanly(cli, tmp_path):
     r = cli("train", "--data", bad, "-o", tmp_path / "m", "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_cli_micro_batches_and_checkpointing_keep_the_loss(cli, tmp_path):
+    """`coretune train --micro-batch-size 1 --gradient-checkpointing` takes the same steps
+    with the same losses as whole batches without checkpointing: memory only."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"uid": str(i), "task": "t", **r}) + "\n"
+                            for i, r in enumerate(_rows())))
+    common = ["--max-steps", "2", "--batch-size", "4", "--max-length", "64", "--quiet"]
+    cli("train", "--data", data, "-o", tmp_path / "a", *common, check=True)
+    cli("train", "--data", data, "-o", tmp_path / "b", *common, "--micro-batch-size", "1",
+        "--gradient-checkpointing", check=True)
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / d / "train_log.jsonl").read_text()
+               .splitlines()] for d in ("a", "b")]
+    assert len(losses[0]) == 2 and losses[0] == pytest.approx(losses[1], rel=1e-4)

@@ -15,8 +15,12 @@ def train(
     lr: float = typer.Option(5e-5, help="Peak learning rate (AdamW)."),
     epochs: float = typer.Option(1.0, help="Passes over the data (fractions allowed)."),
     max_steps: int | None = typer.Option(None, help="Optimizer steps (overrides --epochs)."),
-    batch_size: int = typer.Option(8, help="Rows per micro-batch."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
+    batch_size: int = typer.Option(8, help="Rows per batch."),
+    grad_accum: int = typer.Option(1, help="Batches per optimizer step."),
+    micro_batch_size: int | None = typer.Option(
+        None, help="Rows per forward/backward pass (memory only; same loss). Default: batch."),
+    gradient_checkpointing: bool = typer.Option(
+        False, "--gradient-checkpointing", help="Recompute activations: less memory, slower."),
     max_length: int = typer.Option(256, help="Tokens per row; the prompt is cut on the left."),
     warmup_ratio: float = typer.Option(0.06, help="Share of steps with linear warmup."),
     save_every: int = typer.Option(50, help="Checkpoint every N steps (re-run resumes)."),
@@ -33,6 +37,8 @@ def train(
     try:
         cfg = TrainConfig(model=model, lora=lora, lr=lr, epochs=epochs, max_steps=max_steps,
                           batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+                          micro_batch_size=micro_batch_size,
+                          gradient_checkpointing=gradient_checkpointing,
                           warmup_ratio=warmup_ratio, save_every=save_every, seed=seed)
     except ValidationError as e:
         err = e.errors()[0]
