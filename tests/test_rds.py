@@ -47,3 +47,28 @@ def test_budget_out_of_range(budget):
 def test_dimension_mismatch():
     with pytest.raises(CoretuneError, match="dimensions"):
         rds_order(_unit([0, 1]), np.ones((1, 3), dtype=np.float32), 1)
+
+
+def test_rds_method_takes_one_job_over_all_target_rows():
+    """`method rds` through the selection engine: the target clusters' rows as one
+    candidate set (not split per cluster), the target examples as queries."""
+    from coretune.select import select_rows
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = rng.integers(0, 5, 300)
+    q = x[[3, 50, 120]] + 0.05
+    got = select_rows(x, labels, [1, 3], 20, "rds", seed=0, queries=q)
+    rows = np.flatnonzero(np.isin(labels, [1, 3]))
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    assert got.indices.tolist() == rows[rds_order(x[rows], qn, 20)].tolist()
+    assert (got.cluster == labels[got.indices]).all() and np.isnan(got.radius).all()
+    assert np.isin(labels[got.indices], [1, 3]).all()
+    # a prefix order through the engine too
+    small = select_rows(x, labels, [1, 3], 7, "rds", seed=0, queries=q)
+    assert small.indices.tolist() == got.indices[:7].tolist()
+    with pytest.raises(CoretuneError, match="needs target examples"):
+        select_rows(x, labels, [1, 3], 20, "rds", seed=0)
+    with pytest.raises(CoretuneError, match="dimensions"):
+        select_rows(x, labels, [1, 3], 20, "rds", seed=0, queries=q[:, :4])

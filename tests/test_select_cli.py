@@ -152,3 +152,35 @@ def test_select_bad_dedup_threshold(cli, pool_file, tmp_path, value):
     assert "dedup" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_select_rds_over_the_target_and_the_whole_pool(cli, pool_file, cache, tmp_path):
+    """rds from the CLI: the nli probes are its target examples, taken round-robin from the
+    rows of the target clusters; then over every row of the pool (`select.scope: pool`, the
+    paper's RDS+), through the same stage functions."""
+    out = tmp_path / "rds" / "subset.parquet"
+    cli(*_args(pool_file, out, cache, "--budget", "12", "--method", "rds"), check=True)
+    subset = pq.read_table(out)
+    assert subset.num_rows == 12
+    tasks = subset.column("task").to_pylist()
+    assert sum(t in ("rte", "cb") for t in tasks) >= 9  # the probes are RTE/CB/ANLI prompts
+
+    from coretune import stages
+    from coretune.config import section_config
+
+    cfg = section_config(name="t", pool={"path": str(pool_file)}, cluster={"k": 12},
+                         embed={"max_tokens": 128}, target={"probes": 100},
+                         select={"method": "rds", "budget": "12", "scope": "pool"})
+    assert stages.needs_clusters(cfg)
+    data = stages.make_pool(cfg)
+    embedder = stages.make_embedder(cfg, quiet=True, cache_dir=cache)
+    x = embedder.embed(data.prompts)
+    clusters = stages.fit_clusters(cfg, x)
+    whole = stages.select_subset(cfg, data, 0, x, clusters, None, embedder=embedder)
+    inside = stages.select_subset(cfg.model_copy(update={"select": cfg.select.model_copy(
+        update={"scope": "target"})}), data, 0, x, clusters,
+        stages.find_targets(cfg, clusters, data, embedder).clusters_, embedder=embedder)
+    assert len(whole) == 12 and len(set(whole.indices.tolist())) == 12
+    # From the whole pool the probes' nearest rows are at least as near as inside the targets.
+    q = stages.make_target_finder(cfg).probe_vectors(clusters, embedder)[0]
+    assert (x[whole.indices] @ q.T).max(1).mean() >= (x[inside.indices] @ q.T).max(1).mean() - 1e-6

@@ -130,12 +130,18 @@ class SentenceTransformerEncoder(_BatchEncoder):
 
 class MeanPoolEncoder(_BatchEncoder):
     """The paper's embedding: last hidden state of any Hugging Face model, mean-pooled over
-    real tokens (attention mask), L2-normalised. CPU or CUDA."""
+    real tokens (attention mask), L2-normalised. CPU or CUDA.
 
-    pooling = "mean"
+    `pooling="weighted"`: RDS+'s position-weighted mean (Ivison et al. 2025): token i of n
+    weighs i / (1 + ... + n), so later tokens, which a causal model has let see more of the
+    prompt, count more."""
 
     def __init__(self, model: str | Path, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 device: str | None = None, dtype: str = "float32", gguf_file: str | None = None):
+                 device: str | None = None, dtype: str = "float32", gguf_file: str | None = None,
+                 pooling: str = "mean"):
+        if pooling not in ("mean", "weighted"):
+            raise ValueError(f"pooling must be mean or weighted, not {pooling!r}")
+        self.pooling = pooling
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -168,6 +174,9 @@ class MeanPoolEncoder(_BatchEncoder):
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            if self.pooling == "weighted":  # right padding: real tokens are positions 1..n
+                mask = mask * torch.arange(1, mask.shape[1] + 1, dtype=hidden.dtype,
+                                           device=hidden.device)[None, :, None]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         return pooled.float().cpu().numpy()
 
@@ -225,22 +234,27 @@ def make_encoder(spec: str = "minilm", *, max_tokens: int = DEFAULT_MAX_TOKENS,
     return _REGISTRY[kind](arg, max_tokens, device)
 
 
-def _needs_model(kind: str, cls) -> Callable[[str, int, str | None], Encoder]:
+def _needs_model(kind: str, cls, **kw) -> Callable[[str, int, str | None], Encoder]:
     def make(arg: str, max_tokens: int, device: str | None) -> Encoder:
         if not arg:
             raise CoretuneError(f"unknown encoder '{kind}' (give {kind}:MODEL)", field="encoder")
-        return cls(arg, max_tokens=max_tokens, device=device)
+        return cls(arg, max_tokens=max_tokens, device=device, **kw)
     return make
 
 
-def _smollm2(arg: str, max_tokens: int, device: str | None) -> Encoder:
-    folder, gguf = smollm2_path()
-    return MeanPoolEncoder(folder, gguf_file=gguf, max_tokens=max_tokens, device=device)
+def _smollm2(pooling: str) -> Callable[[str, int, str | None], Encoder]:
+    def make(arg: str, max_tokens: int, device: str | None) -> Encoder:
+        folder, gguf = smollm2_path()
+        return MeanPoolEncoder(folder, gguf_file=gguf, max_tokens=max_tokens, device=device,
+                               pooling=pooling)
+    return make
 
 
-_HELP = {"hf": "hf:MODEL", "st": "st:MODEL"}
+_HELP = {"hf": "hf:MODEL", "hf-weighted": "hf-weighted:MODEL", "st": "st:MODEL"}
 register_encoder("minilm", lambda arg, max_tokens, device: SentenceTransformerEncoder(
     max_tokens=max_tokens, device=device))
-register_encoder("smollm2", _smollm2)
+register_encoder("smollm2", _smollm2("mean"))
+register_encoder("smollm2-weighted", _smollm2("weighted"))  # RDS+'s encoder on the default LM
 register_encoder("hf", _needs_model("hf", MeanPoolEncoder))
+register_encoder("hf-weighted", _needs_model("hf-weighted", MeanPoolEncoder, pooling="weighted"))
 register_encoder("st", _needs_model("st", SentenceTransformerEncoder))

@@ -24,7 +24,7 @@ from coretune.errors import CoretuneError
 from coretune.evaluate import evaluate, parse_eval_file, register_eval_set
 from coretune.io import atomic_path, read_json, write_json
 from coretune.layout import RunLayout
-from coretune.select import SelectionResult, resolve_budget
+from coretune.select import SelectionResult, get_method, resolve_budget
 from coretune.select.dedup import DedupResult, dedup
 from coretune.select.output import write_subset
 from coretune.select.quality import answer_balance, flatten, selection_quality, task_mix
@@ -57,7 +57,11 @@ def make_target_finder(cfg: RunConfig) -> TargetClusters:
 
 def needs_clusters(cfg: RunConfig) -> bool:
     """Whether the run embeds, clusters and finds target clusters (selection inside them)."""
-    return cfg.select.method not in ("none", "pool") and cfg.select.scope == "target"
+    method = cfg.select.method
+    if method in ("none", "pool"):
+        return False
+    # From the whole pool, only a method that reads embeddings needs them (over every cluster).
+    return cfg.select.scope == "target" or get_method(method).reads_embeddings
 
 
 def check_select_inputs(cfg: RunConfig, pool: Pool) -> None:
@@ -105,24 +109,33 @@ def find_targets(cfg: RunConfig, clusters: KMeansClusters, pool: Pool,
 
 def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = None,
                   clusters: KMeansClusters | None = None, targets: list[int] | None = None,
-                  *, quiet: bool = True) -> SelectionResult:
+                  *, quiet: bool = True, embedder: Embedder | None = None) -> SelectionResult:
     """The rows a config selects for `seed`: inside the target clusters (the backend runs the
-    method per cluster), or from the whole pool (`scope: pool`, methods random/all/pool)."""
+    method per cluster), or from the whole pool (`scope: pool`: random, all and pool without
+    embeddings, a method that reads them over every cluster). `embedder` embeds the target
+    examples of a method that reads them (rds)."""
     n = len(pool)
     method, scope = cfg.select.method, cfg.select.scope
     if method == "pool" or (method == "all" and scope == "pool"):
         idx = np.arange(n, dtype=np.int64)
         return SelectionResult(idx, np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
     budget = resolve_budget(cfg.select.budget, n)
-    if scope == "pool":
+    if scope == "pool" and x is not None:
+        targets = list(range(clusters.k))
+    elif scope == "pool":
         if method != "random":
-            raise CoretuneError("scope 'pool' supports the methods random, all and pool",
-                                field="select.method")
+            raise CoretuneError("scope 'pool' supports the methods random, all, pool and those "
+                                "that read embeddings", field="select.method")
         idx = random_rows(np.arange(n), budget, np.random.default_rng([seed, 0]))
         return SelectionResult(idx.astype(np.int64), np.full(len(idx), -1, np.int64),
                                np.full(len(idx), np.nan, np.float32))
+    extra = {}  # only such methods pass queries: a backend written before them still works
+    if get_method(method).reads_queries:
+        if embedder is None:
+            raise ValueError("a method that reads target examples needs the embedder")
+        extra["queries"] = make_target_finder(cfg).probe_vectors(clusters, embedder)[0]
     return backend(cfg).select(x, clusters.labels_, targets, budget, method, seed,
-                               centroids=clusters.centroids_, quiet=quiet)
+                               centroids=clusters.centroids_, quiet=quiet, **extra)
 
 
 def held_out_probes(cfg: RunConfig, embedder: Embedder) -> np.ndarray | None:
@@ -208,7 +221,7 @@ def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bo
         targets = read_json(run.target_json)["clusters"]
         mask = np.isin(clusters.labels_, np.asarray(targets, np.int64))
         embedder = make_embedder(cfg, quiet=quiet)
-    result = select_subset(cfg, pool, seed, x, clusters, targets, quiet=False)
+    result = select_subset(cfg, pool, seed, x, clusters, targets, quiet=False, embedder=embedder)
     paths = write_subset(pool, result, out / "subset.parquet")
     q = quality(cfg, pool, result, x, mask, embedder)
     write_json(paths["quality"], q)

@@ -240,7 +240,9 @@ class TargetClusters:
         self.table_ = self._table(pool, labels, k, sizes, evidence, share, chosen, why)
         return self
 
-    def _probe_vectors(self, clusters, embedder) -> tuple[np.ndarray, list[str]]:
+    def probe_vectors(self, clusters, embedder) -> tuple[np.ndarray, list[str]]:
+        """The probe prompts' embeddings (checked against the clusters' dimension) and the
+        set each came from. Also the target examples of methods that read them (rds)."""
         if embedder is None:
             raise CoretuneError(f"target '{self.spec}' probes with embeddings: give an embedder",
                                 field="target")
@@ -258,7 +260,7 @@ class TargetClusters:
         return vecs, sets
 
     def _probe(self, clusters, embedder, sizes):
-        vecs, sets = self._probe_vectors(clusters, embedder)
+        vecs, sets = self.probe_vectors(clusters, embedder)
         hits_of = clusters.predict(vecs)
         k, n_probes = clusters.k, len(vecs)
         hits = np.bincount(hits_of, minlength=k)

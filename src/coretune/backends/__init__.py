@@ -20,7 +20,7 @@ import numpy as np
 from coretune.cluster import KMeansClusters, assign_rows
 from coretune.embed import Embedder, make_encoder
 from coretune.errors import CoretuneError
-from coretune.select import SelectionResult, gather, plan_selection
+from coretune.select import SelectionResult, plan_selection
 
 
 class Backend(ABC):
@@ -42,8 +42,8 @@ class Backend(ABC):
 
     @abstractmethod
     def select(self, x: np.ndarray, labels: np.ndarray, targets, budget: int, method: str,
-               seed: int, centroids: np.ndarray | None = None, *, quiet: bool = False
-               ) -> SelectionResult:
+               seed: int, centroids: np.ndarray | None = None, *, quiet: bool = False,
+               queries: np.ndarray | None = None) -> SelectionResult:
         """The same `SelectionResult` as `coretune.select.select_rows`."""
 
     @abstractmethod
@@ -69,9 +69,10 @@ class LocalBackend(Backend):
     def assign(self, x, centroids, spherical, chunk):
         return assign_rows(x, centroids, spherical, chunk)
 
-    def select(self, x, labels, targets, budget, method, seed, centroids=None, *, quiet=False):
-        plan = plan_selection(x, labels, targets, budget, method, seed, centroids)
-        return gather([(job.cluster, *plan.method.pick(job, quiet=quiet))
+    def select(self, x, labels, targets, budget, method, seed, centroids=None, *, quiet=False,
+               queries=None):
+        plan = plan_selection(x, labels, targets, budget, method, seed, centroids, queries)
+        return plan.gather([(job.cluster, *plan.method.pick(job, quiet=quiet))
                        for job in plan.jobs()])
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from coretune.backends import Backend
 from coretune.errors import CoretuneError
-from coretune.select import gather, plan_selection
+from coretune.select import plan_selection
 
 # Workers read models from installed packages only, like the CLI (no hub access).
 _WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -260,16 +260,17 @@ class RayBackend(Backend):
                 np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False))
 
     def select(self, x: np.ndarray, labels: np.ndarray, targets, budget: int, method: str,
-               seed: int, centroids: np.ndarray | None = None, *, quiet: bool = False):
+               seed: int, centroids: np.ndarray | None = None, *, quiet: bool = False,
+               queries: np.ndarray | None = None):
         self.close()
         self.connect()
-        plan = plan_selection(x, labels, targets, budget, method, seed, centroids)
+        plan = plan_selection(x, labels, targets, budget, method, seed, centroids, queries)
         task = self._fn("select")
 
         def submit(job):
             return task.remote(method, job, n_jobs=1, quiet=True)
 
-        return gather(self._bounded(plan.jobs(), len(plan.shares), submit, "select (ray)",
+        return plan.gather(self._bounded(plan.jobs(), len(plan.shares), submit, "select (ray)",
                                     quiet))
 
 

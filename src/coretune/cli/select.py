@@ -93,7 +93,8 @@ def select(
                    f"{len(data)} kept")
     clusters = stages.fit_clusters(cfg, x)
     finder = stages.find_targets(cfg, clusters, data, embedder)
-    result = stages.select_subset(cfg, data, seed, x, clusters, finder.clusters_, quiet=quiet)
+    result = stages.select_subset(cfg, data, seed, x, clusters, finder.clusters_, quiet=quiet,
+                                  embedder=embedder)
     stages.backend(cfg).close()
     paths = write_subset(data, result, output, fmt)
     seconds = time.perf_counter() - start

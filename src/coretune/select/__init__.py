@@ -92,6 +92,8 @@ class SelectionPlan:
     method: SelectionMethod
     seed: int
     shares: list[tuple[int, np.ndarray, int]]  # (cluster, its int64 rows, rows to pick)
+    labels: np.ndarray | None = None  # cluster of every row (names a global job's picks)
+    queries: np.ndarray | None = None  # target examples, for methods that read them
 
     def jobs(self) -> Iterator[ClusterJob]:
         reads = self.method.reads_embeddings
@@ -100,14 +102,24 @@ class SelectionPlan:
                 c, rows, share, (self.seed, c),
                 x=np.asarray(self.x[rows]) if reads else None,
                 inv_norm=self.inv_norm[rows] if reads and self.inv_norm is not None else None,
-                centre=self.centroids[c] if self.centroids is not None else None)
+                centre=self.centroids[c] if self.centroids is not None else None,
+                queries=self.queries)
+
+    def gather(self, picks: Sequence[tuple[int, np.ndarray, np.ndarray | None]]
+               ) -> SelectionResult:
+        """`gather` the jobs' picks; a global job's rows get their own clusters."""
+        result = gather(picks)
+        if self.method.per_cluster or not len(result):
+            return result
+        return SelectionResult(result.indices, self.labels[result.indices], result.radius)
 
 
 def plan_selection(embeddings: np.ndarray, labels: np.ndarray, target_clusters: Sequence[int],
-                   budget: int, method: str, seed: int, centroids: np.ndarray | None = None
-                   ) -> SelectionPlan:
-    """Validate the arguments of `select_rows` and split the budget between the clusters;
-    each job carries only the inputs its method reads."""
+                   budget: int, method: str, seed: int, centroids: np.ndarray | None = None,
+                   queries: np.ndarray | None = None) -> SelectionPlan:
+    """Validate the arguments of `select_rows` and split the budget between the clusters
+    (a method that is not per cluster gets one job over all target rows, cluster -1); each
+    job carries only the inputs its method reads."""
     chooser = get_method(method)
     seed = check_seed(seed)
     x, inv_norm = check_embeddings(embeddings)
@@ -118,6 +130,13 @@ def plan_selection(embeddings: np.ndarray, labels: np.ndarray, target_clusters: 
     rows_of = {c: np.flatnonzero(labels == c) for c in targets}
     if not any(len(r) for r in rows_of.values()):
         raise CoretuneError(f"the target clusters {targets} have no rows", field="target")
+    if not chooser.per_cluster:
+        rows_of = {-1: np.sort(np.concatenate(list(rows_of.values())))}
+        targets = [-1]
+    if chooser.reads_queries:
+        queries = _check_queries(queries, x.shape[1], method)
+    else:
+        queries = None
     if not chooser.uses_budget:
         shares = {c: len(r) for c, r in rows_of.items()}
     else:
@@ -130,7 +149,18 @@ def plan_selection(embeddings: np.ndarray, labels: np.ndarray, target_clusters: 
     else:
         centroids = None  # only the similarity samplers read them
     shares_of = [(c, rows_of[c].astype(np.int64), shares[c]) for c in targets if shares[c]]
-    return SelectionPlan(x, inv_norm, centroids, chooser, seed, shares_of)
+    return SelectionPlan(x, inv_norm, centroids, chooser, seed, shares_of, labels, queries)
+
+
+def _check_queries(queries, dim: int, method: str) -> np.ndarray:
+    if queries is None or np.ndim(queries) != 2 or len(queries) == 0:
+        raise CoretuneError(f"method {method} needs target examples (a probing target: nli "
+                            "or probe:FILE)", field="select.method")
+    q = np.asarray(queries, np.float32)
+    if q.shape[1] != dim or not np.isfinite(q).all():
+        raise CoretuneError(f"method {method}: target examples must be finite and have the "
+                            f"pool's {dim} dimensions, got {q.shape[1]}", field="select.method")
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
 
 
 def gather(picks: Sequence[tuple[int, np.ndarray, np.ndarray | None]]) -> SelectionResult:
@@ -150,15 +180,17 @@ def gather(picks: Sequence[tuple[int, np.ndarray, np.ndarray | None]]) -> Select
 
 def select_rows(embeddings: np.ndarray, labels: np.ndarray, target_clusters: Sequence[int],
                 budget: int, method: str, seed: int, centroids: np.ndarray | None = None, *,
-                device: str = "cpu", n_jobs: int | None = None, quiet: bool = False
-                ) -> SelectionResult:
+                device: str = "cpu", n_jobs: int | None = None, quiet: bool = False,
+                queries: np.ndarray | None = None) -> SelectionResult:
     """Select `budget` rows of the target clusters with `method` (see the module docstring).
 
     `embeddings` [n, d] (float32 preferred; any float is converted), `labels` [n] the cluster
     of each row, `centroids` [n_clusters, d] for the similarity samplers (default: the mean of
-    each cluster's normalised rows). A budget larger than the target set, unknown methods,
+    each cluster's normalised rows), `queries` [m, d] the target examples for methods that
+    read them (rds). A budget larger than the target set, unknown methods,
     bad shapes and NaN/zero rows raise `CoretuneError`.
     """
-    plan = plan_selection(embeddings, labels, target_clusters, budget, method, seed, centroids)
-    return gather([(job.cluster, *plan.method.pick(job, device=device, n_jobs=n_jobs,
+    plan = plan_selection(embeddings, labels, target_clusters, budget, method, seed, centroids,
+                          queries)
+    return plan.gather([(job.cluster, *plan.method.pick(job, device=device, n_jobs=n_jobs,
                                                      quiet=quiet)) for job in plan.jobs()])

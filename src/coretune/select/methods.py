@@ -24,6 +24,7 @@ import numpy as np
 
 from coretune.errors import CoretuneError
 from coretune.select.kcenter import kcenter_greedy
+from coretune.select.rds import rds_order
 from coretune.select.sampling import random_rows
 from coretune.select.similarity import centroid_similarity, rank_by_similarity
 
@@ -39,6 +40,7 @@ class ClusterJob:
     x: np.ndarray | None = None  # embeddings[rows], when the method reads them
     inv_norm: np.ndarray | None = None  # their inverse norms when not unit length
     centre: np.ndarray | None = None  # the cluster's centroid, when the method reads it
+    queries: np.ndarray | None = None  # target-example embeddings, when the method reads them
 
 
 class SelectionMethod:
@@ -51,6 +53,8 @@ class SelectionMethod:
     reads_embeddings: ClassVar[bool] = True
     reads_centroid: ClassVar[bool] = False
     uses_budget: ClassVar[bool] = True  # False: takes every row of the target clusters
+    per_cluster: ClassVar[bool] = True  # False: one job over all target rows (cluster -1)
+    reads_queries: ClassVar[bool] = False  # True: needs the target examples' embeddings
 
     def pick(self, job: ClusterJob, *, device: str = "cpu", n_jobs: int | None = None,
              quiet: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -143,3 +147,21 @@ class All(SelectionMethod):
 
     def pick(self, job, **_):
         return job.rows, None
+
+
+@register_method
+class RDS(SelectionMethod):
+    """RDS+ (Ivison et al. 2025): the target examples take their nearest rows round-robin.
+    Not per cluster: the budget goes to whichever target rows the examples are nearest."""
+
+    name, label = "rds", "rds"
+    help = "target examples take their nearest rows in turn (RDS+; needs a probing target)"
+    per_cluster = False
+    reads_queries = True
+
+    def pick(self, job, **_):
+        if job.queries is None:
+            raise CoretuneError("method rds needs target examples (a probing target: nli or "
+                                "probe:FILE)", field="select.method")
+        x = job.x if job.inv_norm is None else job.x * job.inv_norm[:, None]  # cosine
+        return job.rows[rds_order(x, job.queries, job.share)], None
