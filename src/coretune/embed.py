@@ -16,7 +16,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +196,7 @@ class Embedder:
     def embed(self, texts: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
         """Rows for `texts`, in order. `out` (e.g. a memory map) receives them if given."""
         texts = list(texts)
-        return self.embed_batches([texts], len(texts), out)
+        return self.embed_batches(_slices(texts, self.chunk_size), len(texts), out)
 
     def embed_batches(self, batches: Iterable[Sequence[str]], rows: int,
                       out: np.ndarray | None = None) -> np.ndarray:
@@ -249,8 +249,7 @@ class Embedder:
     def embed_to(self, texts: Sequence[str], folder: str | Path) -> np.ndarray:
         """`embed_batches_to` for a list of prompts."""
         texts = list(texts)
-        chunks = (texts[i:i + self.chunk_size] for i in range(0, len(texts), self.chunk_size))
-        return self.embed_batches_to(chunks, len(texts), folder)
+        return self.embed_batches_to(_slices(texts, self.chunk_size), len(texts), folder)
 
     def embed_batches_to(self, batches: Iterable[Sequence[str]], rows: int,
                          folder: str | Path) -> np.ndarray:
@@ -356,6 +355,10 @@ class _NpyRows:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _slices(texts: list[str], size: int) -> Iterator[list[str]]:
+    return (texts[i:i + size] for i in range(0, len(texts), size))
 
 
 def _check_rows(n: int, rows: int) -> None:
