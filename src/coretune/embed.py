@@ -349,7 +349,7 @@ class _NpyRows:
         runs = np.flatnonzero(np.diff(rows) != 1) + 1  # one write per run of adjacent rows
         for r, v in zip(np.split(rows, runs), np.split(vecs, runs), strict=True):
             data, at = memoryview(v).cast("B"), self.offset + int(r[0]) * self.width
-            while data:  # no copy of the rows; a short write is continued
+            while data:  # a short write is continued
                 n = os.pwrite(self.fd, data, at)
                 data, at = data[n:], at + n
 
