@@ -4,16 +4,19 @@
 each prompt: a rerun encodes nothing, a grown pool encodes only its new rows. The cache is a
 folder of append-only shards (`<id>.npy` float32 + `<id>.keys.npy` sha256 digests); a shard
 is written to a temporary name and renamed, keys last, so a crash never leaves a shard that
-looks whole. Imports: encoders, io, paths, validation.
+looks whole. A pool is embedded as a stream of prompt batches (`Embedder.embed_batches_to`):
+the embed step holds one chunk, never the pool or its array (benchmarks/bench_embed_stream.py).
+Imports: encoders, io, paths, validation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +57,18 @@ def cache_key(encoder: Encoder) -> str:
 
 
 class EmbeddingCache:
-    """Append-only shards of (sha256 digest -> float32 row) in one folder per encoder key."""
+    """Append-only shards of (sha256 digest -> float32 row) in one folder per encoder key.
+
+    Vectors are read from the shard files on demand (one read per shard and lookup, at
+    most one shard's rows), never memory-mapped: a mapped shard's touched pages would stay in
+    this process's RSS, so a warm run over a big pool would grow with the cache. The digest
+    index (about 160 bytes per cached row, measured) is the one thing here that grows with it.
+    """
 
     def __init__(self, folder: str | Path, dim: int):
         self.folder = Path(folder)
         self.dim = dim
-        self._shards: list[np.ndarray] = []
+        self._shards: list[tuple[Path, int]] = []  # vectors file, offset of its first row
         self._index: dict[bytes, tuple[int, int]] = {}
         self._seen: set[str] = set()
         self.refresh()
@@ -84,7 +93,8 @@ class EmbeddingCache:
                 continue
             self._seen.add(shard_id)
             s = len(self._shards)
-            self._shards.append(vecs)
+            self._shards.append((vec_path, int(vecs.offset)))
+            del vecs  # only its header was read
             for row, k in enumerate(keys.tolist()):
                 self._index.setdefault(k, (s, row))
 
@@ -94,6 +104,14 @@ class EmbeddingCache:
     def __contains__(self, digest: bytes) -> bool:
         return digest in self._index
 
+    @property
+    def n_shards(self) -> int:
+        return len(self._shards)
+
+    def shard_of(self, digest: bytes) -> int:
+        """Position of the shard holding `digest` (in the order shards were found), -1 if none."""
+        return self._index.get(digest, (-1, 0))[0]
+
     def get(self, digests: Sequence[bytes], out: np.ndarray, rows: np.ndarray) -> None:
         """Copy the cached vectors of `digests` into `out[rows]` (all must be present)."""
         by_shard: dict[int, tuple[list[int], list[int]]] = {}
@@ -102,9 +120,14 @@ class EmbeddingCache:
             dst, src = by_shard.setdefault(s, ([], []))
             dst.append(r)
             src.append(i)
+        width = self.dim * 4
         for s, (dst, src) in by_shard.items():
-            order = np.argsort(src)  # sequential reads from the memory map
-            out[np.asarray(dst)[order]] = self._shards[s][np.asarray(src)[order]]
+            path, offset = self._shards[s]
+            lo, hi = min(src), max(src) + 1
+            with open(path, "rb") as f:  # the span of rows needed: at most one shard
+                f.seek(offset + lo * width)
+                span = np.frombuffer(f.read((hi - lo) * width), np.float32)
+            out[np.asarray(dst)] = span.reshape(hi - lo, self.dim)[np.asarray(src) - lo]
 
     def add(self, digests: np.ndarray, vectors: np.ndarray) -> None:
         """Write one shard: vectors first, keys last (the keys file is the commit marker)."""
@@ -139,13 +162,23 @@ class EmbeddingCache:
             return False
 
 
+Put = Callable[[np.ndarray, np.ndarray], None]  # (rows, their vectors) -> stored
+
+
 class Embedder:
     """Embed prompts through the on-disk cache.
 
     >>> emb = Embedder(make_encoder("minilm", max_tokens=128)).embed(pool.prompts)
 
-    After `embed`, `n_cached_` and `n_encoded_` say how many rows came from the cache and
-    how many were encoded, `seconds_` how long encoding took.
+    `embed_batches` / `embed_batches_to` take the prompts as consecutive batches (e.g. a pool
+    file read `chunk_size` rows at a time) and hold one batch, at most `chunk_size` prompts
+    waiting to be encoded and their vectors: memory is bounded by the chunk, not the pool
+    (plus the cache's digest index). Encoder calls, hence the bytes, are the same however the
+    prompts are split: each distinct prompt missing from the cache is encoded once, in chunks
+    of `chunk_size` in order of first appearance, and each chunk is committed to the cache
+    before the next (a crash loses one chunk). After a call, `n_cached_` and `n_encoded_`
+    say how many rows came from the cache and how many were encoded, `seconds_` how long
+    encoding took.
     """
 
     def __init__(self, encoder: Encoder, *, cache_dir: str | Path | None = None,
@@ -163,44 +196,50 @@ class Embedder:
     def embed(self, texts: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
         """Rows for `texts`, in order. `out` (e.g. a memory map) receives them if given."""
         texts = list(texts)
-        digests = prompt_digests(texts)
+        return self.embed_batches(_slices(texts, self.chunk_size), len(texts), out)
+
+    def embed_batches(self, batches: Iterable[Sequence[str]], rows: int,
+                      out: np.ndarray | None = None) -> np.ndarray:
+        """Rows for the prompts of `batches` (`rows` in all), in order, in `out` if given."""
         if out is None:
-            out = np.empty((len(texts), self.encoder.dim), np.float32)
-        elif out.shape != (len(texts), self.encoder.dim) or out.dtype != np.float32:
-            raise ValueError(f"out must be float32 {(len(texts), self.encoder.dim)}")
-        self.cache.refresh()
-        hit = np.fromiter((d in self.cache for d in digests.tolist()), bool, len(texts))
-        hit_rows = np.flatnonzero(hit)
-        if len(hit_rows):
-            self.cache.get(digests[hit_rows].tolist(), out, hit_rows)
-        # Encode each distinct missing prompt once (pools repeat prompts across templates).
-        miss_rows = np.flatnonzero(~hit)
-        _, first = np.unique(digests[miss_rows], return_index=True)
-        todo = miss_rows[np.sort(first)]
-        self.n_cached_, self.n_encoded_ = len(hit_rows), len(todo)
-        start = time.perf_counter()
-        if len(todo):
-            self._encode_missing(texts, digests, todo, out)
-            dup = miss_rows[~np.isin(miss_rows, todo)]
-            if len(dup):  # rows whose prompt equals an earlier missing one
-                first_of = {d: r for r, d in zip(todo.tolist(), digests[todo].tolist(),
-                                                 strict=True)}
-                out[dup] = out[[first_of[d] for d in digests[dup].tolist()]]
-        self.seconds_ = time.perf_counter() - start
+            out = np.empty((rows, self.encoder.dim), np.float32)
+        elif out.shape != (rows, self.encoder.dim) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {(rows, self.encoder.dim)}")
+
+        def put(idx: np.ndarray, vecs: np.ndarray) -> None:
+            out[idx] = vecs
+
+        n, _ = self.stream(batches, put)
+        _check_rows(n, rows)
         return out
 
-    def _encode_missing(self, texts, digests, todo: np.ndarray, out: np.ndarray) -> None:
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(todo), unit="prompt", desc=f"embed ({self.encoder.name[:30]})",
-                  disable=self.quiet, dynamic_ncols=True) as bar:
-            for start in range(0, len(todo), self.chunk_size):
-                rows = todo[start:start + self.chunk_size]
-                vecs = self.encoder.encode([texts[i] for i in rows], self.batch_size,
-                                           progress=bar.update)
-                check_stored_embeddings(vecs)  # an encoder outside this module may not check
-                out[rows] = vecs
-                self.cache.add(digests[rows], vecs)
+    def stream(self, batches: Iterable[Sequence[str]], put: Put) -> tuple[int, str]:
+        """Embed consecutive batches of one list of prompts: `put(rows, vectors)` receives
+        every row (its position in the whole list) once, in no particular order. Returns the
+        number of rows and `prompt_digests_sha` of the whole list."""
+        self.cache.refresh()
+        known = self.cache.n_shards  # shards found after this hold rows this call encoded
+        todo = _Todo(self, put)
+        h = hashlib.sha256()
+        n = cached = 0
+        try:
+            for texts in batches:
+                digests = prompt_digests(texts)
+                h.update(digests.tobytes())
+                keys = digests.tolist()
+                shard = np.fromiter(map(self.cache.shard_of, keys), np.int64, len(keys))
+                cached += int(((shard >= 0) & (shard < known)).sum())
+                hit = np.flatnonzero(shard >= 0)
+                if len(hit):
+                    todo.copy_cached([keys[i] for i in hit.tolist()], n + hit)
+                for i in np.flatnonzero(shard < 0).tolist():
+                    todo.add(keys[i], texts[i], n + i)
+                n += len(keys)
+            todo.flush()
+        finally:
+            todo.close()
+        self.n_cached_, self.n_encoded_, self.seconds_ = cached, todo.encoded, todo.seconds
+        return n, h.hexdigest()
 
     def meta(self, n: int) -> dict:
         return {"encoder": self.encoder.name, "pooling": self.encoder.pooling,
@@ -208,24 +247,123 @@ class Embedder:
                 "dtype": "float32", "normalised": "l2"}
 
     def embed_to(self, texts: Sequence[str], folder: str | Path) -> np.ndarray:
-        """Embed and write `embeddings.npy` (row i = text i) + `meta.json` into `folder`.
-        Rows go straight into a memory-mapped file: a big pool never sits in RAM twice.
-        Returns the written array, memory-mapped read-only."""
+        """`embed_batches_to` for a list of prompts."""
         texts = list(texts)
+        return self.embed_batches_to(_slices(texts, self.chunk_size), len(texts), folder)
+
+    def embed_batches_to(self, batches: Iterable[Sequence[str]], rows: int,
+                         folder: str | Path) -> np.ndarray:
+        """Embed and write `embeddings.npy` (row i = prompt i) + `meta.json` into `folder`.
+        Rows are written into the file as they are made (atomic: a crash leaves no file), so
+        neither the prompts nor the array are ever held whole. Returns the written array,
+        memory-mapped read-only (what clustering and selection read)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "embeddings.npy") as tmp:
-            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                           shape=(len(texts), self.encoder.dim))
-            self.embed(texts, out=mm)
-            mm.flush()
-            del mm
+            writer = _NpyRows(tmp, (rows, self.encoder.dim))
+            try:
+                n, sha = self.stream(batches, writer)
+            finally:
+                writer.close()
+            _check_rows(n, rows)
         x = np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-        meta = {**self.meta(len(x)), "prompts_sha256": prompt_digests_sha(texts),
+        meta = {**self.meta(len(x)), "prompts_sha256": sha,
                 "cached_rows": self.n_cached_, "encoded_rows": self.n_encoded_,
                 "encode_seconds": round(self.seconds_, 3)}
         write_json(folder / "meta.json", meta)
         return x
+
+
+class _Todo:
+    """The prompts waiting to be encoded (at most `chunk_size`, each distinct one once) and
+    the rows waiting for them; `flush` encodes, commits to the cache and hands rows on."""
+
+    def __init__(self, embedder: Embedder, put: Put):
+        self.emb, self.put = embedder, put
+        self.index: dict[bytes, int] = {}  # digest -> position in texts (insertion order)
+        self.texts: list[str] = []
+        self.rows: list[int] = []
+        self.waiting: list[tuple[int, int]] = []  # (row, position of its prompt in texts)
+        self.encoded, self.seconds = 0, 0.0
+        self.bar = None
+
+    def copy_cached(self, keys: list[bytes], rows: np.ndarray) -> None:
+        vecs = np.empty((len(rows), self.emb.encoder.dim), np.float32)
+        self.emb.cache.get(keys, vecs, np.arange(len(rows)))
+        self.put(rows, vecs)
+
+    def add(self, key: bytes, text: str, row: int) -> None:
+        if key in self.index:  # the same prompt earlier in this chunk (pools repeat prompts)
+            self.waiting.append((row, self.index[key]))
+        elif key in self.emb.cache:  # committed by a flush since its batch was looked up
+            self.copy_cached([key], np.array([row]))
+        else:
+            self.index[key] = len(self.texts)
+            self.texts.append(text)
+            self.rows.append(row)
+            if len(self.texts) >= self.emb.chunk_size:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.texts:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(unit="prompt", desc=f"embed ({self.emb.encoder.name[:30]})",
+                            disable=self.emb.quiet, dynamic_ncols=True)
+        start = time.perf_counter()
+        vecs = self.emb.encoder.encode(self.texts, self.emb.batch_size, progress=self.bar.update)
+        check_stored_embeddings(vecs)  # an encoder outside this module may not check
+        self.emb.cache.add(np.array(list(self.index), _DIGEST), vecs)
+        self.put(np.asarray(self.rows, np.int64), vecs)
+        if self.waiting:
+            rows, src = zip(*self.waiting, strict=True)
+            self.put(np.asarray(rows, np.int64), vecs[list(src)])
+        self.seconds += time.perf_counter() - start
+        self.encoded += len(self.texts)
+        self.index, self.texts, self.rows, self.waiting = {}, [], [], []
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _NpyRows:
+    """A float32 .npy file of known shape whose rows are written in place, in any order.
+
+    Positioned writes, not a writable memory map: a map's written pages count in this
+    process's RSS until it is unmapped, so a big pool's array would look resident. The
+    header comes from `np.lib.format.open_memmap` (no page is touched), the same bytes as
+    an array written whole."""
+
+    def __init__(self, path: Path, shape: tuple[int, int]):
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        self.offset, self.width = int(mm.offset), shape[1] * 4
+        del mm
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def __call__(self, rows: np.ndarray, vecs: np.ndarray) -> None:
+        order = np.argsort(rows, kind="stable")
+        rows, vecs = rows[order], np.ascontiguousarray(vecs[order], np.float32)
+        runs = np.flatnonzero(np.diff(rows) != 1) + 1  # one write per run of adjacent rows
+        for r, v in zip(np.split(rows, runs), np.split(vecs, runs), strict=True):
+            data, at = memoryview(v).cast("B"), self.offset + int(r[0]) * self.width
+            while data:  # a short write is continued
+                n = os.pwrite(self.fd, data, at)
+                data, at = data[n:], at + n
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _slices(texts: list[str], size: int) -> Iterator[list[str]]:
+    return (texts[i:i + size] for i in range(0, len(texts), size))
+
+
+def _check_rows(n: int, rows: int) -> None:
+    if n != rows:
+        raise ValueError(f"the batches held {n} prompts, not the {rows} announced")
 
 
 def prompt_digests_sha(texts: Sequence[str]) -> str:
@@ -234,7 +372,11 @@ def prompt_digests_sha(texts: Sequence[str]) -> str:
 
 
 def load_embeddings(folder: str | Path) -> tuple[np.ndarray, dict]:
-    """`embeddings.npy` (memory-mapped) and `meta.json` of an embed folder."""
+    """`embeddings.npy` (memory-mapped) and `meta.json` of an embed folder.
+
+    Clustering, targeting and selection need every row, and read them through this map, so
+    the array need not fit in memory at once: K-means copies its sample and labels rows in
+    blocks, a selection copies the rows of the target clusters."""
     folder = Path(folder)
     path = folder / "embeddings.npy"
     if not path.is_file():

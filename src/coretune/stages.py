@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from coretune.backends import Backend, from_config
 from coretune.cluster import KMeansClusters
 from coretune.config import RunConfig
-from coretune.data.pool import Pool, load_pool
+from coretune.data.pool import Pool, load_pool, prompt_batches
 from coretune.data.sources import build_pool, parse_template_mode, sample_rows
 from coretune.embed import Embedder, load_embeddings
 from coretune.errors import CoretuneError
@@ -172,8 +172,11 @@ def pool_stage(cfg: RunConfig, run: RunLayout, out: Path) -> dict:
 
 
 def embed_stage(cfg: RunConfig, run: RunLayout, out: Path, quiet: bool) -> dict:
+    """Streamed: the pool file's prompts are read `chunk_size` rows at a time and each row's
+    vector goes to `embeddings.npy` as it is made (see Embedder.embed_batches_to)."""
     embedder = make_embedder(cfg, quiet=quiet)
-    embedder.embed_to(load_pool(run.source_pool).prompts, out)
+    rows, batches = prompt_batches(run.source_pool, embedder.chunk_size)
+    embedder.embed_batches_to(batches, rows, out)
     return {"encoded_rows": embedder.n_encoded_, "cached_rows": embedder.n_cached_,
             "encode_seconds": round(embedder.seconds_, 2)}
 

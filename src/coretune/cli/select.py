@@ -85,7 +85,8 @@ def select(
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     start = time.perf_counter()
     embedder = stages.make_embedder(cfg, quiet=quiet, device=device, cache_dir=cache_dir)
-    x = embedder.embed(data.prompts)
+    # the pool is in memory already; its prompts are not copied out whole (Pool.prompt_batches)
+    x = embedder.embed_batches(data.prompt_batches(embedder.chunk_size), len(data))
     n_cached, n_encoded = embedder.n_cached_, embedder.n_encoded_
     data, x, removed = stages.apply_dedup(cfg, data, x)
     if removed is not None:

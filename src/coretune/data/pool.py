@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -63,6 +63,11 @@ class Pool:
     def prompts(self) -> list[str]:
         return self.column("prompt")
 
+    def prompt_batches(self, rows: int) -> Iterator[list[str]]:
+        """The prompts in order, `rows` at a time (never one list of the whole column)."""
+        for batch in self.table.select(["prompt"]).to_batches(max_chunksize=rows):
+            yield batch.column(0).to_pylist()
+
     def take(self, indices: Sequence[int]) -> Pool:
         """Rows at `indices`, in that order (already validated, so no re-check)."""
         new = Pool.__new__(Pool)
@@ -86,6 +91,22 @@ def load_pool(source: str | Path, columns: str | dict | None = None) -> Pool:
         tables, promote_options="permissive")
     pool.source = str(source)
     return pool
+
+
+def prompt_batches(path: str | Path, rows: int) -> tuple[int, Iterator[list[str]]]:
+    """The row count of a pool Parquet file (as `Pool.save` writes it) and its prompts in
+    order, at most `rows` at a time, read without loading the pool: only the prompt column,
+    page by page (pyarrow's default pre-buffers a row group's whole column chunk, and
+    `Pool.save` writes row groups of a million rows)."""
+    path = Path(path)
+    n = pq.read_metadata(path).num_rows
+
+    def batches() -> Iterator[list[str]]:
+        with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as f:
+            for batch in f.iter_batches(batch_size=rows, columns=["prompt"]):
+                yield batch.column(0).to_pylist()
+
+    return n, batches()
 
 
 def read_shard(path: Path, fmt: str) -> tuple[pa.Table, list[int] | None]:
