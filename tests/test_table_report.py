@@ -48,7 +48,8 @@ def test_rows_markdown_csv(tmp_path):
                                ["nli"] * 25 + ["math"] * 25, np.arange(50) < 25),
                "radius": plot_radius(np.linspace(1, 0.1, 20).astype(np.float32),
                                      np.repeat([3, 7], 10))}
-    html_path, md_path = write_report(tmp_path, "demo", rows, figures, {"model": "x"})
+    html_path, md_path = write_report(tmp_path, "demo", rows, figures,
+                                      {"Run facts": [{"run": "a", "model": "x"}]})
     page = html_path.read_text()
     imgs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
     assert len(imgs) == 3 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
@@ -68,7 +69,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
     figures = {"bars": plot_rows(rows, "t"),
                "map": plot_map(np.random.default_rng(0).normal(size=(80, 2)),
                                ["nli"] * 40 + ["math"] * 40, np.arange(80) < 40)}
-    html_path, _ = write_report(tmp_path, "demo", rows, figures, {"model": "x"})
+    html_path, _ = write_report(tmp_path, "demo", rows, figures,
+                                      {"Run facts": [{"run": "a", "model": "x"}]})
     png = screenshot(html_path, tmp_path / "shot.png", height=1800)
     img = mpimg.imread(png)[..., :3]
     assert img.shape[0] == 1800 and img.shape[1] == 1200

@@ -67,6 +67,19 @@ class _Sampler(threading.Thread):
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
+def release_free_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the OS (glibc `malloc_trim`),
+    so one stage's freed memory does not sit in the next stage's resident set."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
 def _cuda():
     torch = sys.modules.get("torch")  # never import torch only to ask
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -81,6 +94,7 @@ def peak_memory(sample_interval: float = 0.01):
     (torch.cuda.max_memory_allocated)."""
     peak: dict = {}
     sampler = None
+    release_free_memory()
     if not reset_rss_peak():
         sampler = _Sampler(sample_interval)
         sampler.start()

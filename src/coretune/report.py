@@ -94,6 +94,20 @@ def plot_radius(radius: np.ndarray, clusters: np.ndarray) -> bytes:
     return _png(fig)
 
 
+def plot_coverage(curves: dict[str, tuple[list[int], list[float]]]) -> bytes:
+    """`curves`: run -> (rows selected, mean distance from a target row to its nearest
+    selected row): how fast each selection covers the target, no training needed."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, (n, mean) in sorted(curves.items()):
+        ax.plot(n, mean, marker=".", lw=1, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("rows selected (log)")
+    ax.set_ylabel("mean distance to nearest pick")
+    ax.legend(fontsize=7)
+    ax.set_title("coverage of the target rows")
+    return _png(fig)
+
+
 def _table_html(rows: list[dict], tasks=TASKS) -> str:
     cols = [*tasks, "avg"]
     head = "".join(f"<th>{HEADERS.get(c, c)}</th>" for c in cols)
@@ -108,6 +122,18 @@ def _table_html(rows: list[dict], tasks=TASKS) -> str:
     return (f"<table><tr><th>Row</th><th>seeds</th>{head}</tr>{''.join(body)}</table>")
 
 
+def _plain_table(rows: list[dict]) -> tuple[str, str]:
+    """A list of flat dicts (same keys) as an HTML table and a Markdown table."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    cell = [[str(r.get(c, "")) for c in cols] for r in rows]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
+                   for r in cell)
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(v.replace("|", "/") for v in r) + " |" for r in cell]
+    return f"<table class='facts'><tr>{head}</tr>{body}</table>", "\n".join(md)
+
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:center}img{max-width:100%;display:block;margin:1em 0}
@@ -115,8 +141,9 @@ text-align:center}img{max-width:100%;display:block;margin:1em 0}
 
 
 def write_report(out_dir: Path, title: str, rows: list[dict], figures: dict[str, bytes],
-                 facts: dict[str, str], notes: list[str] = ()) -> tuple[Path, Path]:
-    """Write report.html (self-contained) and report.md (+ PNGs next to it) into `out_dir`."""
+                 tables: dict[str, list[dict]], notes: list[str] = ()) -> tuple[Path, Path]:
+    """Write report.html (self-contained) and report.md (+ PNGs next to it) into `out_dir`.
+    `tables`: title -> rows (flat dicts) shown after the figures, e.g. the run facts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -133,10 +160,12 @@ def write_report(out_dir: Path, title: str, rows: list[dict], figures: dict[str,
         file = "report_" + "".join(ch if ch.isalnum() else "_" for ch in name.lower()) + ".png"
         write_bytes(out_dir / file, png)
         md.append(f"\n## {name}\n\n![{name}]({file})\n")
-    rows_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                        for k, v in facts.items())
-    parts.append(f"<h2>Run facts</h2><table class='facts'>{rows_html}</table></body></html>")
-    md.append("\n## Run facts\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in facts.items()))
+    for name, table in tables.items():
+        if table:
+            t_html, t_md = _plain_table(table)
+            parts.append(f"<h2>{html.escape(name)}</h2>{t_html}")
+            md.append(f"\n## {name}\n\n{t_md}\n")
+    parts.append("</body></html>")
     write_text(out_dir / "report.html", "".join(parts))
     write_text(out_dir / "report.md", "\n".join(md) + "\n")
     return out_dir / "report.html", out_dir / "report.md"

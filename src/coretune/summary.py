@@ -12,10 +12,19 @@ from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import per_example_accuracy
 from coretune.io import read_json
-from coretune.layout import CONFIG_FILE, RunLayout
+from coretune.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout
 from coretune.manifest import MANIFEST
-from coretune.report import plot_budget, plot_map, plot_radius, plot_rows, write_report
+from coretune.report import (
+    plot_budget,
+    plot_coverage,
+    plot_map,
+    plot_radius,
+    plot_rows,
+    write_report,
+)
 from coretune.select.methods import budgeted_methods, method_labels
+from coretune.select.output import output_paths
+from coretune.select.quality import flatten
 from coretune.table import TASKS, build_rows, write_table
 
 
@@ -173,13 +182,66 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
     radius = _radius_figure(runs)
     if radius is not None:
         figures["K-center coverage radius"] = radius
-    run_facts = {}
-    for f in facts:
-        run_facts[f["name"]] = (
-            f"{f['reproduces']} | model {f['model']} | pool {f['pool_rows']} rows, selected "
-            f"{f['selected']} ({100 * f['share_of_pool']:.2f}%) by {f['method']} | seeds "
-            f"{f['seeds']} | eval caps {f['eval_caps']} ({f['eval_items']} items) | stage "
-            f"seconds {f['seconds']} | stage peak RSS (GiB) {f['peak_rss_gb']}")
+    quality = {f["name"]: q for f in facts if (q := _quality(RunLayout(Path(f["run"]))))}
+    curves = {name: (q["coverage"]["n"], q["coverage"]["mean"])
+              for name, q in quality.items() if "coverage" in q}
+    if curves:
+        figures["Coverage of the target rows"] = plot_coverage(curves)
+    tables = {"Run facts": [_fact_row(f) for f in facts],
+              "Stage seconds (all seeds) and peak memory": [_stage_row(f) for f in facts],
+              "Selection quality (first seed, no training)": [
+                  {"run": name, **{QUALITY_LABELS[k]: v for k, v in _flat_quality(q).items()
+                                   if k in QUALITY_LABELS}} for name, q in quality.items()]}
     notes = [f"Runs: {', '.join(str(r) for r in runs)}."]
-    html, _ = write_report(out, title or "coretune report", rows, figures, run_facts, notes)
+    html, _ = write_report(out, title or "coretune report", rows, figures, tables, notes)
     return html
+
+
+QUALITY_LABELS = {
+    "rows": "rows", "target_precision": "target precision",
+    "target_task_recall": "target-task recall", "probe_mean": "probe distance mean",
+    "probe_median": "median", "probe_p90": "p90", "radius": "coverage radius",
+    "mean_distance": "mean distance", "tasks": "tasks", "top_task_share": "top task share",
+    "majority_answer_share": "majority answer share"}
+
+
+def _quality(run: RunLayout) -> dict | None:
+    """The selection-quality record of the run's first evaluated seed, if any."""
+    for seed in run.evaluated_seeds():
+        path = output_paths(run.subset(seed))["quality"]
+        if path.is_file():
+            return read_json(path)
+    return None
+
+
+def _flat_quality(q: dict) -> dict:
+    """`flatten` for selections with embeddings; the task mix and answers for the rest."""
+    if "coverage" in q:
+        return flatten(q)
+    return {"rows": q["rows"], "tasks": q["task_mix"]["tasks"],
+            "top_task_share": q["task_mix"]["top_task_share"],
+            "majority_answer_share": q["answer_balance"]["majority_share"]}
+
+
+def _evaluation_text(caps: dict, items: int) -> str:
+    n, t = caps.get("max_examples"), caps.get("max_templates")
+    return (f"{f'≤{n}' if n else 'all'} examples × {f'≤{t}' if t else 'all'} templates per set "
+            f"({items:,} items)")
+
+
+def _fact_row(f: dict) -> dict:
+    selected = (f"{f['selected']:,} ({100 * f['share_of_pool']:.2f}%) by {f['method']}"
+                if f["method"] != "none" else "none (untuned model)")
+    return {"run": f["name"], "reproduces": f["reproduces"], "model": f["model"],
+            "pool rows": f"{f['pool_rows']:,}" if f["pool_rows"] else "–",
+            "selected": selected, "seeds": ", ".join(map(str, f["seeds"])),
+            "evaluation": _evaluation_text(f["eval_caps"], f["eval_items"])}
+
+
+def _stage_row(f: dict) -> dict:
+    order = [*SHARED_STAGES, *SEED_STAGES]
+    stages = sorted(f["seconds"], key=lambda s: order.index(s) if s in order else len(order))
+    return {"run": f["name"], **{
+        stage: f"{f['seconds'][stage]:,.0f} s" + (f", {f['peak_rss_gb'][stage]:.2f} GiB"
+                                                  if stage in f["peak_rss_gb"] else "")
+        for stage in stages}}
