@@ -77,3 +77,13 @@ def test_report_renders_in_headless_chromium(tmp_path):
     # The page is not blank: the plots put coloured (non-grey) pixels on it.
     colour = np.abs(img[..., 0] - img[..., 2]) > 0.2
     assert colour.sum() > 2000
+
+
+def test_sweep_plot_has_bands_and_knee_and_no_one_point_curve(tmp_path):
+    from coretune.report import plot_sweep
+
+    curves = {"kcenter": [(0.1, 50.0, 45.0, 55.0), (1.0, 60.0, 56.0, 64.0), (5.0, 61.0, 57, 65)],
+              "random": [(0.1, 48.0, 43.0, 53.0), (1.0, 55.0, 50.0, 60.0), (5.0, 60.0, 56, 64)]}
+    png = plot_sweep(curves, {"kcenter": 1.0, "random": 5.0}, untuned=47.0, majority=40.0)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_sweep({"kcenter": [(0.5, 50.0, 45.0, 55.0)]}, {"kcenter": 0.5}) is None

@@ -57,6 +57,40 @@ def plot_budget(points: dict[str, list[tuple[float, float, float, float]]]) -> b
     return _png(fig)
 
 
+def plot_sweep(curves: dict[str, list[tuple[float, float, float, float]]],
+               knees: dict[str, float | None], untuned: float | None = None,
+               majority: float | None = None) -> bytes | None:
+    """Accuracy vs budget (log x) from a sweep: per method a line with its 95% band
+    (`curves`: method -> [(budget % of pool, mean, lo, hi)]), its knee ringed, the untuned
+    model and the majority-class baseline as horizontal lines. None when no method has two
+    budgets: one point is not a curve."""
+    if not any(len(pts) > 1 for pts in curves.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    colours = plt.get_cmap("tab10")
+    for i, (method, pts) in enumerate(sorted(curves.items())):
+        pts = sorted(pts)
+        x, mean, lo, hi = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
+        ax.plot(x, mean, marker="o", color=colours(i), label=method)
+        ax.fill_between(x, lo, hi, color=colours(i), alpha=0.2, linewidth=0)
+        k = knees.get(method)
+        if k is not None and k in x:
+            ax.scatter([k], [mean[list(x).index(k)]], s=160, facecolors="none",
+                       edgecolors=colours(i), linewidths=2, zorder=3)
+            ax.annotate("knee", (k, mean[list(x).index(k)]), textcoords="offset points",
+                        xytext=(6, -14), fontsize=8, color=colours(i))
+    if untuned is not None:
+        ax.axhline(untuned, color="black", ls="--", lw=1, label="untuned model")
+    if majority is not None:
+        ax.axhline(majority, color="grey", ls=":", lw=1, label="majority class")
+    ax.set_xscale("log")
+    ax.set_xlabel("training rows, % of pool (log)")
+    ax.set_ylabel("avg accuracy % (95% band)")
+    ax.legend(fontsize=8)
+    ax.set_title("accuracy vs budget (knee ringed)")
+    return _png(fig)
+
+
 def plot_map(xy: np.ndarray, families: list[str], target: np.ndarray,
              selected: np.ndarray | None = None) -> bytes:
     """2-D map of pool embeddings coloured by task family; target-cluster rows ringed."""
