@@ -40,23 +40,6 @@ def plot_rows(rows: list[dict], title: str) -> bytes:
     return _png(fig)
 
 
-def plot_budget(points: dict[str, list[tuple[float, float, float, float]]]) -> bytes:
-    """`points`: method -> [(budget % of pool, mean, lo, hi)]."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for method, pts in sorted(points.items()):
-        pts = sorted(pts)
-        x = [p[0] for p in pts]
-        ax.errorbar(x, [p[1] for p in pts],
-                    yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]],
-                    marker="o", capsize=3, label=method)
-    ax.set_xscale("log")
-    ax.set_xlabel("training data, % of pool (log)")
-    ax.set_ylabel("avg accuracy %")
-    ax.legend(fontsize=8)
-    ax.set_title("accuracy vs budget")
-    return _png(fig)
-
-
 def plot_sweep(curves: dict[str, list[tuple[float, float, float, float]]],
                knees: dict[str, float | None], untuned: float | None = None,
                majority: float | None = None) -> bytes | None:

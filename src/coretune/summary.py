@@ -15,11 +15,11 @@ from coretune.io import read_json
 from coretune.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout
 from coretune.manifest import MANIFEST
 from coretune.report import (
-    plot_budget,
     plot_coverage,
     plot_map,
     plot_radius,
     plot_rows,
+    plot_sweep,
     write_report,
 )
 from coretune.select.methods import budgeted_methods, method_labels
@@ -172,8 +172,11 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
             label = labels.get(f["method"], f["method"])
             points.setdefault(label, []).append((100 * f["share_of_pool"], c.mean, c.lo,
                                                        c.hi))
-    if points:
-        figures["Accuracy vs budget"] = plot_budget(points)
+    untuned = [r["cells"]["avg"].mean for r in rows
+               if by_name[r["name"]]["method"] == "none" and "avg" in r["cells"]]
+    curve = plot_sweep(points, {}, untuned=untuned[0] if untuned else None)
+    if curve is not None:  # one budget per method is not a curve
+        figures["Accuracy vs budget"] = curve
     for run in runs:
         fig = _map_figure(RunLayout.of(run))
         if fig is not None:
