@@ -3,7 +3,7 @@ peak memory and GPU utilisation, as JSON.
 
     python benchmarks/bench_paper_scale.py --scale paper   # ~3M prompts, Galactica-1.3b shape
     python benchmarks/bench_paper_scale.py --scale tiny    # same code on CPU, 1,000 rows (the test)
-    python benchmarks/bench_paper_scale.py --scale small   # CPU, 20,000 rows (not run yet)
+    python benchmarks/bench_paper_scale.py --scale small   # CPU, 5,000 rows
 
 What runs: `coretune.pipeline.plan` over `configs/paper/nli_coreset_0_5.yaml` (the stages
 `coretune run` runs: pool, embed, cluster, target, select, train, evaluate; each stage's
@@ -33,12 +33,14 @@ manifest gives its seconds, `peak_rss_mb` and, on a GPU, `gpu_peak_mb`), with th
   (default 256, the paper configs). The shipped pool has 115.2 MiniLM tokens per prompt at
   256 (a 20,000-row sample), so 3M rows are ~3.5e8 encoder tokens: expected embed seconds =
   3.5e8 / the encoder tokens/s that the JSON reports on the GPU. No GPU rate has been
-  measured yet (the only runs so far were `--scale tiny` on 2 busy CPU cores: 680 encoder
-  tokens/s at 24 tokens per prompt, 748 at 32). The JSON extrapolates the 3M-row embed
-  time from its own run's rate and names the device it was measured on.
+  measured yet (the only runs so far are on 2 shared CPU cores: `--scale tiny` 698 encoder
+  tokens/s at 24 tokens per prompt, `--scale small` 1,399 at 32; results/ has both). The
+  JSON extrapolates the 3M-row embed time from its own run's rate and names the device it
+  was measured on.
 
-Tokens/s: embed = encoder tokens (prompts cut at max tokens; counted on a seeded sample of at
-most 20,000 rows and scaled, the JSON says so) / encode seconds; train = real tokens (padding
+Tokens/s: embed = encoder tokens of the encoded rows (prompts cut at max tokens; a prompt
+that occurs twice is encoded once; tokens per row counted on a seeded sample of at most
+20,000 rows, the JSON says so) / encode seconds; train = real tokens (padding
 not counted) / seconds of the optimizer steps (train_log.jsonl) and / stage seconds; evaluate
 = prompt + option tokens scored / stage seconds (model load included). GPU utilisation:
 `torch.cuda.utilization()` (pynvml) or `nvidia-smi --query-gpu=utilization.gpu,memory.used`
@@ -116,10 +118,10 @@ SCALES = {
     # the paper: every config value from configs/paper (k 100, 1000 probes, 0.5%, 3 epochs,
     # batch 16, 512 tokens, no eval caps)
     "paper": Scale(PAPER_ROWS, "full", GALACTICA_OPT, ["train.save_every=1000"]),
-    # CPU, a few minutes: the same stages with every size cut down
-    "small": Scale(20_000, "sample", SMALL_OPT, [
-        "cluster.k=30", "target.probes=200", "train.batch_size=8", "train.max_length=256",
-        "evaluate.max_examples=20", "evaluate.max_templates=2", "embed.max_tokens=64"]),
+    # CPU, minutes: the same stages with every size cut down, larger than tiny
+    "small": Scale(5_000, "sample", SMALL_OPT, [
+        "cluster.k=20", "target.probes=100", "train.batch_size=8", "train.max_length=256",
+        "evaluate.max_examples=20", "evaluate.max_templates=2", "embed.max_tokens=32"]),
     # CPU, about a minute on 2 busy cores (the test): few rows, steps and examples
     "tiny": Scale(1_000, "sample", TINY_OPT, [
         "cluster.k=8", "target.probes=40", "train.batch_size=4", "train.max_length=128",
@@ -178,7 +180,8 @@ def build_model(folder: Path, arch: dict, tokenizer: str) -> dict:
     from coretune.models import load_tokenizer
 
     marker = folder / "bench_model.json"
-    if marker.is_file() and read_json(marker).get("arch") == arch:
+    if marker.is_file() and [read_json(marker).get(k) for k in ("arch", "tokenizer")] == [
+            arch, str(tokenizer)]:
         return read_json(marker)
     tok = load_tokenizer(tokenizer)
     if len(tok) > arch["vocab_size"]:
@@ -396,19 +399,21 @@ def throughput(cfg, run_dir: Path, stages: dict, rows: int) -> dict:
     run, device = RunLayout(run_dir), device_info()["device"]
     out: dict = {}
     emb = embed_tokens(cfg, run.source_pool, rows)
-    enc_s, encoded = stages["embed"].get("encode_seconds", 0), stages["embed"]["encoded_rows"]
-    if encoded == rows and enc_s > 0:
-        per_s = emb["tokens"] / enc_s
-        out["embed"] = {**emb, "encode_seconds": enc_s, "tokens_per_s": round(per_s, 1),
-                        "rows_per_s": round(rows / enc_s, 1)}
+    e = stages["embed"]
+    enc_s, encoded, cached = e.get("encode_seconds", 0), e["encoded_rows"], e["cached_rows"]
+    if cached == 0 and enc_s > 0:
+        # a prompt that occurs twice in the pool is encoded once: rate over encoded rows
+        per_s = emb["tokens_per_row"] * encoded / enc_s
+        out["embed"] = {**emb, "encoded_rows": encoded, "encode_seconds": enc_s,
+                        "tokens_per_s": round(per_s, 1), "rows_per_s": round(encoded / enc_s, 1)}
         out["embed_paper_scale_estimate"] = {
             "rows": PAPER_ROWS, "seconds": round(PAPER_ROWS * emb["tokens_per_row"] / per_s),
             "how": "3M rows x this pool's tokens per row / this run's encoder tokens/s, at "
                    f"max_tokens {cfg.embed.max_tokens}, batch {cfg.embed.batch_size}",
             "measured_on": device}
     else:  # part of the pool came from the cache: no clean rate
-        out["embed"] = {**emb, "tokens_per_s": f"not measured: {rows - encoded} of {rows} "
-                        "rows came from the embedding cache"}
+        out["embed"] = {**emb, "tokens_per_s": f"not measured: {cached} of {rows} rows "
+                        "came from an embedding cache filled before this run"}
     tr = train_tokens(run.model(0))
     out["train"] = {**tr, "tokens_per_s": rate(tr["tokens"], tr["step_seconds"]),
                     "tokens_per_s_stage": rate(tr["tokens"], stages["train"]["seconds"]),
@@ -487,7 +492,9 @@ def main(argv=None) -> dict:
         "stages": stages, "tokens": tokens,
         "gpu": ({"method": gpu_how, "whole_run": sampler.between(began, time.time())}
                 if sampler else gpu_how),
-        "total_seconds": round(time.time() - began, 1),
+        # every stage's manifest seconds (right after a resume too) and this process's own
+        "pipeline_seconds": round(sum(v["seconds"] for v in stages.values()), 1),
+        "invocation_seconds": round(time.time() - began, 1),
     }
     write_json(out, result)
     print(f"wrote {out}")
