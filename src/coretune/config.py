@@ -120,7 +120,7 @@ class SweepConfig(_Section):
     def _known_budgets(cls, v: list[str]) -> list[str]:
         for b in v:
             check_budget(b)
-        return _no_duplicates([b.strip() for b in v], "budget")
+        return _no_duplicates(["".join(b.split()) for b in v], "budget")  # '1 %' is '1%'
 
     @field_validator("methods")
     @classmethod

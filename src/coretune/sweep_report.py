@@ -149,7 +149,7 @@ def _markdown(doc: dict, vs_untuned: dict, vs_random: dict) -> str:
         vals = [f"{base[t][kind]:.1f}" if t in base else "–" for t in tasks]
         lines.append(f"| {kind} | | " + " | ".join(vals) + " | | | |")
     lines += ["", f"Knee: the smallest budget whose average is not significantly below the best "
-              f"budget's (paired sign-flip p ≥ 0.05) and within {doc['knee_tolerance']:g} "
+              f"budget's (paired sign-flip p ≥ 0.05) and within {doc['knee_tolerance']:.1f} "
               "points of it.", ""]
     for method, k in doc["knee"].items():
         d = k["vs_best"]

@@ -34,7 +34,8 @@ def sweep(
     with_: list[Path] = typer.Option([], "--with", help="YAML merged over the config; "
                                      "repeatable."),
     quick: bool = typer.Option(False, "--quick", help="Tiny preset for a demo or a test: "
-                               "4 training steps, 8 examples x 1 template per eval set."),
+                               "4 training steps, 8 examples x 1 template per eval set, the "
+                               "first seed only (unless --seeds)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run one point per budget x method x seed, sharing pool, embeddings, clusters and
@@ -61,6 +62,8 @@ def sweep(
                                 field="sweep.seeds") from e
     raw = cfg.model_dump()
     raw["sweep"] = {**(raw["sweep"] or {}), **{k: v for k, v in flags.items() if v is not None}}
+    if quick and seeds is None:  # one seed unless asked for more
+        raw["sweep"]["seeds"] = [(raw["sweep"].get("seeds") or cfg.seeds)[0]]
     cfg = validate(raw)  # flags are checked like the block: one line naming the value
     folder = out or Path("runs") / f"{cfg.name}-{'quick' if quick else 'sweep'}"
     e = cfg.evaluate
