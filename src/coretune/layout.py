@@ -120,9 +120,10 @@ class RunLayout:
         return sorted(seeds)
 
 
-def budget_label(budget: str) -> str:
-    """A budget as a folder name: '0.5%' -> '0.5pct', '25' -> '25', 'all' -> 'all'."""
-    return budget.strip().replace("%", "pct")
+def point_name(method: str, budget: str) -> str:
+    """A sweep point's folder: 'kcenter', '0.5%' -> 'kcenter-0.5pct'; budget `all` -> 'all'
+    (every target row, whatever the method)."""
+    return ALL if budget == ALL else f"{method}-{budget.replace('%', 'pct')}"
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,9 @@ class SweepLayout:
         return RunLayout(self.root / "untuned")
 
     def point(self, method: str, budget: str) -> RunLayout:
-        """The run folder of one point (`all` is one point whatever the method)."""
-        name = ALL if budget.strip() == ALL else f"{method}-{budget_label(budget)}"
-        return RunLayout(self.root / "points" / name, self.dedup, self.shared)
+        """The run folder of one point; its shared stages are the sweep's."""
+        return RunLayout(self.root / "points" / point_name(method, budget), self.dedup,
+                         self.shared)
 
     def report(self, suffix: str) -> Path:
         return self.root / f"sweep.{suffix}"

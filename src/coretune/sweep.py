@@ -12,7 +12,7 @@ Points are not cut from one large selection: each selects on its own (cheap next
 k-center picks each cluster's rows in a prefix order, so a smaller budget's selection is the
 per-cluster prefix of a larger one wherever the per-cluster split of the budget does not shrink
 a cluster's share (tests/test_sweep.py shows both). Imports: config, layout, lock, pipeline,
-stages, sweep_report; never the CLI.
+select, sweep_report; never the CLI.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from coretune.backends import close_all
 from coretune.config import RunConfig, SweepConfig
 from coretune.errors import CoretuneError
 from coretune.io import read_json, write_json
-from coretune.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout
+from coretune.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
 from coretune.lock import run_lock
 from coretune.pipeline import plan
 from coretune.select import resolve_budget
@@ -62,8 +62,8 @@ def point_config(cfg: RunConfig, method: str, budget: str) -> RunConfig:
     is_all = budget == ALL
     select = cfg.select.model_copy(update={"method": ALL if is_all else method,
                                            "budget": "100%" if is_all else budget})
-    name = ALL if is_all else f"{method}-{budget}"
-    return cfg.model_copy(update={"name": f"{cfg.name}/{name}", "select": select, "sweep": None})
+    return cfg.model_copy(update={"name": f"{cfg.name}/{point_name(method, budget)}",
+                                  "select": select, "sweep": None})
 
 
 def untuned_config(cfg: RunConfig) -> RunConfig:

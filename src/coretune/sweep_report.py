@@ -6,7 +6,7 @@ untuned model and Δ vs random at the same budget, each paired on the examples a
 sign-flip p-value (coretune.compare); the knee of each method's curve; the point's selection
 quality numbers (the select stage's manifest) and how well each ranks the points by accuracy
 (Spearman), i.e. whether the knee could be picked without training.
-Imports: compare, table, layout, evaluate, io; never the CLI.
+Imports: compare, config, table, layout, evaluate, io; never the CLI.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from coretune.compare import knee, majority_baselines, paired_markdown, paired_rows
+from coretune.config import RunConfig, SweepConfig
 from coretune.evaluate import per_example_accuracy
 from coretune.io import read_json, write_json, write_text
 from coretune.layout import SweepLayout
@@ -30,8 +31,8 @@ from coretune.table import HEADERS, build_rows
 UNTUNED = "untuned"
 
 
-def write_sweep_report(layout: SweepLayout, cfg, spec, counts: dict[str, int],
-                       points: list) -> Path:
+def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
+                       counts: dict[str, int], points: list) -> Path:
     """sweep.json/.md/.csv into the sweep folder from its finished points; the .md path."""
     groups: dict[str, tuple[str, str, list[int]]] = {}
     for p in points:
@@ -94,7 +95,8 @@ def _quality(run, seeds: list[int]) -> dict[str, float]:
     return {k: round(float(np.mean(v)), 6) for k, v in values.items()}
 
 
-def _knees(runs: dict, groups: dict, counts: dict[str, int], spec, tasks) -> dict:
+def _knees(runs: dict, groups: dict, counts: dict[str, int], spec: SweepConfig,
+           tasks: list[str]) -> dict:
     """Per method, the knee of its curve (its points in budget order, `all` last)."""
     out = {}
     for method in spec.methods:
