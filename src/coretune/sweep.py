@@ -57,6 +57,15 @@ def spec_of(cfg: RunConfig) -> SweepConfig:
     return spec.model_copy(update={"seeds": spec.seeds or list(cfg.seeds)})
 
 
+def check_scope(cfg: RunConfig, spec: SweepConfig) -> None:
+    """`scope: pool` samples the whole pool: only random takes a budget there (as in
+    `stages.select_subset`), refused before any work rather than at the first point."""
+    other = [m for m in spec.methods if m != "random"]
+    if cfg.select.scope == "pool" and other:
+        raise CoretuneError(f"method '{other[0]}' needs target clusters; with select.scope "
+                            "'pool' a sweep takes only random", field="sweep.methods")
+
+
 def point_config(cfg: RunConfig, method: str, budget: str) -> RunConfig:
     """The run config of one point: the base config with its method and budget."""
     is_all = budget == ALL
@@ -108,6 +117,7 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print) 
     """Shared stages, then the budget checks, the untuned evaluation and every point; then
     sweep.json/.md/.csv (coretune.sweep_report). Returns the path of sweep.md."""
     spec = spec_of(cfg)
+    check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)
     with run_lock(out):  # a second sweep on this folder exits 2 naming this pid
         write_json(layout.config, cfg.model_dump())
