@@ -18,7 +18,6 @@ select, sweep_report; never the CLI.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -32,23 +31,12 @@ from coretune.lock import run_lock
 from coretune.pipeline import plan
 from coretune.select import resolve_budget
 from coretune.select.budget import ALL
-from coretune.sweep_report import write_sweep_report
+from coretune.sweep_report import Point, write_sweep_report
 
 Log = Callable[[str], None]
 
 # `--quick`: the same sweep, tiny (a demo or a test in minutes, not a result).
 QUICK = ["train.max_steps=4", "evaluate.max_examples=8", "evaluate.max_templates=1"]
-
-
-@dataclass(frozen=True)
-class Point:
-    method: str  # `all` for the budget that takes every target row
-    budget: str
-    seed: int
-
-    @property
-    def label(self) -> str:
-        return ALL if self.budget == ALL else f"{self.method} {self.budget}"
 
 
 def spec_of(cfg: RunConfig) -> SweepConfig:

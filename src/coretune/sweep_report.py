@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,21 @@ from coretune.table import HEADERS, build_rows
 UNTUNED = "untuned"
 
 
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep (coretune.sweep): a method at a budget with one seed."""
+
+    method: str  # `all` for the budget that takes every target row
+    budget: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return ALL if self.budget == ALL else f"{self.method} {self.budget}"
+
+
 def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
-                       counts: dict[str, int], points: list) -> Path:
+                       counts: dict[str, int], points: list[Point]) -> Path:
     """sweep.json/.md/.csv into the sweep folder from its finished points; the .md path."""
     groups: dict[str, tuple[str, str, list[int]]] = {}
     for p in points:
@@ -47,7 +60,7 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
     vs_untuned = {r["name"]: r["cells"] for r in paired_rows(everything, UNTUNED, tasks)}
     vs_random = {}
     for label, (method, budget, _) in groups.items():
-        rnd = f"random {budget}"
+        rnd = Point("random", budget, 0).label
         if method != "random" and rnd in runs:
             vs_random[label] = paired_rows({label: runs[label], rnd: runs[rnd]}, rnd,
                                            tasks)[0]["cells"]
