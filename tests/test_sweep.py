@@ -14,7 +14,7 @@ from coretune.layout import SHARED_STAGES, SweepLayout
 from coretune.pipeline import plan
 from coretune.select import select_rows, split_budget
 from coretune.sweep import expand, point_config, resolve_budgets, spec_of
-from coretune.sweep_report import predictors
+from coretune.sweep_report import predictors, write_sweep_report
 
 
 def test_sweep_block_defaults_and_seeds(tmp_path):
@@ -134,6 +134,56 @@ def test_predictors_rank_correlation():
     assert out["rows"]["spearman"] == pytest.approx(0.8) and out["rows"]["n"] == 4
     assert "flat" not in out  # constant: no ranking
     assert predictors({"a": {"x": 1.0}, "b": {"x": 2.0}}, {"a": 1.0, "b": 2.0}) == {}
+
+
+def _predictions(path, correct: list[int]) -> None:
+    """A predictions table as the evaluate stage writes it (one template per example)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(correct)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"task": ["rte"] * n, "example": list(range(n)),
+                             "label": [i % 2 for i in range(n)],
+                             "choices": [["yes", "no"]] * n,
+                             "correct": [bool(c) for c in correct]}), path)
+
+
+def test_sweep_report_on_constructed_points(tmp_path):
+    """The report's numbers on points whose answers are known: 40 examples, the untuned
+    model gets none right, kcenter at 10 rows and `all` get 20, random at 10 rows gets 10."""
+    from coretune.io import write_json
+    from coretune.manifest import MANIFEST
+
+    cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]}, sweep={"budgets": ["10", "all"]})
+    spec = spec_of(cfg)
+    counts = resolve_budgets(spec.budgets, 1000, 40)
+    points = expand(spec, counts)
+    layout = SweepLayout(tmp_path)
+    _predictions(layout.untuned.predictions(0), [0] * 40)
+    right = {"kcenter 10": 20, "random 10": 10, "all": 20}
+    for p in points:
+        run = layout.point(p.method, p.budget)
+        k = right[p.label]
+        _predictions(run.predictions(p.seed), [1] * k + [0] * (40 - k))
+        write_json(run.stage("select", p.seed) / MANIFEST,
+                   {"quality": {"rows": counts[p.budget], "probe_mean": 1 - k / 100}})
+    md = write_sweep_report(layout, cfg, spec, counts, points).read_text()
+    doc = json.loads(layout.report("json").read_text())
+    by = {p["label"]: p for p in doc["points"]}
+    assert list(by) == ["kcenter 10", "random 10", "all"]
+    assert by["kcenter 10"]["accuracy"]["rte"]["mean"] == 50.0
+    d = by["kcenter 10"]["vs_untuned"]["avg"]
+    assert d["delta"] == 50.0 and d["lo"] > 0 and d["p"] < 0.001
+    r = by["kcenter 10"]["vs_random"]["avg"]  # 10 examples apart, all one way: exact p
+    assert r["delta"] == 25.0 and r["p"] == pytest.approx(2 / 2**10, abs=1e-4)
+    assert by["random 10"]["vs_random"] is None and by["all"]["vs_random"] is None
+    assert doc["baselines"] == {"rte": {"majority": 50.0, "chance": 50.0}}
+    assert doc["knee"]["kcenter"]["budget"] == "10"  # as good as `all`
+    assert doc["knee"]["random"]["budget"] == "all"  # 25 points short at 10 rows
+    assert doc["predictors"]["probe_mean"]["spearman"] == pytest.approx(-1.0)
+    assert "- kcenter: **10** (10 rows)" in md and "| majority | | 50.0 |" in md
+    assert len(layout.report("csv").read_text().splitlines()) == 1 + 3 * 2  # rte, avg
 
 
 TINY = """

@@ -59,9 +59,9 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
     cells = {r["name"]: r["cells"] for r in build_rows(everything, tasks)}
     vs_untuned = {r["name"]: r["cells"] for r in paired_rows(everything, UNTUNED, tasks)}
     vs_random = {}
-    for label, (method, budget, _) in groups.items():
-        rnd = Point("random", budget, 0).label
-        if method != "random" and rnd in runs:
+    for label, (_, budget, _) in groups.items():
+        rnd = Point("random", budget, 0).label  # random itself and `all` have no reference
+        if rnd in runs and rnd != label:
             vs_random[label] = paired_rows({label: runs[label], rnd: runs[rnd]}, rnd,
                                            tasks)[0]["cells"]
     quality = {label: _quality(layout.point(m, b), seeds)
