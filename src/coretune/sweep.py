@@ -36,7 +36,8 @@ from coretune.sweep_report import Point, write_sweep_report
 Log = Callable[[str], None]
 
 # `--quick`: the same sweep, tiny (a demo or a test in minutes, not a result).
-QUICK = ["train.max_steps=4", "evaluate.max_examples=8", "evaluate.max_templates=1"]
+QUICK = ["train.max_steps=4", "train.batch_size=2", "train.micro_batch_size=",
+         "evaluate.max_examples=8", "evaluate.max_templates=1"]
 
 
 def spec_of(cfg: RunConfig) -> SweepConfig:

@@ -34,8 +34,8 @@ def sweep(
     with_: list[Path] = typer.Option([], "--with", help="YAML merged over the config; "
                                      "repeatable."),
     quick: bool = typer.Option(False, "--quick", help="Tiny preset for a demo or a test: "
-                               "4 training steps, 8 examples x 1 template per eval set, the "
-                               "first seed only (unless --seeds)."),
+                               "4 training steps of 2 rows, 8 examples x 1 template per "
+                               "eval set, the first seed only (unless --seeds)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run one point per budget x method x seed, sharing pool, embeddings, clusters and
