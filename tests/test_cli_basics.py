@@ -14,7 +14,8 @@ def test_help_lists_commands(cli):
 
 
 @pytest.mark.parametrize("command", [[], ["pool", "build"], ["pool", "info"], ["select"],
-                                     ["run"], ["table"], ["train"], ["evaluate"]])
+                                     ["run"], ["table"], ["sweep"], ["train"],
+                                     ["evaluate"]])
 def test_help_fits_80_columns(cli, command, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     proc = cli(*command, "--help")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from coretune.compare import accuracy, baselines, knee, paired_delta, sign_flip_p
+from coretune.compare import accuracy, baselines, knee, paired_delta, replicates, sign_flip_p
 from coretune.errors import CoretuneError
 
 
@@ -45,6 +45,18 @@ def test_sampled_sign_flip_agrees_with_exact_scale():
     from math import erf, sqrt
     z = abs(d.mean()) / (np.sqrt((d**2).mean()) / sqrt(len(d)))
     assert abs(p - (1 - erf(z / sqrt(2)))) < 0.03
+
+
+def test_replicates_share_example_draws_across_runs_and_seeds():
+    """The one bootstrap behind the table's intervals and the paired Δ."""
+    rng = np.random.default_rng(5)
+    a = _run(rng.integers(0, 2, 50), rng.integers(0, 2, 50))
+    r = replicates([a, a], ["rte"], 200, np.random.default_rng(0))
+    assert r.shape == (200, 2) and np.array_equal(r[:, 0], r[:, 1]) and r[:, 0].std() > 0
+    # seeds that scored different numbers of examples (other caps) are drawn seed by seed
+    ragged = replicates([_run(np.ones(10), np.zeros(20))], ["rte"], 200,
+                        np.random.default_rng(0))[:, 0]
+    assert set(np.unique(ragged)) == {0.0, 0.5, 1.0}
 
 
 def test_mismatched_examples_are_refused():

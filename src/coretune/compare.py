@@ -72,29 +72,40 @@ def paired_delta(a: Run, b: Run, tasks: Sequence[str] | None = None, *, reps: in
     rng = np.random.default_rng(seed)
     diffs = [_mean_over_seeds(a, t) - _mean_over_seeds(b, t) for t in tasks]
     point = float(np.mean([d.mean() for d in diffs]))
-    reps_ = _bootstrap(a, b, tasks, reps, rng)
-    lo, hi = np.percentile(reps_, [2.5, 97.5])
+    both = replicates([a, b], tasks, reps, rng)  # the same examples and seeds for a and b
+    lo, hi = np.percentile(both[:, 0] - both[:, 1], [2.5, 97.5])
     p = sign_flip_p(diffs, flips=flips, rng=rng)
     return Delta(100 * point, 100 * float(lo), 100 * float(hi), p,
                  int(sum(len(d) for d in diffs)))
 
 
-def _bootstrap(a: Run, b: Run, tasks: list[str], reps: int, rng) -> np.ndarray:
-    """Replicates of Δ: one draw of example indices per task shared by both runs (pairing),
-    seeds drawn jointly when the runs have as many seeds, else independently."""
-    stacks = {t: (np.stack([s[t] for s in a]).astype(np.float64),
-                  np.stack([s[t] for s in b]).astype(np.float64)) for t in tasks}
-    joint = len(a) == len(b)
-    out = np.empty(reps)
+def replicates(runs: Sequence[Run], tasks: Sequence[str], reps: int, rng) -> np.ndarray:
+    """Bootstrap replicates of each run's accuracy (mean over tasks, then over its drawn
+    seeds), shape (reps, len(runs)). Runs evaluate the same examples (fixed evaluation seed),
+    so each replicate draws one set of example indices per task shared by every run and seed:
+    independent draws would treat identical seeds as new examples and shrink the interval.
+    Seeds are drawn once for all runs when they have as many, else per run. A task whose seeds
+    scored different numbers of examples (different caps) is drawn per seed instead."""
+    sizes = {t: {len(s[t]) for run in runs for s in run} for t in tasks}
+    paired = [t for t in tasks if len(sizes[t]) == 1]
+    stacks = [{t: np.stack([s[t] for s in run]).astype(np.float64) for t in paired}
+              for run in runs]
+    joint = len({len(run) for run in runs}) == 1
+    out = np.empty((reps, len(runs)))
     for r in range(reps):
-        sa = rng.integers(0, len(a), len(a))
-        sb = sa if joint else rng.integers(0, len(b), len(b))
-        per_task = []
-        for t in tasks:
-            xa, xb = stacks[t]
-            idx = rng.integers(0, xa.shape[1], xa.shape[1])
-            per_task.append(xa[sa][:, idx].mean() - xb[sb][:, idx].mean())
-        out[r] = np.mean(per_task)
+        picks = rng.integers(0, len(runs[0]), len(runs[0])) if joint else None
+        idx = {t: rng.integers(0, n, n) for t in paired for n in sizes[t]}
+        for j, run in enumerate(runs):
+            sel = picks if joint else rng.integers(0, len(run), len(run))
+            per_task = []
+            for t in tasks:
+                if t in idx:
+                    per_task.append(stacks[j][t][sel][:, idx[t]].mean())
+                else:  # examples differ between seeds: each seed's own draw
+                    per_task.append(np.mean([run[i][t][rng.integers(0, len(run[i][t]),
+                                                                    len(run[i][t]))].mean()
+                                             for i in sel]))
+            out[r, j] = np.mean(per_task)
     return out
 
 

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationErr
 
 from coretune.backends import backend_names
 from coretune.errors import CoretuneError
-from coretune.select.methods import method_names
+from coretune.select.budget import ALL, check_budget
+from coretune.select.methods import budgeted_methods, method_names
 from coretune.train import TrainConfig
 
 # `select.method` values that are not selection methods: train on the whole pool, or not at all.
@@ -84,6 +85,59 @@ class EvaluateConfig(_Section):
     batch_size: int = 16
 
 
+def _no_duplicates(values: list, what: str) -> list:
+    """`values` unless empty or repeating one (ValueError naming it)."""
+    if not values:
+        raise ValueError(f"empty list of {what}s")
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"duplicate {what} '{v}'")
+        seen.add(v)
+    return values
+
+
+class SweepConfig(_Section):
+    """`coretune sweep`: one point per method x budget x seed, each paired with the untuned
+    model on the same evaluation examples (see coretune.sweep)."""
+
+    budgets: list[str] = Field(["0.1%", "0.5%", ALL], description="Shares of "
+                               "the whole pool ('0.5%'), row counts ('25') or 'all' (every "
+                               "row of the target clusters).")
+    methods: list[str] = Field(["kcenter", "random"],
+                               description="Selection methods that take a budget.")
+    seeds: list[NonNegativeInt] | None = Field(None, description="Default: the config's seeds.")
+    knee_tolerance: float = Field(1.0, ge=0, description="Accuracy points the knee may trail "
+                                  "the best budget by.")
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budget_text(cls, v):
+        return [str(b) for b in v] if isinstance(v, list) else v  # YAML `25` is a count
+
+    @field_validator("budgets")
+    @classmethod
+    def _known_budgets(cls, v: list[str]) -> list[str]:
+        for b in v:
+            check_budget(b)
+        return _no_duplicates(["".join(b.split()) for b in v], "budget")  # '1 %' is '1%'
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if m not in budgeted_methods():
+                raise ValueError(f"unknown sweep method '{m}' (one of "
+                                 f"{', '.join(budgeted_methods())}; budget 'all' stands "
+                                 "for every target row)")
+        return _no_duplicates(v, "method")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        return v if v is None else _no_duplicates(v, "seed")
+
+
 class BackendConfig(_Section):
     """Where embedding, labelling and selection run; outputs are byte-identical either way,
     so this is not part of any stage's key (a run may switch backends and resume)."""
@@ -122,6 +176,7 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()  # its `seed` is set per run from `seeds`
     evaluate: EvaluateConfig = EvaluateConfig()
     backend: BackendConfig = BackendConfig()
+    sweep: SweepConfig | None = None  # only `coretune sweep` reads it
 
 
 def _set(tree: dict, dotted: str, value) -> None:

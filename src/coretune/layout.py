@@ -7,6 +7,14 @@
     <run>/seed-<N>/<stage>/           the rest: select, train, evaluate
     <run>/table.md, table.csv, report.html, report.md
 
+A sweep (`coretune sweep`, SweepLayout) shares one set of shared stages between its points:
+
+    <sweep>/config.json, sweep.json, sweep.md, sweep.csv
+    <sweep>/shared/<stage>/           pool, embed, [dedup,] cluster, target, computed once
+    <sweep>/untuned/seed-0/evaluate/  the untuned model, the reference of every point
+    <sweep>/points/<method>-<budget>/ one run folder per point (config.json, seed-N/...)
+                                      whose shared stages are the sweep's
+
 The pipeline, the stages, the summary and the CLI all ask this object for paths.
 """
 
@@ -17,6 +25,7 @@ from pathlib import Path
 
 from coretune.io import read_json
 from coretune.manifest import MANIFEST
+from coretune.select.budget import ALL
 
 CONFIG_FILE = "config.json"
 SHARED_STAGES = ("pool", "embed", "dedup", "cluster", "target")
@@ -27,6 +36,7 @@ SEED_STAGES = ("select", "train", "evaluate")
 class RunLayout:
     root: Path
     dedup: bool = False  # near-duplicates removed after embedding (config `dedup:`)
+    shared_root: Path | None = None  # a sweep point reads the sweep's shared stages
 
     @classmethod
     def of(cls, root: Path) -> RunLayout:
@@ -40,7 +50,7 @@ class RunLayout:
 
     @property
     def shared(self) -> Path:
-        return self.root / "shared"
+        return self.shared_root or self.root / "shared"
 
     def seed_dir(self, seed: int) -> Path:
         return self.root / f"seed-{seed}"
@@ -108,3 +118,35 @@ class RunLayout:
             if num.lstrip("-").isdigit() and self.done("evaluate", int(num)):
                 seeds.append(int(num))
         return sorted(seeds)
+
+
+def point_name(method: str, budget: str) -> str:
+    """A sweep point's folder: 'kcenter', '0.5%' -> 'kcenter-0.5pct'; budget `all` -> 'all'
+    (every target row, whatever the method)."""
+    return ALL if budget == ALL else f"{method}-{budget.replace('%', 'pct')}"
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    root: Path
+    dedup: bool = False
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def shared(self) -> Path:
+        return self.root / "shared"
+
+    @property
+    def untuned(self) -> RunLayout:
+        return RunLayout(self.root / "untuned")
+
+    def point(self, method: str, budget: str) -> RunLayout:
+        """The run folder of one point; its shared stages are the sweep's."""
+        return RunLayout(self.root / "points" / point_name(method, budget), self.dedup,
+                         self.shared)
+
+    def report(self, suffix: str) -> Path:
+        return self.root / f"sweep.{suffix}"

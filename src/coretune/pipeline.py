@@ -49,9 +49,11 @@ def pool_inputs(cfg: RunConfig, fn) -> tuple:
             }, fn, {}
 
 
-def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False) -> list[Stage]:
-    """The stages of one seed of a run, in order."""
-    run = RunLayout(run_dir, dedup=cfg.dedup is not None)
+def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
+         shared: Path | None = None) -> list[Stage]:
+    """The stages of one seed of a run, in order; `shared`: where the seed-independent stages
+    live when not in the run's own `shared/` (a sweep's points share the sweep's)."""
+    run = RunLayout(run_dir, dedup=cfg.dedup is not None, shared_root=shared)
     out: list[Stage] = []
 
     def add(name: str, config, fn, files=None) -> Stage:

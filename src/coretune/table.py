@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coretune.compare import replicates
+
 TASKS = ["rte", "cb", "anli_r1", "anli_r2", "anli_r3"]
 HEADERS = {"rte": "RTE", "cb": "CB", "anli_r1": "ANLI R1", "anli_r2": "ANLI R2",
            "anli_r3": "ANLI R3", "avg": "Avg"}
@@ -44,31 +46,12 @@ class Cell:
 
 def bootstrap(per_seed: list[np.ndarray], reps: int = 2000, seed: int = 0) -> Cell:
     """`per_seed`: for each seed, per-example accuracy in [0, 1] (templates averaged)."""
-    means = _replicates([{"x": x} for x in per_seed], ["x"], reps, seed)
+    means = replicates([[{"x": x} for x in per_seed]], ["x"], reps,
+                       np.random.default_rng(seed))[:, 0]
     point = float(np.mean([x.mean() for x in per_seed]))
     lo, hi = np.percentile(means, [2.5, 97.5])
     return Cell(100 * point, 100 * lo, 100 * hi, len(per_seed),
                 int(np.mean([len(x) for x in per_seed])))
-
-
-def _replicates(seeds: list[dict[str, np.ndarray]], tasks, reps: int, seed: int) -> np.ndarray:
-    """Bootstrap means (over tasks, then drawn seeds). Runs evaluate the same examples (fixed
-    evaluation seed), so one draw of example indices per task is shared by every drawn seed:
-    independent draws would treat identical seeds as new examples and shrink the interval."""
-    rng = np.random.default_rng(seed)
-    # Examples are paired when every seed scored the same number of them (same caps).
-    paired = [t for t in tasks if len({len(s[t]) for s in seeds}) == 1]
-
-    def draw(a: np.ndarray, t: str, idx: dict) -> np.ndarray:
-        return a[idx[t]] if t in idx else a[rng.integers(0, len(a), len(a))]
-
-    means = np.empty(reps)
-    for r in range(reps):
-        picks = rng.integers(0, len(seeds), len(seeds))
-        idx = {t: rng.integers(0, len(seeds[0][t]), len(seeds[0][t])) for t in paired}
-        means[r] = np.mean([np.mean([draw(seeds[i][t], t, idx).mean() for t in tasks])
-                            for i in picks])
-    return means
 
 
 def build_rows(runs: dict[str, list[dict[str, np.ndarray]]], tasks=TASKS) -> list[dict]:
@@ -90,7 +73,7 @@ def build_rows(runs: dict[str, list[dict[str, np.ndarray]]], tasks=TASKS) -> lis
 
 
 def _avg_cell(seeds: list[dict[str, np.ndarray]], tasks, reps: int = 2000) -> Cell:
-    means = _replicates(seeds, tasks, reps, seed=1)
+    means = replicates([seeds], tasks, reps, np.random.default_rng(1))[:, 0]
     point = float(np.mean([np.mean([s[t].mean() for t in tasks]) for s in seeds]))
     lo, hi = np.percentile(means, [2.5, 97.5])
     return Cell(100 * point, 100 * lo, 100 * hi, len(seeds), 0)

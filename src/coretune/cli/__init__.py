@@ -43,6 +43,9 @@ from coretune.cli import run as _run_cmd  # noqa: E402
 
 app.command(name="run")(_run_cmd.run)
 app.command(name="table")(_run_cmd.table)
+from coretune.cli import sweep as _sweep_cmd  # noqa: E402
+
+app.command(name="sweep")(_sweep_cmd.sweep)
 
 
 def _version(value: bool) -> None:

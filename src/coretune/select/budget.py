@@ -9,6 +9,7 @@ from coretune.errors import CoretuneError
 
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 _COUNT = re.compile(r"^\s*([0-9]+)\s*$")
+ALL = "all"  # a sweep budget: every row of the target clusters
 
 
 def resolve_budget(budget: str | int | float, pool_size: int) -> int:
@@ -56,6 +57,17 @@ def resolve_budget(budget: str | int | float, pool_size: int) -> int:
         raise CoretuneError(f"budget {count} is larger than the pool ({pool_size} rows)",
                             field="budget")
     return count
+
+
+def check_budget(budget: str) -> None:
+    """A sweep budget's syntax, before any pool is read: 'all', a count or a percentage
+    (ValueError naming the value, for config validation)."""
+    if budget.strip() == ALL:
+        return
+    try:
+        resolve_budget(budget, 1 << 62)  # only the syntax and the range can fail here
+    except CoretuneError as e:
+        raise ValueError(e.reason) from None
 
 
 def _share(fraction: Decimal, pool_size: int) -> int:

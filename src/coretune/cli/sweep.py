@@ -1,0 +1,74 @@
+"""`coretune sweep`: a config over many budgets, methods and seeds (coretune.sweep)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _items(text: str | None, option: str) -> list[str] | None:
+    """A comma-separated option as a list (None when not given); an empty list is an error."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        from coretune.errors import CoretuneError
+
+        raise CoretuneError(f"empty list '{text}'", field=f"sweep.{option}")
+    return items
+
+
+def sweep(
+    config: Path = typer.Argument(..., help="Experiment YAML; its `sweep:` block holds the "
+                                  "defaults of the options below (see configs/sweep/)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train.epochs=2"),
+    budgets: str = typer.Option(None, help="Comma-separated budgets: shares of the pool "
+                                "('0.5%'), row counts ('25') or 'all' (every target row)."),
+    methods: str = typer.Option(None, help="Comma-separated selection methods, e.g. "
+                                "kcenter,random."),
+    seeds: str = typer.Option(None, help="Comma-separated seeds (default: the sweep block's, "
+                              "else the config's)."),
+    out: Path = typer.Option(None, "--out", help="Sweep folder (default: runs/<name>-sweep, "
+                             "runs/<name>-quick with --quick)."),
+    with_: list[Path] = typer.Option([], "--with", help="YAML merged over the config; "
+                                     "repeatable."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny preset for a demo or a test: "
+                               "4 training steps of 2 rows, 8 examples x 1 template per "
+                               "eval set, the first seed only (unless --seeds)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run one point per budget x method x seed, sharing pool, embeddings, clusters and
+    target; pair every point with the untuned model; write sweep.json/.md/.csv with paired
+    intervals, the knee per method and the training-free predictors.
+
+    Resumable: finished stages are skipped, so re-running or adding a budget costs only the
+    new points."""
+    from coretune.config import load_config, validate
+    from coretune.errors import CoretuneError
+    from coretune.sweep import QUICK, run_sweep
+
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    cfg = load_config(config, [*(overrides or []), *(QUICK if quick else [])], with_)
+    flags = {"budgets": _items(budgets, "budgets"), "methods": _items(methods, "methods")}
+    if seeds is not None:
+        try:
+            flags["seeds"] = [int(s) for s in _items(seeds, "seeds")]
+        except ValueError as e:
+            raise CoretuneError(f"seeds must be integers, got '{seeds}'",
+                                field="sweep.seeds") from e
+    raw = cfg.model_dump()
+    raw["sweep"] = {**(raw["sweep"] or {}), **{k: v for k, v in flags.items() if v is not None}}
+    if quick and seeds is None:  # one seed unless asked for more
+        raw["sweep"]["seeds"] = [(raw["sweep"].get("seeds") or cfg.seeds)[0]]
+    cfg = validate(raw)  # flags are checked like the block: one line naming the value
+    folder = out or Path("runs") / f"{cfg.name}-{'quick' if quick else 'sweep'}"
+    e = cfg.evaluate
+    typer.echo(f"sweep {cfg.name} -> {folder} | evaluation caps: max_examples="
+               f"{e.max_examples or 'all'}, max_templates={e.max_templates or 'all'}")
+    md = run_sweep(cfg, folder, quiet, log=typer.echo)
+    typer.echo(md.read_text())
+    typer.echo(f"wrote {md}, {md.with_suffix('.json')}, {md.with_suffix('.csv')}")

@@ -1,0 +1,139 @@
+"""`coretune sweep`: one config, many budgets and methods, every point paired with the untuned
+model on the same evaluation examples.
+
+A sweep expands a config into points (budget x method x seed). A point is a run of the
+pipeline's own stages (`pipeline.plan`) whose seed-independent stages (pool, embed, [dedup,]
+cluster, target) are the sweep's, computed once in `<sweep>/shared/`; the untuned model is
+evaluated once in `<sweep>/untuned/`. Manifests make it resumable like `coretune run`: a
+finished sweep re-runs for free, a killed one resumes, and a new budget runs only its points.
+Budget `all` is one point (every target row; the same rows whatever the method).
+
+Points are not cut from one large selection: each selects on its own (cheap next to training).
+k-center picks each cluster's rows in a prefix order, so a smaller budget's selection is the
+per-cluster prefix of a larger one wherever the per-cluster split of the budget does not shrink
+a cluster's share (tests/test_sweep.py shows both). Imports: config, layout, lock, pipeline,
+select, sweep_report; never the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from coretune.backends import close_all
+from coretune.config import RunConfig, SweepConfig
+from coretune.errors import CoretuneError
+from coretune.io import read_json, write_json
+from coretune.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
+from coretune.lock import run_lock
+from coretune.pipeline import plan
+from coretune.select import resolve_budget
+from coretune.select.budget import ALL
+from coretune.sweep_report import Point, write_sweep_report
+
+Log = Callable[[str], None]
+
+# `--quick`: the same sweep, tiny (a demo or a test in minutes, not a result).
+QUICK = ["train.max_steps=4", "train.batch_size=2", "train.micro_batch_size=",
+         "evaluate.max_examples=8", "evaluate.max_templates=1"]
+
+
+def spec_of(cfg: RunConfig) -> SweepConfig:
+    """The config's sweep block (defaults where it has none), its seeds filled in."""
+    spec = cfg.sweep or SweepConfig()
+    return spec.model_copy(update={"seeds": spec.seeds or list(cfg.seeds)})
+
+
+def check_scope(cfg: RunConfig, spec: SweepConfig) -> None:
+    """`scope: pool` samples the whole pool: only random takes a budget there (as in
+    `stages.select_subset`), refused before any work rather than at the first point."""
+    other = [m for m in spec.methods if m != "random"]
+    if cfg.select.scope == "pool" and other:
+        raise CoretuneError(f"method '{other[0]}' needs target clusters; with select.scope "
+                            "'pool' a sweep takes only random", field="sweep.methods")
+
+
+def point_config(cfg: RunConfig, method: str, budget: str) -> RunConfig:
+    """The run config of one point: the base config with its method and budget."""
+    is_all = budget == ALL
+    select = cfg.select.model_copy(update={"method": ALL if is_all else method,
+                                           "budget": "100%" if is_all else budget})
+    return cfg.model_copy(update={"name": f"{cfg.name}/{point_name(method, budget)}",
+                                  "select": select, "sweep": None})
+
+
+def untuned_config(cfg: RunConfig) -> RunConfig:
+    select = cfg.select.model_copy(update={"method": "none"})
+    return cfg.model_copy(update={"name": f"{cfg.name}/untuned", "select": select,
+                                  "sweep": None, "seeds": [0]})
+
+
+def resolve_budgets(budgets: list[str], pool_rows: int, target_rows: int) -> dict[str, int]:
+    """Budget -> rows, smallest first (`all` = the target rows). A budget above the target
+    set, or two budgets that come to the same rows, is a CoretuneError naming them."""
+    counts: dict[str, int] = {}
+    for b in budgets:
+        n = target_rows if b == ALL else resolve_budget(b, pool_rows)
+        if n > target_rows:
+            raise CoretuneError(f"budget '{b}' is {n} rows, more than the target clusters "
+                                f"hold ({target_rows} rows; 'all' takes every one)",
+                                field="sweep.budgets")
+        same = [o for o, m in counts.items() if m == n]
+        if same:
+            raise CoretuneError(f"budgets '{same[0]}' and '{b}' are both {n} rows of this pool",
+                                field="sweep.budgets")
+        counts[b] = n
+    return dict(sorted(counts.items(), key=lambda kv: kv[1]))
+
+
+def expand(spec: SweepConfig, counts: dict[str, int]) -> list[Point]:
+    """The points, smallest budget first (then method, then seed): early results first."""
+    return [Point(m, b, s) for b in counts for m in ([ALL] if b == ALL else spec.methods)
+            for s in spec.seeds]
+
+
+def _shared_sizes(run: RunLayout) -> tuple[int, int]:
+    """(rows of the pool the selection works on, rows of the target clusters)."""
+    pool_rows = pq.read_metadata(run.pool_file).num_rows
+    if not run.done("target"):  # `scope: pool`: no target clusters, the pool is the target
+        return pool_rows, pool_rows
+    return pool_rows, int(read_json(run.target_json)["rows"])
+
+
+def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print) -> Path:
+    """Shared stages, then the budget checks, the untuned evaluation and every point; then
+    sweep.json/.md/.csv (coretune.sweep_report). Returns the path of sweep.md."""
+    spec = spec_of(cfg)
+    check_scope(cfg, spec)
+    layout = SweepLayout(out, dedup=cfg.dedup is not None)
+    with run_lock(out):  # a second sweep on this folder exits 2 naming this pid
+        write_json(layout.config, cfg.model_dump())
+        try:
+            first = layout.point(spec.methods[0], spec.budgets[0])
+            for stage in plan(point_config(cfg, spec.methods[0], spec.budgets[0]), first.root,
+                              spec.seeds[0], quiet, shared=layout.shared):
+                if stage.name in SHARED_STAGES:
+                    stage.run(lambda m: log(f"[shared] {m}"))
+            counts = resolve_budgets(spec.budgets, *_shared_sizes(first))
+            points = expand(spec, counts)
+            base = untuned_config(cfg)
+            write_json(layout.untuned.config, base.model_dump())
+            for stage in plan(base, layout.untuned.root, 0, quiet):
+                stage.run(lambda m: log(f"[untuned] {m}"))
+            for i, p in enumerate(points, 1):
+                _run_point(cfg, layout, p, quiet, lambda m, i=i, p=p: log(
+                    f"[{i}/{len(points)}] {p.label} seed {p.seed}: {m}"))
+        finally:
+            close_all()  # embedding actors hold cluster resources
+        return write_sweep_report(layout, cfg, spec, counts, points)
+
+
+def _run_point(cfg: RunConfig, layout: SweepLayout, p: Point, quiet: bool, log: Log) -> None:
+    pc = point_config(cfg, p.method, p.budget)
+    run = layout.point(p.method, p.budget)
+    write_json(run.config, pc.model_dump())
+    for stage in plan(pc, run.root, p.seed, quiet, shared=layout.shared):
+        if stage.name in SEED_STAGES:  # the shared ones are done (run_sweep ran them)
+            stage.run(log)

@@ -1,0 +1,204 @@
+"""What a finished sweep found: sweep.json, sweep.md and sweep.csv.
+
+Per point (method x budget, seeds pooled): accuracy per eval set and on average with its 95%
+interval (coretune.table), beside each eval set's majority-class and chance accuracy; Δ vs the
+untuned model and Δ vs random at the same budget, each paired on the examples and seeds with a
+sign-flip p-value (coretune.compare); the knee of each method's curve; the point's selection
+quality numbers (the select stage's manifest) and how well each ranks the points by accuracy
+(Spearman), i.e. whether the knee could be picked without training.
+Imports: compare, config, table, layout, evaluate, io; never the CLI.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from coretune.compare import knee, majority_baselines, paired_markdown, paired_rows
+from coretune.config import RunConfig, SweepConfig
+from coretune.evaluate import per_example_accuracy
+from coretune.io import read_json, write_json, write_text
+from coretune.layout import SweepLayout
+from coretune.manifest import MANIFEST
+from coretune.select.budget import ALL
+from coretune.table import HEADERS, build_rows
+
+UNTUNED = "untuned"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep (coretune.sweep): a method at a budget with one seed."""
+
+    method: str  # `all` for the budget that takes every target row
+    budget: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return ALL if self.budget == ALL else f"{self.method} {self.budget}"
+
+
+def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
+                       counts: dict[str, int], points: list[Point]) -> Path:
+    """sweep.json/.md/.csv into the sweep folder from its finished points; the .md path."""
+    groups: dict[str, tuple[str, str, list[int]]] = {}
+    for p in points:
+        groups.setdefault(p.label, (p.method, p.budget, []))[2].append(p.seed)
+    runs = {label: [per_example_accuracy(layout.point(m, b).predictions(s)) for s in seeds]
+            for label, (m, b, seeds) in groups.items()}
+    ref_preds = pq.read_table(layout.untuned.predictions(0))
+    untuned = [per_example_accuracy(ref_preds)]
+    tasks = [t for t in cfg.evaluate.tasks if t in untuned[0]]
+    everything = {UNTUNED: untuned, **runs}
+    cells = {r["name"]: r["cells"] for r in build_rows(everything, tasks)}
+    vs_untuned = {r["name"]: r["cells"] for r in paired_rows(everything, UNTUNED, tasks)}
+    vs_random = {}
+    for label, (_, budget, _) in groups.items():
+        rnd = Point("random", budget, 0).label  # random itself and `all` have no reference
+        if rnd in runs and rnd != label:
+            vs_random[label] = paired_rows({label: runs[label], rnd: runs[rnd]}, rnd,
+                                           tasks)[0]["cells"]
+    quality = {label: _quality(layout.point(m, b), seeds)
+               for label, (m, b, seeds) in groups.items()}
+    doc = {
+        "name": cfg.name, "tasks": tasks, "seeds": spec.seeds, "methods": spec.methods,
+        "knee_tolerance": spec.knee_tolerance, "budgets": counts,
+        "baselines": majority_baselines(ref_preds),
+        "untuned": _accuracy(cells[UNTUNED]),
+        "points": [{"label": label, "method": m, "budget": b, "rows": counts[b],
+                    "seeds": seeds, "accuracy": _accuracy(cells[label]),
+                    "vs_untuned": _deltas(vs_untuned[label]),
+                    "vs_random": _deltas(vs_random[label]) if label in vs_random else None,
+                    "quality": quality[label]}
+                   for label, (m, b, seeds) in groups.items()],
+        "knee": _knees(runs, groups, counts, spec, tasks),
+        "predictors": predictors(quality, {k: cells[k]["avg"].mean for k in runs}),
+    }
+    write_json(layout.report("json"), doc)
+    write_text(layout.report("csv"), _csv(doc))
+    md = layout.report("md")
+    write_text(md, _markdown(doc, vs_untuned, vs_random))
+    return md
+
+
+def _accuracy(cells: dict) -> dict:
+    return {t: {"mean": round(c.mean, 2), "lo": round(c.lo, 2), "hi": round(c.hi, 2)}
+            for t, c in cells.items()}
+
+
+def _deltas(cells: dict) -> dict:
+    return {t: {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(d).items()}
+            for t, d in cells.items()}
+
+
+def _quality(run, seeds: list[int]) -> dict[str, float]:
+    """The numbers of each seed's select manifest (`quality`), averaged over seeds."""
+    values: dict[str, list[float]] = {}
+    for s in seeds:
+        q = read_json(run.stage("select", s) / MANIFEST).get("quality", {})
+        for k, v in q.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                values.setdefault(k, []).append(float(v))
+    return {k: round(float(np.mean(v)), 6) for k, v in values.items()}
+
+
+def _knees(runs: dict, groups: dict, counts: dict[str, int], spec: SweepConfig,
+           tasks: list[str]) -> dict:
+    """Per method, the knee of its curve (its points in budget order, `all` last)."""
+    out = {}
+    for method in spec.methods:
+        curve = [(b, runs[label]) for label, (m, b, _) in groups.items()
+                 if m == method or b == ALL]
+        curve.sort(key=lambda item: counts[item[0]])
+        k = knee(curve, tol=spec.knee_tolerance, tasks=tasks)
+        out[method] = {"budget": k.budget, "rows": counts[k.budget], "best": k.best,
+                       "best_rows": counts[k.best], "vs_best": _deltas({"avg": k.vs_best})["avg"]}
+    return out
+
+
+def predictors(quality: dict[str, dict[str, float]], accuracy: dict[str, float]) -> dict:
+    """Spearman rank correlation of each selection-quality number with the average accuracy
+    across the points that have it (at least 3, not all equal)."""
+    from scipy.stats import spearmanr
+
+    keys = sorted({k for q in quality.values() for k in q})
+    out = {}
+    for key in keys:
+        have = [p for p in accuracy if key in quality.get(p, {})]
+        x = [quality[p][key] for p in have]
+        y = [accuracy[p] for p in have]
+        if len(have) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+            continue
+        rho, p = spearmanr(x, y)
+        out[key] = {"spearman": round(float(rho), 4), "p": round(float(p), 4), "n": len(have)}
+    return out
+
+
+def _markdown(doc: dict, vs_untuned: dict, vs_random: dict) -> str:
+    tasks, base = doc["tasks"], doc["baselines"]
+    cols = [*tasks, "avg"]
+    lines = [f"# Sweep `{doc['name']}`", "",
+             f"{len(doc['points'])} points (budgets {', '.join(doc['budgets'])}; methods "
+             f"{', '.join(doc['methods'])}; seeds {doc['seeds']}), every one scored on the same "
+             "examples as the untuned model. Accuracy % with 95% intervals over examples and "
+             "seeds; Δ in points with 95% paired intervals and sign-flip p.", "",
+             "| Point | rows | " + " | ".join(HEADERS.get(c, c) for c in cols)
+             + " | Δ Avg vs untuned | Δ Avg vs random |", "|---|---|" + "---|" * (len(cols) + 2)]
+
+    def acc(a: dict) -> list[str]:
+        return [f"{a[c]['mean']:.1f} [{a[c]['lo']:.1f}, {a[c]['hi']:.1f}]" if c in a else "–"
+                for c in cols]
+
+    lines.append(f"| {UNTUNED} | 0 | " + " | ".join(acc(doc["untuned"])) + " | – | – |")
+    for p in doc["points"]:
+        rnd = vs_random[p["label"]]["avg"].text() if p["label"] in vs_random else "–"
+        lines.append(f"| {p['label']} | {p['rows']:,} | " + " | ".join(acc(p["accuracy"]))
+                     + f" | {vs_untuned[p['label']]['avg'].text()} | {rnd} |")
+    for kind in ("majority", "chance"):
+        vals = [f"{base[t][kind]:.1f}" if t in base else "–" for t in tasks]
+        lines.append(f"| {kind} | | " + " | ".join(vals) + " | | | |")
+    lines += ["", f"Knee: the smallest budget whose average is not significantly below the best "
+              f"budget's (paired sign-flip p ≥ 0.05) and within {doc['knee_tolerance']:.1f} "
+              "points of it.", ""]
+    for method, k in doc["knee"].items():
+        d = k["vs_best"]
+        lines.append(f"- {method}: **{k['budget']}** ({k['rows']:,} rows); best {k['best']} "
+                     f"({k['best_rows']:,} rows); Δ vs best {d['delta']:+.1f} "
+                     f"[{d['lo']:+.1f}, {d['hi']:+.1f}] p={d['p']:.3g}")
+    lines += ["", paired_markdown([{"name": n, "cells": c} for n, c in vs_untuned.items()],
+                                  UNTUNED, tasks, base)]
+    if vs_random:
+        lines.append(paired_markdown([{"name": n, "cells": c} for n, c in vs_random.items()],
+                                     "random at the same budget", tasks))
+    lines += ["Training-free predictors: Spearman rank correlation of each selection-quality "
+              "number (select stage, mean over seeds) with the Avg accuracy over the points.", ""]
+    if doc["predictors"]:
+        lines += ["| quality number | ρ | p | points |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['spearman']:+.2f} | {v['p']:.3g} | {v['n']} |"
+                  for k, v in doc["predictors"].items()]
+    else:
+        lines.append("(fewer than 3 points with distinct values: nothing to rank)")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(doc: dict) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["point", "method", "budget", "rows", "task", "mean", "ci_low", "ci_high",
+                "delta_untuned", "delta_untuned_low", "delta_untuned_high", "p_untuned",
+                "delta_random", "delta_random_low", "delta_random_high", "p_random"])
+    for p in doc["points"]:
+        for t, a in p["accuracy"].items():
+            row = [p["label"], p["method"], p["budget"], p["rows"], t, a["mean"], a["lo"],
+                   a["hi"]]
+            for ref in ("vs_untuned", "vs_random"):
+                d = (p[ref] or {}).get(t)
+                row += [d["delta"], d["lo"], d["hi"], d["p"]] if d else ["", "", "", ""]
+            w.writerow(row)
+    return out.getvalue()

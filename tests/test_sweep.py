@@ -1,0 +1,260 @@
+"""`coretune sweep`: expansion, layout, budget checks, nested k-center selections, and (slow)
+a tiny real sweep that resumes for free and runs only the points of a new budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from coretune.config import RunConfig, load_config
+from coretune.errors import CoretuneError
+from coretune.layout import SHARED_STAGES, SweepLayout
+from coretune.pipeline import plan
+from coretune.select import select_rows, split_budget
+from coretune.sweep import expand, point_config, resolve_budgets, spec_of
+from coretune.sweep_report import predictors, write_sweep_report
+
+
+def test_sweep_block_defaults_and_seeds(tmp_path):
+    cfg = RunConfig(name="s", seeds=[3, 4])
+    spec = spec_of(cfg)  # no block: the defaults, the config's seeds
+    assert spec.methods == ["kcenter", "random"] and spec.seeds == [3, 4]
+    assert spec.knee_tolerance == 1.0
+    f = tmp_path / "c.yaml"
+    f.write_text("name: c\nsweep: {budgets: [25, '0.5%', all], methods: [random], seeds: [1]}\n")
+    spec = spec_of(load_config(f))
+    assert (spec.budgets, spec.methods, spec.seeds) == (["25", "0.5%", "all"], ["random"], [1])
+
+
+def test_resolve_budgets_sorts_and_refuses():
+    assert resolve_budgets(["all", "1%", "3"], 1000, 50) == {"3": 3, "1%": 10, "all": 50}
+    with pytest.raises(CoretuneError, match="budget '10%' is 100 rows, more than the target"):
+        resolve_budgets(["10%"], 1000, 50)
+    with pytest.raises(CoretuneError, match="budgets '1%' and '10' are both 10 rows"):
+        resolve_budgets(["1%", "10"], 1000, 50)
+    with pytest.raises(CoretuneError, match="budgets '50' and 'all' are both 50 rows"):
+        resolve_budgets(["50", "all"], 1000, 50)
+    with pytest.raises(CoretuneError, match="larger than the pool"):
+        resolve_budgets(["2000"], 1000, 1000)
+
+
+def test_expand_and_layout(tmp_path):
+    spec = spec_of(RunConfig(name="s", seeds=[0, 1], sweep={"budgets": ["all", "0.5%"]}))
+    points = expand(spec, resolve_budgets(spec.budgets, 10_000, 400))
+    assert [(p.label, p.seed) for p in points] == [
+        ("kcenter 0.5%", 0), ("kcenter 0.5%", 1), ("random 0.5%", 0), ("random 0.5%", 1),
+        ("all", 0), ("all", 1)]  # budget `all` is one point whatever the method
+    layout = SweepLayout(tmp_path)
+    run = layout.point("kcenter", "0.5%")
+    assert run.stage("select", 1) == tmp_path / "points/kcenter-0.5pct/seed-1/select"
+    assert run.stage("embed") == tmp_path / "shared/embed"
+    assert layout.point("random", "all").root == tmp_path / "points/all"
+    assert layout.untuned.stage("evaluate", 0) == tmp_path / "untuned/seed-0/evaluate"
+    assert point_config(RunConfig(name="s"), "random", "all").select.method == "all"
+
+
+def test_points_share_the_shared_stages_and_keep_their_keys(tmp_path):
+    """Every point plans the same shared stages (same folders, same keys: computed once), and
+    a point's own stages do not depend on the other budgets (adding one keeps the rest)."""
+    cfg = RunConfig(name="s", sweep={"budgets": ["10", "20"]})
+    layout = SweepLayout(tmp_path)
+
+    def stages(method, budget, base=cfg):
+        pc = point_config(base, method, budget)
+        return {s.name: s for s in plan(pc, layout.point(method, budget).root, 0,
+                                         shared=layout.shared)}
+
+    a, b = stages("kcenter", "10"), stages("random", "20")
+    for name in SHARED_STAGES:
+        if name in a:
+            assert (a[name].folder, a[name].key()) == (b[name].folder, b[name].key())
+    assert a["select"].folder != b["select"].folder
+    more = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"budgets": ["10", "20",
+                                                                                   "40"]})})
+    again = stages("kcenter", "10", more)
+    assert {n: s.key() for n, s in again.items()} == {n: s.key() for n, s in a.items()}
+
+
+def _clusters(sizes, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    x = rng.normal(size=(len(labels), d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+
+
+def _cut(big, shares):
+    """The per-cluster prefix of a selection (each cluster's first `shares[c]` picks)."""
+    return np.concatenate([big.indices[big.cluster == c][:n] for c, n in shares.items() if n])
+
+
+def test_kcenter_smaller_budget_is_the_per_cluster_prefix_of_a_larger_one():
+    sizes = [40, 70, 110, 25]
+    x, labels = _clusters(sizes)
+    targets = list(range(len(sizes)))
+    share = {c: s for c, s in enumerate(sizes)}
+    big = select_rows(x, labels, targets, 120, "kcenter", seed=3, quiet=True)
+    for budget in (4, 13, 30, 77):
+        small = select_rows(x, labels, targets, budget, "kcenter", seed=3, quiet=True)
+        shares = split_budget(budget, share)
+        assert all(shares[c] <= n for c, n in split_budget(120, share).items())
+        assert np.array_equal(small.indices, _cut(big, shares))
+        assert np.array_equal(small.radius, np.concatenate(
+            [big.radius[big.cluster == c][:n] for c, n in shares.items() if n]))
+        # the global prefix is not it: the order is cluster by cluster
+        assert not np.array_equal(np.sort(small.indices), np.sort(big.indices[:budget]))
+
+
+def test_where_nesting_breaks_the_budget_split_shrinks_a_cluster():
+    """Largest-remainder shares are not monotone in the budget (the Alabama paradox): with
+    clusters of 5, 7 and 11 rows, 11 rows give cluster 0 three, 12 rows give it two. So the
+    11-row selection is not inside the 12-row one; the other clusters still nest."""
+    sizes = {0: 5, 1: 7, 2: 11}
+    assert split_budget(11, sizes) == {0: 3, 1: 3, 2: 5}
+    assert split_budget(12, sizes) == {0: 2, 1: 4, 2: 6}
+    x, labels = _clusters(list(sizes.values()), seed=1)
+    small = select_rows(x, labels, [0, 1, 2], 11, "kcenter", seed=0, quiet=True)
+    big = select_rows(x, labels, [0, 1, 2], 12, "kcenter", seed=0, quiet=True)
+    assert not set(small.indices) <= set(big.indices)
+    for c, n in split_budget(11, sizes).items():
+        mine, theirs = small.indices[small.cluster == c], big.indices[big.cluster == c]
+        k = min(n, len(theirs))
+        assert np.array_equal(mine[:k], theirs[:k])  # each cluster's order is still a prefix
+
+
+def test_predictors_rank_correlation():
+    acc = {"a": 40.0, "b": 45.0, "c": 50.0, "d": 55.0}
+    quality = {"a": {"probe_mean": 0.9, "rows": 10, "flat": 1.0},
+               "b": {"probe_mean": 0.8, "rows": 20, "flat": 1.0},
+               "c": {"probe_mean": 0.7, "rows": 15, "flat": 1.0},
+               "d": {"probe_mean": 0.6, "rows": 40, "flat": 1.0}}
+    out = predictors(quality, acc)
+    assert out["probe_mean"]["spearman"] == pytest.approx(-1.0)
+    assert out["rows"]["spearman"] == pytest.approx(0.8) and out["rows"]["n"] == 4
+    assert "flat" not in out  # constant: no ranking
+    assert predictors({"a": {"x": 1.0}, "b": {"x": 2.0}}, {"a": 1.0, "b": 2.0}) == {}
+
+
+def _predictions(path, correct: list[int]) -> None:
+    """A predictions table as the evaluate stage writes it (one template per example)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(correct)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"task": ["rte"] * n, "example": list(range(n)),
+                             "label": [i % 2 for i in range(n)],
+                             "choices": [["yes", "no"]] * n,
+                             "correct": [bool(c) for c in correct]}), path)
+
+
+def test_sweep_report_on_constructed_points(tmp_path):
+    """The report's numbers on points whose answers are known: 40 examples, the untuned
+    model gets none right, kcenter at 10 rows and `all` get 20, random at 10 rows gets 10."""
+    from coretune.io import write_json
+    from coretune.manifest import MANIFEST
+
+    cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]}, sweep={"budgets": ["10", "all"]})
+    spec = spec_of(cfg)
+    counts = resolve_budgets(spec.budgets, 1000, 40)
+    points = expand(spec, counts)
+    layout = SweepLayout(tmp_path)
+    _predictions(layout.untuned.predictions(0), [0] * 40)
+    right = {"kcenter 10": 20, "random 10": 10, "all": 20}
+    for p in points:
+        run = layout.point(p.method, p.budget)
+        k = right[p.label]
+        _predictions(run.predictions(p.seed), [1] * k + [0] * (40 - k))
+        write_json(run.stage("select", p.seed) / MANIFEST,
+                   {"quality": {"rows": counts[p.budget], "probe_mean": 1 - k / 100}})
+    md = write_sweep_report(layout, cfg, spec, counts, points).read_text()
+    doc = json.loads(layout.report("json").read_text())
+    by = {p["label"]: p for p in doc["points"]}
+    assert list(by) == ["kcenter 10", "random 10", "all"]
+    assert by["kcenter 10"]["accuracy"]["rte"]["mean"] == 50.0
+    d = by["kcenter 10"]["vs_untuned"]["avg"]
+    assert d["delta"] == 50.0 and d["lo"] > 0 and d["p"] < 0.001
+    r = by["kcenter 10"]["vs_random"]["avg"]  # 10 examples apart, all one way: exact p
+    assert r["delta"] == 25.0 and r["p"] == pytest.approx(2 / 2**10, abs=1e-4)
+    assert by["random 10"]["vs_random"] is None and by["all"]["vs_random"] is None
+    assert doc["baselines"] == {"rte": {"majority": 50.0, "chance": 50.0}}
+    assert doc["knee"]["kcenter"]["budget"] == "10"  # as good as `all`
+    assert doc["knee"]["random"]["budget"] == "all"  # 25 points short at 10 rows
+    assert doc["predictors"]["probe_mean"]["spearman"] == pytest.approx(-1.0)
+    assert "- kcenter: **10** (10 rows)" in md and "| majority | | 50.0 |" in md
+    assert len(layout.report("csv").read_text().splitlines()) == 1 + 3 * 2  # rte, avg
+
+
+TINY = """
+name: tiny
+seeds: [0]
+pool: {bigbench: sample, templates: "first:1", max_rows: 300}
+embed: {max_tokens: 48}
+cluster: {k: 5}
+train: {max_steps: 2, batch_size: 2, max_length: 64}
+evaluate: {max_examples: 3, max_templates: 1, tasks: [rte, cb]}
+sweep: {budgets: ["4", all], methods: [kcenter, random]}
+"""
+
+
+@pytest.mark.slow
+def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
+    from coretune.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = tmp_path / "sweep"
+
+    def sweep(*args) -> str:
+        main(["sweep", str(cfg), "--out", str(out), "-q", *args])
+        return capsys.readouterr().out
+
+    first = sweep()
+    assert "[3/3] all seed 0: [evaluate] done" in first
+    doc = json.loads((out / "sweep.json").read_text())
+    assert [p["label"] for p in doc["points"]] == ["kcenter 4", "random 4", "all"]
+    target_rows = json.loads((out / "shared/target/target.json").read_text())["rows"]
+    assert doc["budgets"] == {"4": 4, "all": target_rows}
+    assert set(doc["baselines"]) == {"rte", "cb"} and doc["tasks"] == ["rte", "cb"]
+    kc = doc["points"][0]
+    assert kc["rows"] == 4 and kc["seeds"] == [0] and set(kc["accuracy"]) == {"rte", "cb", "avg"}
+    d = kc["vs_untuned"]["avg"]
+    assert d["lo"] <= d["delta"] <= d["hi"] and 0 < d["p"] <= 1 and d["n_examples"] == 6
+    assert kc["vs_random"]["avg"]["n_examples"] == 6 and doc["points"][1]["vs_random"] is None
+    assert kc["quality"]["rows"] == 4 and "radius" in kc["quality"]
+    assert set(doc["knee"]) == {"kcenter", "random"}
+    k, avg = doc["knee"]["kcenter"], {p["budget"]: p["accuracy"]["avg"]["mean"]
+                                      for p in doc["points"] if p["method"] != "random"}
+    assert avg[k["best"]] == max(avg.values()) and k["vs_best"]["delta"] >= -1.0
+    assert k["budget"] == k["best"] or avg["4"] >= avg["all"] - 1.0  # the smallest that qualifies
+    md = (out / "sweep.md").read_text()
+    assert "| majority |" in md and "Knee" in md and "| kcenter 4 | 4 |" in md
+    assert (out / "sweep.csv").read_text().startswith("point,method,budget,rows,task,mean")
+
+    again = sweep()  # nothing left to do
+    assert "running" not in again and "resuming" not in again
+    assert again.count("up to date, skipped") == 4 + 1 + 3 * 3  # shared, untuned, points
+
+    more = sweep("--budgets", "4,8,all", "--methods", "kcenter")
+    ran = {line.split(":")[0] for line in more.splitlines() if "] running" in line}
+    assert ran == {"[2/3] kcenter 8 seed 0"}, more
+    assert [p["label"] for p in json.loads((out / "sweep.json").read_text())["points"]] == [
+        "kcenter 4", "kcenter 8", "all"]
+
+
+@pytest.mark.slow
+def test_budget_checks_after_the_target_stage_stop_before_any_point(tmp_path, capsys):
+    from coretune.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = tmp_path / "sweep"
+    for budgets, fragment in (("4,250", "budget '250' is 250 rows, more than the target"),
+                              ("3,1%", "budgets '3' and '1%' are both 3 rows")):
+        with pytest.raises(SystemExit) as e:
+            main(["sweep", str(cfg), "--out", str(out), "-q", "--budgets", budgets])
+        err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert e.value.code == 2 and len(err) == 1 and fragment in err[0], err
+        assert "field 'sweep.budgets'" in err[0]
+        assert not (out / "points").exists() and not (out / "untuned").exists()
