@@ -4,6 +4,7 @@ a tiny real sweep that resumes for free and runs only the points of a new budget
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -149,26 +150,31 @@ def _predictions(path, correct: list[int]) -> None:
                              "correct": [bool(c) for c in correct]}), path)
 
 
-def test_sweep_report_on_constructed_points(tmp_path):
-    """The report's numbers on points whose answers are known: 40 examples, the untuned
-    model gets none right, kcenter at 10 rows and `all` get 20, random at 10 rows gets 10."""
+def _constructed_sweep(tmp_path, budgets=("10", "all")):
+    """Points whose answers are known: 40 examples, the untuned model gets none right,
+    kcenter at 10 rows and `all` get 20, random at 10 rows gets 10 (at 5 rows: 15 and 5)."""
     from coretune.io import write_json
     from coretune.manifest import MANIFEST
 
-    cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]}, sweep={"budgets": ["10", "all"]})
+    cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]}, sweep={"budgets": list(budgets)})
     spec = spec_of(cfg)
     counts = resolve_budgets(spec.budgets, 1000, 40)
     points = expand(spec, counts)
     layout = SweepLayout(tmp_path)
     _predictions(layout.untuned.predictions(0), [0] * 40)
-    right = {"kcenter 10": 20, "random 10": 10, "all": 20}
+    right = {"kcenter 10": 20, "random 10": 10, "all": 20, "kcenter 5": 15, "random 5": 5}
     for p in points:
         run = layout.point(p.method, p.budget)
         k = right[p.label]
         _predictions(run.predictions(p.seed), [1] * k + [0] * (40 - k))
         write_json(run.stage("select", p.seed) / MANIFEST,
                    {"quality": {"rows": counts[p.budget], "probe_mean": 1 - k / 100}})
-    md = write_sweep_report(layout, cfg, spec, counts, points).read_text()
+    return write_sweep_report(layout, cfg, spec, counts, points), layout
+
+
+def test_sweep_report_on_constructed_points(tmp_path):
+    md, layout = _constructed_sweep(tmp_path)
+    md = md.read_text()
     doc = json.loads(layout.report("json").read_text())
     by = {p["label"]: p for p in doc["points"]}
     assert list(by) == ["kcenter 10", "random 10", "all"]
@@ -185,6 +191,26 @@ def test_sweep_report_on_constructed_points(tmp_path):
     assert "- kcenter: **10** (10 rows)" in md and "| majority | | 50.0 |" in md
     assert len(layout.report("csv").read_text().splitlines()) == 1 + 3 * 2  # rte, avg
 
+    page = (tmp_path / "report.html").read_text()
+    assert "Accuracy vs budget" in page and "Knee per method" in page
+    _constructed_sweep(tmp_path / "one", budgets=("10",))  # one budget is not a curve
+    page = (tmp_path / "one" / "report.html").read_text()
+    assert "Knee per method" in page and "Accuracy vs budget" not in page
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+def test_sweep_report_draws_the_budget_curve_in_a_browser(tmp_path):
+    import matplotlib.image as mpimg
+
+    from coretune.report import screenshot
+
+    _constructed_sweep(tmp_path, budgets=("5", "10", "all"))
+    png = screenshot(tmp_path / "report.html", tmp_path / "shot.png", height=1400)
+    img = mpimg.imread(png)[..., :3]
+    # tab10's first two colours (kcenter blue, random orange) drawn as lines and bands
+    blue = (np.abs(img - np.array([0.12, 0.47, 0.71])) < 0.08).all(-1)
+    orange = (np.abs(img - np.array([1.0, 0.5, 0.05])) < 0.08).all(-1)
+    assert blue.sum() > 300 and orange.sum() > 300
 
 TINY = """
 name: tiny

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationErr
 from coretune.backends import backend_names
 from coretune.errors import CoretuneError
 from coretune.select.budget import ALL, check_budget
-from coretune.select.methods import budgeted_methods, method_names
+from coretune.select.methods import budgeted_methods, get_method, method_names
 from coretune.train import TrainConfig
 
 # `select.method` values that are not selection methods: train on the whole pool, or not at all.
@@ -97,6 +97,13 @@ def _no_duplicates(values: list, what: str) -> list:
     return values
 
 
+def check_pool_scope(method: str) -> None:
+    """From the whole pool a method either samples (random) or reads the embeddings of every
+    cluster; the similarity-free rest has nothing to go on there."""
+    if method != "random" and not get_method(method).reads_embeddings:
+        raise ValueError(f"method '{method}' cannot select from the whole pool")
+
+
 class SweepConfig(_Section):
     """`coretune sweep`: one point per method x budget x seed, each paired with the untuned
     model on the same evaluation examples (see coretune.sweep)."""
@@ -105,7 +112,8 @@ class SweepConfig(_Section):
                                "the whole pool ('0.5%'), row counts ('25') or 'all' (every "
                                "row of the target clusters).")
     methods: list[str] = Field(["kcenter", "random"],
-                               description="Selection methods that take a budget.")
+                               description="Selection methods that take a budget; "
+                               "'METHOD@pool' selects from the whole pool (select.scope pool).")
     seeds: list[NonNegativeInt] | None = Field(None, description="Default: the config's seeds.")
     knee_tolerance: float = Field(1.0, ge=0, description="Accuracy points the knee may trail "
                                   "the best budget by.")
@@ -126,10 +134,15 @@ class SweepConfig(_Section):
     @classmethod
     def _known_methods(cls, v: list[str]) -> list[str]:
         for m in v:
-            if m not in budgeted_methods():
+            name, at, scope = m.partition("@")
+            if name not in budgeted_methods():
                 raise ValueError(f"unknown sweep method '{m}' (one of "
-                                 f"{', '.join(budgeted_methods())}; budget 'all' stands "
-                                 "for every target row)")
+                                 f"{', '.join(budgeted_methods())}, each optionally "
+                                 "METHOD@pool; budget 'all' stands for every target row)")
+            if at and scope != "pool":
+                raise ValueError(f"sweep method '{m}': the only scope suffix is '@pool'")
+            if at:
+                check_pool_scope(name)
         return _no_duplicates(v, "method")
 
     @field_validator("seeds")

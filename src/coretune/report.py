@@ -42,7 +42,8 @@ def plot_rows(rows: list[dict], title: str) -> bytes:
 
 def plot_sweep(curves: dict[str, list[tuple[float, float, float, float]]],
                knees: dict[str, float | None], untuned: float | None = None,
-               majority: float | None = None) -> bytes | None:
+               majority: float | None = None,
+               xlabel: str = "training rows, % of pool (log)") -> bytes | None:
     """Accuracy vs budget (log x) from a sweep: per method a line with its 95% band
     (`curves`: method -> [(budget % of pool, mean, lo, hi)]), its knee ringed, the untuned
     model and the majority-class baseline as horizontal lines. None when no method has two
@@ -67,7 +68,7 @@ def plot_sweep(curves: dict[str, list[tuple[float, float, float, float]]],
     if majority is not None:
         ax.axhline(majority, color="grey", ls=":", lw=1, label="majority class")
     ax.set_xscale("log")
-    ax.set_xlabel("training rows, % of pool (log)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("avg accuracy % (95% band)")
     ax.legend(fontsize=8)
     ax.set_title("accuracy vs budget (knee ringed)")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from coretune.backends import close_all
-from coretune.config import RunConfig, SweepConfig
+from coretune.config import RunConfig, SweepConfig, check_pool_scope
 from coretune.errors import CoretuneError
 from coretune.io import read_json, write_json
 from coretune.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
@@ -47,19 +47,25 @@ def spec_of(cfg: RunConfig) -> SweepConfig:
 
 
 def check_scope(cfg: RunConfig, spec: SweepConfig) -> None:
-    """`scope: pool` samples the whole pool: only random takes a budget there (as in
-    `stages.select_subset`), refused before any work rather than at the first point."""
-    other = [m for m in spec.methods if m != "random"]
-    if cfg.select.scope == "pool" and other:
-        raise CoretuneError(f"method '{other[0]}' needs target clusters; with select.scope "
-                            "'pool' a sweep takes only random", field="sweep.methods")
+    """With `scope: pool` every method selects from the whole pool (as `METHOD@pool` does):
+    refuse one that cannot before any work rather than at its first point."""
+    if cfg.select.scope != "pool":
+        return
+    for m in spec.methods:
+        try:
+            check_pool_scope(m.partition("@")[0])
+        except ValueError as e:
+            raise CoretuneError(f"{e} (select.scope is 'pool')", field="sweep.methods") from None
 
 
 def point_config(cfg: RunConfig, method: str, budget: str) -> RunConfig:
-    """The run config of one point: the base config with its method and budget."""
+    """The run config of one point: the base config with its method and budget
+    (`METHOD@pool`: the method over the whole pool)."""
     is_all = budget == ALL
-    select = cfg.select.model_copy(update={"method": ALL if is_all else method,
-                                           "budget": "100%" if is_all else budget})
+    name, at, _ = method.partition("@")
+    select = cfg.select.model_copy(update={"method": ALL if is_all else name,
+                                           "budget": "100%" if is_all else budget,
+                                           "scope": "pool" if at else cfg.select.scope})
     return cfg.model_copy(update={"name": f"{cfg.name}/{point_name(method, budget)}",
                                   "select": select, "sweep": None})
 

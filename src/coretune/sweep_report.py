@@ -25,6 +25,7 @@ from coretune.evaluate import per_example_accuracy
 from coretune.io import read_json, write_json, write_text
 from coretune.layout import SweepLayout
 from coretune.manifest import MANIFEST
+from coretune.report import plot_sweep, write_report
 from coretune.select.budget import ALL
 from coretune.table import HEADERS, build_rows
 
@@ -84,7 +85,36 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
     write_text(layout.report("csv"), _csv(doc))
     md = layout.report("md")
     write_text(md, _markdown(doc, vs_untuned, vs_random))
+    _write_html(layout, doc, build_rows(everything, tasks), cells)
     return md
+
+
+def _write_html(layout: SweepLayout, doc: dict, rows: list[dict], cells: dict) -> None:
+    """report.html: the budget curve per method (bands, knee, untuned and majority lines),
+    the accuracy table, the knees and the training-free predictors."""
+    curves: dict[str, list] = {}
+    for method in doc["methods"]:
+        for p in doc["points"]:
+            if p["method"] == method or p["budget"] == ALL:
+                a = cells[p["label"]]["avg"]
+                curves.setdefault(method, []).append((p["rows"], a.mean, a.lo, a.hi))
+    majority = float(np.mean([b["majority"] for t, b in doc["baselines"].items()
+                              if t in doc["tasks"]]))
+    png = plot_sweep(curves, {m: k["rows"] for m, k in doc["knee"].items()},
+                     untuned=doc["untuned"]["avg"]["mean"], majority=majority,
+                     xlabel="training rows (log)")
+    knees = [{"method": m, "knee": f"{k['budget']} ({k['rows']:,} rows)",
+              "best": f"{k['best']} ({k['best_rows']:,} rows)",
+              "Δ avg vs best [95%]": f"{k['vs_best']['delta']:+.1f} [{k['vs_best']['lo']:+.1f}, "
+                                     f"{k['vs_best']['hi']:+.1f}]"}
+             for m, k in doc["knee"].items()]
+    preds = [{"quality number": k, "Spearman ρ with avg accuracy": v["spearman"], "p": v["p"],
+              "points": v["n"]} for k, v in doc["predictors"].items()]
+    write_report(layout.root, f"Sweep {doc['name']}", rows,
+                 {"Accuracy vs budget": png} if png is not None else {},
+                 {"Knee per method": knees, "Training-free predictors": preds},
+                 [f"Majority-class average {majority:.1f}%; untuned model "
+                  f"{doc['untuned']['avg']['mean']:.1f}%. Paired deltas are in sweep.md."])
 
 
 def _accuracy(cells: dict) -> dict:
