@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +285,15 @@ def test_budget_checks_after_the_target_stage_stop_before_any_point(tmp_path, ca
         assert e.value.code == 2 and len(err) == 1 and fragment in err[0], err
         assert "field 'sweep.budgets'" in err[0]
         assert not (out / "points").exists() and not (out / "untuned").exists()
+
+
+def test_method_at_pool_selects_from_the_whole_pool():
+    from coretune.stages import needs_clusters
+
+    cfg = RunConfig(name="s", sweep={"methods": ["kcenter", "random@pool", "rds@pool"]})
+    pc = point_config(cfg, "random@pool", "0.5%")
+    assert (pc.select.method, pc.select.scope) == ("random", "pool") and not needs_clusters(pc)
+    rds = point_config(cfg, "rds@pool", "0.5%")
+    assert (rds.select.method, rds.select.scope) == ("rds", "pool") and needs_clusters(rds)
+    assert point_config(cfg, "kcenter", "0.5%").select.scope == "target"
+    assert SweepLayout(Path("s")).point("random@pool", "0.5%").root.name == "random@pool-0.5pct"

@@ -117,8 +117,11 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print) 
     with run_lock(out):  # a second sweep on this folder exits 2 naming this pid
         write_json(layout.config, cfg.model_dump())
         try:
-            first = layout.point(spec.methods[0], spec.budgets[0])
-            for stage in plan(point_config(cfg, spec.methods[0], spec.budgets[0]), first.root,
+            # the shared stages of a point inside the target (a METHOD@pool point may need
+            # no clusters), so the budget check below sees the target clusters
+            method = next((m for m in spec.methods if "@" not in m), spec.methods[0])
+            first = layout.point(method, spec.budgets[0])
+            for stage in plan(point_config(cfg, method, spec.budgets[0]), first.root,
                               spec.seeds[0], quiet, shared=layout.shared):
                 if stage.name in SHARED_STAGES:
                     stage.run(lambda m: log(f"[shared] {m}"))
@@ -141,5 +144,5 @@ def _run_point(cfg: RunConfig, layout: SweepLayout, p: Point, quiet: bool, log: 
     run = layout.point(p.method, p.budget)
     write_json(run.config, pc.model_dump())
     for stage in plan(pc, run.root, p.seed, quiet, shared=layout.shared):
-        if stage.name in SEED_STAGES:  # the shared ones are done (run_sweep ran them)
+        if stage.name in SEED_STAGES or stage.done() is None:  # run_sweep ran the shared ones
             stage.run(log)
