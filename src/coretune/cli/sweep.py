@@ -71,4 +71,5 @@ def sweep(
                f"{e.max_examples or 'all'}, max_templates={e.max_templates or 'all'}")
     md = run_sweep(cfg, folder, quiet, log=typer.echo)
     typer.echo(md.read_text())
-    typer.echo(f"wrote {md}, {md.with_suffix('.json')}, {md.with_suffix('.csv')}")
+    typer.echo(f"wrote {md}, {md.with_suffix('.json')}, {md.with_suffix('.csv')}, "
+               f"{md.with_name('report.html')}")
