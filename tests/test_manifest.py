@@ -74,10 +74,19 @@ def test_freed_heap_memory_is_not_the_next_stages(tmp_path):
     """Many small freed allocations stay in the C heap (resident) until trimmed: the next
     stage starts after `malloc_trim`, so its peak is its own."""
     import numpy as np
+    import psutil
+
+    from coretune.memory import release_free_memory
 
     def scattered(folder):
         parts = [np.ones(1000) for _ in range(50_000)]  # 400 MB in 8 kB heap blocks
         del parts
+
+    scattered(None)  # does this platform hand trimmed heap pages back at all?
+    before = psutil.Process().memory_info().rss
+    release_free_memory()
+    if before - psutil.Process().memory_info().rss < 250 << 20:
+        pytest.skip("this platform keeps the C heap's freed pages resident even when trimmed")
 
     m_a = Stage("a", tmp_path / "a", {}, scattered).run(log=lambda _: None)
     m_b = Stage("b", tmp_path / "b", {}, lambda folder: None).run(log=lambda _: None)
