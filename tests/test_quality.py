@@ -13,6 +13,7 @@ from coretune.select.quality import (
     answer_balance,
     compare_methods,
     coverage_curve,
+    flatten,
     probe_coverage,
     quality_table,
     selection_quality,
@@ -101,3 +102,15 @@ def test_selection_quality_and_method_table():
     assert by["kcenter"]["radius"] <= min(r["radius"] for r in rows)
     assert rows == compare_methods(pool, x, labels, [1], 20, probes=probes, seed=0)
     assert quality_table(rows).count("\n") == 2 + len(rows)
+
+
+def test_flatten_with_and_without_embeddings():
+    pool, x, labels = toy_pool()
+    q = selection_quality(pool, x, [1, 5, 9], candidates=labels == 1, probes=x[:10] + 0.01)
+    row = flatten(q)
+    assert list(row)[:3] == ["rows", "radius", "mean_distance"]
+    assert row["radius"] == q["coverage"]["radius"][-1] and "probe_p90" in row
+    # a whole-pool selection (no embeddings): the task mix and the answers only
+    bare = {k: q[k] for k in ("rows", "task_mix", "answer_balance")}
+    assert flatten(bare) == {k: row[k] for k in ("rows", "tasks", "top_task_share",
+                                                  "majority_answer_share", "answer_entropy")}

@@ -59,10 +59,11 @@ def plot_sweep(curves: dict[str, list[tuple[float, float, float, float]]],
         ax.fill_between(x, lo, hi, color=colours(i), alpha=0.2, linewidth=0)
         k = knees.get(method)
         if k is not None and k in x:
-            ax.scatter([k], [mean[list(x).index(k)]], s=160, facecolors="none",
-                       edgecolors=colours(i), linewidths=2, zorder=3)
-            ax.annotate("knee", (k, mean[list(x).index(k)]), textcoords="offset points",
-                        xytext=(6, -14), fontsize=8, color=colours(i))
+            y = mean[list(x).index(k)]
+            ax.scatter([k], [y], s=160, facecolors="none", edgecolors=colours(i),
+                       linewidths=2, zorder=3)
+            ax.annotate("knee", (k, y), textcoords="offset points", xytext=(6, -14),
+                        fontsize=8, color=colours(i))
     if untuned is not None:
         ax.axhline(untuned, color="black", ls="--", lw=1, label="untuned model")
     if majority is not None:

@@ -229,7 +229,7 @@ def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bo
     q = quality(cfg, pool, result, x, mask, embedder)
     write_json(paths["quality"], q)
     return {"selected": len(result), "share_of_pool": round(len(result) / len(pool), 6),
-            "quality": flatten(q) if "coverage" in q else q}
+            "quality": flatten(q)}
 
 
 def train_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bool) -> dict:

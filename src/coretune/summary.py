@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +86,11 @@ def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
     }
 
 
-def _first_selection(run: RunLayout) -> Path | None:
-    """The selection of the run's first evaluated seed (whatever its number)."""
+def _first_file(run: RunLayout, path_of: Callable[[int], Path]) -> Path | None:
+    """`path_of(seed)` for the run's first evaluated seed that has it (whatever its number)."""
     for seed in run.evaluated_seeds():
-        if run.selection(seed).is_file():
-            return run.selection(seed)
+        if path_of(seed).is_file():
+            return path_of(seed)
     return None
 
 
@@ -107,7 +108,7 @@ def _map_figure(run: RunLayout):
     targets = set(read_json(run.target_json)["clusters"])
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(x), min(len(x), 4000), replace=False))
-    sel_file = _first_selection(run)
+    sel_file = _first_file(run, run.selection)
     selected = np.zeros(len(x), bool)
     if sel_file is not None:
         chosen = set(pq.read_table(sel_file).column("uid").to_pylist())
@@ -123,7 +124,7 @@ def _map_figure(run: RunLayout):
 
 def _radius_figure(runs: list[Path]):
     for run in map(RunLayout, runs):
-        f = _first_selection(run)
+        f = _first_file(run, run.selection)
         if f is not None:
             t = pq.read_table(f)
             r = t.column("radius").to_numpy(zero_copy_only=False)
@@ -193,7 +194,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
     tables = {"Run facts": [_fact_row(f) for f in facts],
               "Stage seconds (all seeds) and peak memory": [_stage_row(f) for f in facts],
               "Selection quality (first seed, no training)": [
-                  {"run": name, **{QUALITY_LABELS[k]: v for k, v in _flat_quality(q).items()
+                  {"run": name, **{QUALITY_LABELS[k]: v for k, v in flatten(q).items()
                                    if k in QUALITY_LABELS}} for name, q in quality.items()]}
     notes = [f"Runs: {', '.join(str(r) for r in runs)}."]
     html, _ = write_report(out, title or "coretune report", rows, figures, tables, notes)
@@ -210,20 +211,8 @@ QUALITY_LABELS = {
 
 def _quality(run: RunLayout) -> dict | None:
     """The selection-quality record of the run's first evaluated seed, if any."""
-    for seed in run.evaluated_seeds():
-        path = output_paths(run.subset(seed))["quality"]
-        if path.is_file():
-            return read_json(path)
-    return None
-
-
-def _flat_quality(q: dict) -> dict:
-    """`flatten` for selections with embeddings; the task mix and answers for the rest."""
-    if "coverage" in q:
-        return flatten(q)
-    return {"rows": q["rows"], "tasks": q["task_mix"]["tasks"],
-            "top_task_share": q["task_mix"]["top_task_share"],
-            "majority_answer_share": q["answer_balance"]["majority_share"]}
+    path = _first_file(run, lambda seed: output_paths(run.subset(seed))["quality"])
+    return read_json(path) if path is not None else None
 
 
 def _evaluation_text(caps: dict, items: int) -> str:

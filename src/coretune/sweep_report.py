@@ -57,7 +57,8 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
     untuned = [per_example_accuracy(ref_preds)]
     tasks = [t for t in cfg.evaluate.tasks if t in untuned[0]]
     everything = {UNTUNED: untuned, **runs}
-    cells = {r["name"]: r["cells"] for r in build_rows(everything, tasks)}
+    rows = build_rows(everything, tasks)
+    cells = {r["name"]: r["cells"] for r in rows}
     vs_untuned = {r["name"]: r["cells"] for r in paired_rows(everything, UNTUNED, tasks)}
     vs_random = {}
     for label, (_, budget, _) in groups.items():
@@ -85,7 +86,7 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
     write_text(layout.report("csv"), _csv(doc))
     md = layout.report("md")
     write_text(md, _markdown(doc, vs_untuned, vs_random))
-    _write_html(layout, doc, build_rows(everything, tasks), cells)
+    _write_html(layout, doc, rows, cells)
     return md
 
 

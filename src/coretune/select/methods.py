@@ -159,9 +159,6 @@ class RDS(SelectionMethod):
     per_cluster = False
     reads_queries = True
 
-    def pick(self, job, **_):
-        if job.queries is None:
-            raise CoretuneError("method rds needs target examples (a probing target: nli or "
-                                "probe:FILE)", field="select.method")
+    def pick(self, job, **_):  # plan_selection checked and normalised job.queries
         x = job.x if job.inv_norm is None else job.x * job.inv_norm[:, None]  # cosine
         return job.rows[rds_order(x, job.queries, job.share)], None

@@ -181,12 +181,14 @@ def compare_methods(pool, x: np.ndarray, labels: np.ndarray, target_clusters: Se
 
 
 def flatten(q: dict) -> dict:
-    """The headline numbers of `selection_quality` as one flat row."""
-    row = {"rows": q["rows"], "radius": q["coverage"]["radius"][-1],
-           "mean_distance": q["coverage"]["mean"][-1], "tasks": q["task_mix"]["tasks"],
-           "top_task_share": q["task_mix"]["top_task_share"],
-           "majority_answer_share": q["answer_balance"]["majority_share"],
-           "answer_entropy": q["answer_balance"]["entropy"]}
+    """The headline numbers of `selection_quality` as one flat row (a whole-pool selection,
+    made without embeddings, has no coverage or probe numbers)."""
+    row = {"rows": q["rows"]}
+    if "coverage" in q:
+        row.update(radius=q["coverage"]["radius"][-1], mean_distance=q["coverage"]["mean"][-1])
+    row.update(tasks=q["task_mix"]["tasks"], top_task_share=q["task_mix"]["top_task_share"],
+               majority_answer_share=q["answer_balance"]["majority_share"],
+               answer_entropy=q["answer_balance"]["entropy"])
     if "probe_coverage" in q:
         pc = q["probe_coverage"]
         row.update(probe_mean=pc["mean"], probe_median=pc["median"], probe_p90=pc["p90"])
