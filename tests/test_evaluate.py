@@ -174,3 +174,35 @@ def test_cli_eval_file_is_selectable_by_name(cli, tmp_path):
     assert r.stdout.strip().startswith("CB ") and "toy" in r.stdout
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert sorted(m["tasks"]) == ["cb", "toy"]
+
+
+def test_a_sets_own_cap_samples_only_that_set(lm, tmp_path):
+    """`max_examples_by_task`: the named set is sampled (the smaller of its cap and
+    max_examples), the others keep the global cap; the sample is the same as build_items'."""
+    from coretune.evaluate import parse_eval_file
+
+    data, tpl = _toy_files(tmp_path)
+    toy = parse_eval_file(f"toy:{data}:{tpl}:entailment,neutral,contradiction")
+    cb = eval_datasets()["cb"]
+    m = evaluate(lm, [toy, cb], max_examples=3, max_examples_by_task={"cb": 2},
+                 max_templates=1, quiet=True, output_dir=tmp_path / "out")
+    assert m["tasks"]["toy"]["n_examples"] == 3 and m["tasks"]["cb"]["n_examples"] == 2
+    assert m["max_examples_by_task"] == {"cb": 2}
+    preds = pq.read_table(tmp_path / "out" / "predictions.parquet").to_pandas()
+    items, _ = build_items(cb, max_examples=2, max_templates=1, seed=0)
+    assert sorted(preds[preds.task == "cb"].example) == sorted(i.example for i in items)
+    m = evaluate(lm, [cb], max_examples=1, max_examples_by_task={"cb": 2}, max_templates=1,
+                 quiet=True)
+    assert m["tasks"]["cb"]["n_examples"] == 1  # the smaller cap wins
+    with pytest.raises(CoretuneError, match="max_examples_by_task.cb"):
+        evaluate(lm, [cb], max_examples_by_task={"cb": 0}, quiet=True)
+
+
+def test_config_caps_must_name_an_evaluated_set():
+    from coretune.config import validate
+
+    with pytest.raises(CoretuneError, match="max_examples_by_task names 'mnli'"):
+        validate({"name": "t", "evaluate": {"tasks": ["rte"], "max_examples_by_task": {"mnli": 5}}})
+    cfg = validate({"name": "t",
+                    "evaluate": {"tasks": ["rte", "cb"], "max_examples_by_task": {"cb": 5}}})
+    assert cfg.evaluate.caps_text() == "max_examples=all, cb<=5, max_templates=all"

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from coretune.backends import backend_names
 from coretune.errors import CoretuneError
@@ -80,9 +88,27 @@ class EvaluateConfig(_Section):
         [], description="Your own sets, NAME:DATA.jsonl:TEMPLATES.yaml:LABEL0,LABEL1,...; "
         "name them in `tasks` like a shipped set.")
     max_examples: int | None = None
+    max_examples_by_task: dict[str, int] = Field(
+        {}, description="A set's own cap, e.g. {anli_r1: 50} (the smaller of it and "
+        "max_examples applies): evaluate the small sets whole and sample the large ones.")
     max_templates: int | None = None
     length_norm: bool = False
     batch_size: int = 16
+
+    @model_validator(mode="after")
+    def _caps_name_tasks(self):
+        for task, n in self.max_examples_by_task.items():
+            if task not in self.tasks:
+                raise ValueError(f"max_examples_by_task names '{task}', which is not in tasks "
+                                 f"({', '.join(self.tasks)})")
+            if n < 1:
+                raise ValueError(f"max_examples_by_task.{task} must be at least 1, got {n}")
+        return self
+
+    def caps_text(self) -> str:
+        own = "".join(f", {t}<={n}" for t, n in self.max_examples_by_task.items())
+        return (f"max_examples={self.max_examples or 'all'}{own}, "
+                f"max_templates={self.max_templates or 'all'}")
 
 
 def _no_duplicates(values: list, what: str) -> list:

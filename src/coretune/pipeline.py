@@ -79,7 +79,9 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
         model = run.model(seed)
     eval_files = {f"{ds.name}:{kind}": Path(getattr(ds, kind))
                   for ds in stages.register_eval_files(cfg) for kind in ("path", "templates")}
-    add("evaluate", {**cfg.evaluate.model_dump(), "model": cfg.train.model},
+    # without per-set caps the key is the one runs made before those caps existed
+    plain = set() if cfg.evaluate.max_examples_by_task else {"max_examples_by_task"}
+    add("evaluate", {**cfg.evaluate.model_dump(exclude=plain), "model": cfg.train.model},
         lambda d: stages.evaluate_stage(cfg, model, d, quiet), eval_files)
     return out
 

@@ -247,6 +247,7 @@ def evaluate_stage(cfg: RunConfig, model: str | Path, out: Path, quiet: bool) ->
     e = cfg.evaluate
     register_eval_files(cfg)
     metrics = evaluate(str(model), e.tasks, max_examples=e.max_examples,
+                       max_examples_by_task=e.max_examples_by_task,
                        max_templates=e.max_templates, length_norm=e.length_norm,
                        batch_size=e.batch_size, seed=EVAL_SEED, output_dir=out, quiet=quiet)
     return {"avg": metrics["avg"]["mean"]}

@@ -79,7 +79,8 @@ def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
         "pool_rows": read_json(pool_m).get("rows") if pool_m.is_file() else None,
         "selected": read_json(sel).get("selected") if sel.is_file() else 0,
         "share_of_pool": read_json(sel).get("share_of_pool") if sel.is_file() else 0.0,
-        "eval_caps": {k: cfg["evaluate"][k] for k in ("max_examples", "max_templates")},
+        "eval_caps": {k: cfg["evaluate"].get(k) for k in ("max_examples", "max_templates",
+                                                          "max_examples_by_task")},
         "eval_items": sum(t["n_items"] for t in metrics["tasks"].values()),
         "seconds": {k: round(v, 1) for k, v in sorted(stage_seconds.items())},
         "peak_rss_gb": {k: round(v / 1024, 2) for k, v in sorted(stage_peak.items())},
@@ -217,8 +218,9 @@ def _quality(run: RunLayout) -> dict | None:
 
 def _evaluation_text(caps: dict, items: int) -> str:
     n, t = caps.get("max_examples"), caps.get("max_templates")
-    return (f"{f'≤{n}' if n else 'all'} examples × {f'≤{t}' if t else 'all'} templates per set "
-            f"({items:,} items)")
+    own = "".join(f", {task} ≤{k}" for task, k in (caps.get("max_examples_by_task") or {}).items())
+    return (f"{f'≤{n}' if n else 'all'} examples{own} × {f'≤{t}' if t else 'all'} templates per "
+            f"set ({items:,} items)")
 
 
 def _fact_row(f: dict) -> dict:

@@ -48,7 +48,8 @@ def run(
         hf_logging.disable_progress_bar()  # "Loading weights" and GGUF conversion bars
     extra = list(overrides or [])
     if full_eval:
-        extra += ["evaluate.max_examples=", "evaluate.max_templates="]
+        extra += ["evaluate.max_examples=", "evaluate.max_examples_by_task={}",
+                  "evaluate.max_templates="]
     if backend:
         extra.append(f"backend.name={backend}")
     if address:
@@ -63,9 +64,7 @@ def run(
         if any(s < 0 for s in chosen):
             raise CoretuneError(f"seeds must be >= 0, got '{seeds}'", field="seeds")
     run_dir = runs_dir / cfg.name
-    e = cfg.evaluate
-    typer.echo(f"run {cfg.name} -> {run_dir} | evaluation caps: max_examples="
-               f"{e.max_examples or 'all'}, max_templates={e.max_templates or 'all'}")
+    typer.echo(f"run {cfg.name} -> {run_dir} | evaluation caps: {cfg.evaluate.caps_text()}")
     report = run_pipeline(cfg, run_dir, chosen, quiet)
     layout = RunLayout(run_dir)
     for seed in chosen or cfg.seeds:

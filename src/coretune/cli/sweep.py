@@ -66,9 +66,7 @@ def sweep(
         raw["sweep"]["seeds"] = [(raw["sweep"].get("seeds") or cfg.seeds)[0]]
     cfg = validate(raw)  # flags are checked like the block: one line naming the value
     folder = out or Path("runs") / f"{cfg.name}-{'quick' if quick else 'sweep'}"
-    e = cfg.evaluate
-    typer.echo(f"sweep {cfg.name} -> {folder} | evaluation caps: max_examples="
-               f"{e.max_examples or 'all'}, max_templates={e.max_templates or 'all'}")
+    typer.echo(f"sweep {cfg.name} -> {folder} | evaluation caps: {cfg.evaluate.caps_text()}")
     md = run_sweep(cfg, folder, quiet, log=typer.echo)
     typer.echo(md.read_text())
     typer.echo(f"wrote {md}, {md.with_suffix('.json')}, {md.with_suffix('.csv')}, "

@@ -24,7 +24,7 @@ resamples each task's examples independently and averages the task means.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ def evaluate(
     tasks: Sequence[str | Dataset] | str = TASKS,
     *,
     max_examples: int | None = None,
+    max_examples_by_task: Mapping[str, int] | None = None,
     max_templates: int | None = None,
     length_norm: bool = False,
     batch_size: int = 16,
@@ -77,9 +78,12 @@ def evaluate(
     """Evaluate `model` (a spec for `load_model`, or a (model, tokenizer) pair) on `tasks`.
 
     Returns the metrics dict (also written to `output_dir/metrics.json`, with
-    `predictions.parquet`, when `output_dir` is given). Accuracies are percentages.
+    `predictions.parquet`, when `output_dir` is given). Accuracies are percentages. A set named
+    in `max_examples_by_task` is capped at the smaller of its own cap and `max_examples`.
     """
-    for name, v in (("max_examples", max_examples), ("max_templates", max_templates)):
+    by_task = dict(max_examples_by_task or {})
+    for name, v in (("max_examples", max_examples), ("max_templates", max_templates),
+                    *((f"max_examples_by_task.{t}", n) for t, n in by_task.items())):
         if v is not None and v < 1:
             raise CoretuneError("must be at least 1", field=name)
     datasets = resolve_tasks(tasks)
@@ -91,7 +95,8 @@ def evaluate(
     items: list[Item] = []
     used: dict[str, dict] = {}
     for ds in datasets:
-        its, used[ds.name] = build_items(ds, max_examples=max_examples,
+        caps = [c for c in (max_examples, by_task.get(ds.name)) if c]
+        its, used[ds.name] = build_items(ds, max_examples=min(caps) if caps else None,
                                          max_templates=max_templates, seed=seed)
         items += its
     prompt_ids: dict[str, list[int]] = {}
@@ -112,7 +117,8 @@ def evaluate(
 
     metrics: dict[str, Any] = {
         "model": model_name, "length_norm": length_norm, "seed": seed,
-        "max_examples": max_examples, "max_templates": max_templates,
+        "max_examples": max_examples, "max_examples_by_task": by_task,
+        "max_templates": max_templates,
         "join": "prompt ids + ids of ' ' + option (no special tokens)",
         "interval": "95% percentile bootstrap over examples (templates averaged per example), "
                     f"{BOOTSTRAP_REPS} replicates, seed {seed}",
