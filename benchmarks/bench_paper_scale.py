@@ -371,13 +371,14 @@ def train_tokens(model_dir: Path) -> dict:
 def eval_tokens(cfg, model_dir: Path) -> dict:
     """Prompt + option tokens of every evaluated item (the same items as the stage: same
     caps and seed), tokenised as the scorer does."""
-    from coretune.evaluate import build_items, resolve_tasks
+    from coretune.evaluate import build_items, example_cap, resolve_tasks
     from coretune.models import encode_prompt, encode_target, load_tokenizer
     from coretune.stages import EVAL_SEED
 
     e, tok = cfg.evaluate, load_tokenizer(model_dir)
     items = [it for ds in resolve_tasks(e.tasks)
-             for it in build_items(ds, max_examples=e.max_examples,
+             for it in build_items(ds, max_examples=example_cap(ds.name, e.max_examples,
+                                                                     e.max_examples_by_task),
                                    max_templates=e.max_templates, seed=EVAL_SEED)[0]]
     prompt = sum(len(encode_prompt(tok, it.prompt)) for it in items)
     lengths: dict[str, int] = {}  # a few distinct answer options, tokenised once each

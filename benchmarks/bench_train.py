@@ -37,14 +37,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 GB = 1 << 30
-# variant -> (loss over all positions?, micro-batch rows, gradient checkpointing)
+# variant -> (loss over all positions?, micro-batch rows, gradient checkpointing, LoRA r=16)
 VARIANTS = {
-    "before": (True, 8, False),
-    "after": (False, 8, False),
-    "after_micro4": (False, 4, False),
-    "after_micro2": (False, 2, False),
-    "after_micro1": (False, 1, False),
-    "after_micro2_checkpointing": (False, 2, True),
+    "before": (True, 8, False, False),
+    "after": (False, 8, False, False),
+    "after_micro4": (False, 4, False, False),
+    "after_micro2": (False, 2, False, False),
+    "after_micro1": (False, 1, False, False),
+    "after_micro2_checkpointing": (False, 2, True, False),
+    "after_micro2_lora": (False, 2, False, True),
 }
 # facebook/galactica-1.3b (the paper's model; OPT layout, plain 4x MLP) for the README note.
 GALACTICA_1_3B = {"hidden_size": 2048, "num_hidden_layers": 24, "intermediate_size": 8192,
@@ -91,10 +92,11 @@ def child(variant: str, rows_file: str, steps: int) -> dict:
     from coretune.train.data import TrainConfig
     from coretune.train.loop import setup, train_step
 
-    full, micro, ckpt = VARIANTS[variant]
+    full, micro, ckpt, lora = VARIANTS[variant]
     rows = [(r["prompt"], r["target"]) for r in json.loads(Path(rows_file).read_text())]
     cfg = TrainConfig(lr=1e-4, batch_size=8, max_length=256, max_steps=steps,
-                      micro_batch_size=micro, gradient_checkpointing=ckpt, save_every=10_000)
+                      micro_batch_size=micro, gradient_checkpointing=ckpt, save_every=10_000,
+                      lora=lora)
     with tempfile.TemporaryDirectory() as d:
         s = setup(cfg, Path(d), rows, key="bench", full_logits=full)
         loaded_rss = rss_peak_mb()
@@ -130,11 +132,11 @@ def summarise(runs: list[dict], args) -> dict:
     widest = sorted(lengths, reverse=True)
     rows = {}
     for v, r in best.items():
-        _, micro, ckpt = VARIANTS[v]
+        _, micro, ckpt, lora = VARIANTS[v]
         tokens = micro * widest[0]  # the widest pass: `micro` rows padded to the longest
-        floor = floor_bytes(c, tokens, checkpointing=ckpt)
+        floor = floor_bytes(c, tokens, lora_count(c) if lora else None, checkpointing=ckpt)
         rows[v] = {
-            "micro_batch_size": micro, "gradient_checkpointing": ckpt,
+            "micro_batch_size": micro, "gradient_checkpointing": ckpt, "lora": lora,
             "loss": "all positions" if VARIANTS[v][0] else "target positions",
             "tokens_per_s": [x["tokens_per_s"] for x in by[v]],
             "tokens_per_s_best": r["tokens_per_s"],
@@ -223,7 +225,8 @@ def main() -> None:
 
     result.update({
         "data": args.data or "25 shipped RTE/CB training rows, first 2 templates (seeded)",
-        "settings": "full fine-tuning, float32, CPU, batch 8, max_length 256, lr 1e-4",
+        "settings": "full fine-tuning (LoRA r=16 where a variant says so), float32, CPU, "
+                    "batch 8, max_length 256, lr 1e-4",
         "fits_floor_gb": memory_table(runs[0]["model_config"]),
         "load_average_at_start": list(load_start), "load_average_at_end": list(os.getloadavg()),
         "cpu_count": os.cpu_count(), "python": sys.version.split()[0],

@@ -138,6 +138,20 @@ def test_predictors_rank_correlation():
     assert predictors({"a": {"x": 1.0}, "b": {"x": 2.0}}, {"a": 1.0, "b": 2.0}) == {}
 
 
+def test_power_is_2_8_standard_errors_of_the_median_comparison():
+    from coretune.compare import Delta
+    from coretune.sweep_report import power
+
+    cells = {"a": {"avg": Delta(1.0, -4.0, 6.0, 0.5, 100), "rte": Delta(0, -8, 8, 1, 100)},
+             "b": {"avg": Delta(0.0, -3.0, 3.0, 1.0, 100)},
+             "c": {"avg": Delta(0.0, -7.0, 7.0, 1.0, 100)}}
+    out = power(cells)
+    assert out["avg"] == {"half_width": 5.0, "comparisons": 3,
+                          "detectable": pytest.approx(5.0 * 2.8016 / 1.96, abs=0.01)}
+    assert out["rte"]["half_width"] == 8.0 and out["rte"]["comparisons"] == 1
+    assert power({}) == {}
+
+
 def _predictions(path, correct: list[int]) -> None:
     """A predictions table as the evaluate stage writes it (one template per example)."""
     import pyarrow as pa
@@ -190,6 +204,9 @@ def test_sweep_report_on_constructed_points(tmp_path):
     assert doc["knee"]["random"]["budget"] == "all"  # 25 points short at 10 rows
     assert doc["predictors"]["probe_mean"]["spearman"] == pytest.approx(-1.0)
     assert "- kcenter: **10** (10 rows)" in md and "| majority | | 50.0 |" in md
+    assert doc["power"]["vs_random"]["avg"]["comparisons"] == 1  # kcenter 10 vs random 10
+    assert doc["power"]["vs_untuned"]["avg"]["comparisons"] == 3
+    assert "- Power, Δ vs random: 95% paired intervals of ±" in md
     assert len(layout.report("csv").read_text().splitlines()) == 1 + 3 * 2  # rte, avg
 
     page = (tmp_path / "report.html").read_text()

@@ -163,9 +163,8 @@ def load_model(
     """(model, tokenizer) for `spec`; eval mode unless `for_training`. LoRA adapters merged
     for evaluation, kept trainable for training."""
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # per-tensor bars are noise; our own bars show progress
+    silence_progress_bars()  # per-tensor bars are noise; our own bars show progress
     dev, default_dtype = device_and_dtype(device)
     where = resolve(spec)
     adapter = isinstance(where, Path) and (where / "adapter_config.json").is_file()
@@ -200,3 +199,10 @@ def encode_prompt(tok: Any, prompt: str) -> list[int]:
 
 def encode_target(tok: Any, target: str) -> list[int]:
     return list(tok(JOIN + target, add_special_tokens=False)["input_ids"])
+
+
+def silence_progress_bars() -> None:
+    """No transformers progress bars ("Loading weights", GGUF conversion): `--quiet`."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

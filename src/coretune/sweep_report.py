@@ -81,6 +81,7 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
                    for label, (m, b, seeds) in groups.items()],
         "knee": _knees(runs, groups, counts, spec, tasks),
         "predictors": predictors(quality, {k: cells[k]["avg"].mean for k in runs}),
+        "power": {"vs_untuned": power(vs_untuned), "vs_random": power(vs_random)},
     }
     write_json(layout.report("json"), doc)
     write_text(layout.report("csv"), _csv(doc))
@@ -153,6 +154,23 @@ def _knees(runs: dict, groups: dict, counts: dict[str, int], spec: SweepConfig,
     return out
 
 
+# z(0.975) + z(0.80): a true Δ this many standard errors away is found 80% of the time
+_Z_POWER = 1.959964 + 0.841621
+
+
+def power(comparisons: dict[str, dict]) -> dict:
+    """The smallest true Δ the design detects with 80% power (two-sided, 0.05): 2.80 standard
+    errors of the paired Δ, each read from its 95% interval (half-width / 1.96). Per eval set
+    and on average, the median over the comparisons (each point against its reference)."""
+    out = {}
+    for task in sorted({t for cells in comparisons.values() for t in cells}):
+        half = [(c[task].hi - c[task].lo) / 2 for c in comparisons.values() if task in c]
+        h = float(np.median(half))
+        out[task] = {"half_width": round(h, 2), "detectable": round(h / 1.959964 * _Z_POWER, 2),
+                     "comparisons": len(half)}
+    return out
+
+
 def predictors(quality: dict[str, dict[str, float]], accuracy: dict[str, float]) -> dict:
     """Spearman rank correlation of each selection-quality number with the average accuracy
     across the points that have it (at least 3, not all equal)."""
@@ -202,6 +220,14 @@ def _markdown(doc: dict, vs_untuned: dict, vs_random: dict) -> str:
         lines.append(f"- {method}: **{k['budget']}** ({k['rows']:,} rows); best {k['best']} "
                      f"({k['best_rows']:,} rows); Δ vs best {d['delta']:+.1f} "
                      f"[{d['lo']:+.1f}, {d['hi']:+.1f}] p={d['p']:.3g}")
+    for ref, pw in doc["power"].items():
+        if "avg" in pw:
+            sets = ", ".join(f"{HEADERS.get(t, t)} {v['detectable']:.1f}"
+                             for t, v in pw.items() if t != "avg")
+            lines.append(f"- Power, Δ {ref.replace('_', ' ')}: 95% paired intervals of ±"
+                         f"{pw['avg']['half_width']:.1f} points on the Avg (median of "
+                         f"{pw['avg']['comparisons']}); the smallest true Δ found 80% of the time "
+                         f"at p<0.05 is {pw['avg']['detectable']:.1f} points ({sets}).")
     lines += ["", paired_markdown([{"name": n, "cells": c} for n, c in vs_untuned.items()],
                                   UNTUNED, tasks, base)]
     if vs_random:

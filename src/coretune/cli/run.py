@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from coretune.backends import backend_names
+from coretune.models import silence_progress_bars
 
 BACKEND = typer.Option(None)
 
@@ -43,9 +44,7 @@ def run(
     from coretune.pipeline import run as run_pipeline
 
     if quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # "Loading weights" and GGUF conversion bars
+        silence_progress_bars()
     extra = list(overrides or [])
     if full_eval:
         extra += ["evaluate.max_examples=", "evaluate.max_examples_by_task={}",

@@ -9,6 +9,7 @@ import typer
 
 from coretune.backends import backend_names
 from coretune.errors import CoretuneError
+from coretune.models import silence_progress_bars
 from coretune.select import method_names
 
 METHOD = typer.Option("kcenter")
@@ -80,9 +81,7 @@ def select(
     stages.check_select_inputs(cfg, data)
 
     if quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # "Loading weights" bars
+        silence_progress_bars()
     start = time.perf_counter()
     embedder = stages.make_embedder(cfg, quiet=quiet, device=device, cache_dir=cache_dir)
     # the pool is in memory already; its prompts are not copied out whole (Pool.prompt_batches)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from coretune.models import silence_progress_bars
+
 
 def _items(text: str | None, option: str) -> list[str] | None:
     """A comma-separated option as a list (None when not given); an empty list is an error."""
@@ -49,9 +51,7 @@ def sweep(
     from coretune.sweep import QUICK, run_sweep
 
     if quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        silence_progress_bars()
     cfg = load_config(config, [*(overrides or []), *(QUICK if quick else [])], with_)
     flags = {"budgets": _items(budgets, "budgets"), "methods": _items(methods, "methods")}
     if seeds is not None:

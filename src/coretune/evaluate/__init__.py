@@ -52,13 +52,20 @@ from coretune.io import atomic_path, write_json
 from coretune.models import encode_prompt, encode_target, load_model
 
 __all__ = ["BOOTSTRAP_REPS", "HEADERS", "TASKS", "Item", "Request", "avg_ci", "bootstrap_ci",
-           "build_items", "eval_sets", "evaluate", "format_row", "parse_eval_file",
+           "build_items", "eval_sets", "evaluate", "example_cap", "format_row", "parse_eval_file",
            "per_example_accuracy", "register_eval_set", "resolve_tasks", "score_requests",
            "score_unbatched"]
 
 TASKS = ("rte", "cb", "anli_r1", "anli_r2", "anli_r3")
 HEADERS = {"rte": "RTE", "cb": "CB", "anli_r1": "ANLI R1", "anli_r2": "ANLI R2",
            "anli_r3": "ANLI R3"}
+
+
+def example_cap(task: str, max_examples: int | None,
+                by_task: Mapping[str, int] | None) -> int | None:
+    """The examples one set is capped at: the smaller of `max_examples` and its own cap."""
+    caps = [c for c in (max_examples, (by_task or {}).get(task)) if c]
+    return min(caps) if caps else None
 
 
 def evaluate(
@@ -95,8 +102,8 @@ def evaluate(
     items: list[Item] = []
     used: dict[str, dict] = {}
     for ds in datasets:
-        caps = [c for c in (max_examples, by_task.get(ds.name)) if c]
-        its, used[ds.name] = build_items(ds, max_examples=min(caps) if caps else None,
+        its, used[ds.name] = build_items(ds, max_examples=example_cap(ds.name, max_examples,
+                                                                      by_task),
                                          max_templates=max_templates, seed=seed)
         items += its
     prompt_ids: dict[str, list[int]] = {}

@@ -70,10 +70,16 @@ def _score_batch(model, batch: list[Request], pad_id: int, side: str, device) ->
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     last = torch.full((n,), width - 1) if side == "left" else lengths - 1
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+    # logits of the last `keep` positions only (an int: every transformers 5 takes it)
+    keep = width - int(last.min())
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                logits_to_keep=last[:, None].to(device))
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # next-token after the prompt
-    cache = out.cache
+                logits_to_keep=keep)
+    at = (last - (width - keep)).to(device)
+    # next-token distribution after each prompt
+    first = torch.log_softmax(out.logits[torch.arange(n, device=device), at].float(), dim=-1)
+    # transformers 5.2x names the KV cache `cache`; earlier releases `past_key_values`
+    cache_arg = "cache" if hasattr(out, "cache") else "past_key_values"
+    cache = getattr(out, cache_arg)
     scores = [np.zeros(len(r.option_ids)) for r in batch]
     for slot in range(max(len(r.option_ids) for r in batch)):
         opts = [r.option_ids[slot] if slot < len(r.option_ids) else None for r in batch]
@@ -93,7 +99,7 @@ def _score_batch(model, batch: list[Request], pad_id: int, side: str, device) ->
         o_pos = lengths[:, None] + torch.arange(span)[None, :]
         step = model(input_ids=o_ids.to(device),
                      attention_mask=torch.cat([mask, o_mask.to(device)], dim=1),
-                     position_ids=o_pos.to(device), cache=cache, use_cache=True)
+                     position_ids=o_pos.to(device), use_cache=True, **{cache_arg: cache})
         logp = torch.log_softmax(step.logits.float(), dim=-1)
         for row, o in enumerate(opts):
             if o and len(o) > 1:
