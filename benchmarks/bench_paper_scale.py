@@ -32,9 +32,10 @@ manifest gives its seconds, `peak_rss_mb` and, on a GPU, `gpu_peak_mb`), with th
 - Embedding, the long pole at paper scale: `--encoder` (default minilm) and `--max-tokens`
   (default 256, the paper configs). The shipped pool has 115.2 MiniLM tokens per prompt at
   256 (a 20,000-row sample), so 3M rows are ~3.5e8 encoder tokens: expected embed seconds =
-  3.5e8 / the encoder tokens/s that the JSON reports on the GPU. No GPU rate has been
-  measured yet (the only runs so far are on 2 shared CPU cores: `--scale tiny` 698 encoder
-  tokens/s at 24 tokens per prompt, `--scale small` 1,399 at 32; results/ has both). The
+  3.5e8 / the encoder tokens/s that the JSON reports on the GPU. One H100 run (40,000
+  rows, MiniLM's architecture with random weights) measured 183k encoder tokens/s, ~31 min
+  for 3M rows (results/bench_paper_scale.json); on 2 shared CPU cores `--scale tiny` 698
+  tokens/s at 24 tokens per prompt, `--scale small` 1,399 at 32. The
   JSON extrapolates the 3M-row embed time from its own run's rate and names the device it
   was measured on.
 

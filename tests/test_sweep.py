@@ -275,6 +275,12 @@ def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
     md = (out / "sweep.md").read_text()
     assert "| majority |" in md and "Knee" in md and "| kcenter 4 | 4 |" in md
     assert (out / "sweep.csv").read_text().startswith("point,method,budget,rows,task,mean")
+    # `coretune table SWEEP` lists the untuned run and every point, paired with the untuned
+    main(["table", str(out), "-o", str(tmp_path / "table")])
+    table = capsys.readouterr().out
+    for name in ("untuned", "kcenter-4", "random-4", "all"):
+        assert f"| tiny/{name} | 1 |" in table
+    assert "Paired Δ vs `tiny/untuned`" in table and "| tiny/all | 1 | " in table
 
     again = sweep()  # nothing left to do
     assert "running" not in again and "resuming" not in again

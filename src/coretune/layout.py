@@ -42,7 +42,10 @@ class RunLayout:
     def of(cls, root: Path) -> RunLayout:
         """The layout of an existing run, as its config.json describes it."""
         cfg = read_json(root / CONFIG_FILE) if (root / CONFIG_FILE).is_file() else {}
-        return cls(root, dedup=cfg.get("dedup") is not None)
+        sweep = root.parent.parent  # a sweep's point reads the sweep's shared stages
+        shared = sweep / "shared" if root.parent.name == "points" and (
+            sweep / CONFIG_FILE).is_file() else None
+        return cls(root, dedup=cfg.get("dedup") is not None, shared_root=shared)
 
     @property
     def config(self) -> Path:

@@ -30,10 +30,14 @@ from coretune.table import TASKS, build_rows, write_table
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
-    """Run folders (holding config.json) among `paths` and their sub-folders, sorted."""
+    """Run folders (holding config.json) among `paths` and their sub-folders, sorted; a
+    sweep folder (coretune sweep) gives its untuned run and its points."""
     runs = set()
     for p in paths:
-        if RunLayout(p).config.is_file():
+        if (p / "points").is_dir() and (p / "untuned" / CONFIG_FILE).is_file():
+            runs.add(p / "untuned")
+            runs.update(c.parent for c in (p / "points").glob(f"*/{CONFIG_FILE}"))
+        elif RunLayout(p).config.is_file():
             runs.add(p)
         elif p.is_dir():
             runs.update(c.parent for c in p.glob(f"*/{CONFIG_FILE}"))
@@ -47,7 +51,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
 def collect(runs: list[Path]) -> tuple[dict[str, list[dict]], list[dict]]:
     """Row name -> per-seed {task: per-example accuracy}; plus facts about each run."""
     rows, facts = {}, []
-    for run in map(RunLayout, runs):
+    for run in map(RunLayout.of, runs):
         cfg = read_json(run.config)
         seeds = run.evaluated_seeds()
         if not seeds:
@@ -124,7 +128,7 @@ def _map_figure(run: RunLayout):
 
 
 def _radius_figure(runs: list[Path]):
-    for run in map(RunLayout, runs):
+    for run in map(RunLayout.of, runs):
         f = _first_file(run, run.selection)
         if f is not None:
             t = pq.read_table(f)
@@ -146,7 +150,7 @@ def _paired_text(per_row: dict, by_name: dict) -> str:
         deltas = paired_rows(per_row, ref, tasks)
     except CoretuneError as e:  # runs scored different examples: nothing to pair
         return f"No paired comparison: {e}\n"
-    layout = RunLayout(Path(by_name[ref]["run"]))
+    layout = RunLayout.of(Path(by_name[ref]["run"]))
     preds = pq.read_table(layout.predictions(layout.evaluated_seeds()[0]),
                           columns=["task", "example", "label", "choices"])
     return paired_markdown(deltas, ref, tasks, majority_baselines(preds))
@@ -187,7 +191,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> 
     radius = _radius_figure(runs)
     if radius is not None:
         figures["K-center coverage radius"] = radius
-    quality = {f["name"]: q for f in facts if (q := _quality(RunLayout(Path(f["run"]))))}
+    quality = {f["name"]: q for f in facts if (q := _quality(RunLayout.of(Path(f["run"]))))}
     curves = {name: (q["coverage"]["n"], q["coverage"]["mean"])
               for name, q in quality.items() if "coverage" in q}
     if curves:
