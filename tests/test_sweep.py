@@ -205,6 +205,11 @@ def test_sweep_report_on_constructed_points(tmp_path):
     assert doc["predictors"]["probe_mean"]["spearman"] == pytest.approx(-1.0)
     assert "- kcenter: **10** (10 rows)" in md and "| majority | | 50.0 |" in md
     assert doc["power"]["vs_random"]["avg"]["comparisons"] == 1  # kcenter 10 vs random 10
+    # Δ between budgets: kcenter 10 -> all gains nothing, random 10 -> all gains 25 points
+    (k_step,), (r_step,) = doc["steps"]["kcenter"], doc["steps"]["random"]
+    assert (k_step["from"], k_step["to"], k_step["delta"]) == ("10", "all", 0.0)
+    assert r_step["delta"] == 25.0 and r_step["p"] < 0.01
+    assert "- random: 10 → all +25.0 [" in md
     assert doc["power"]["vs_untuned"]["avg"]["comparisons"] == 3
     assert "- Power, Δ vs random: 95% paired intervals of ±" in md
     assert len(layout.report("csv").read_text().splitlines()) == 1 + 3 * 2  # rte, avg

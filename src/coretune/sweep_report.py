@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,7 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
                     "quality": quality[label]}
                    for label, (m, b, seeds) in groups.items()],
         "knee": _knees(runs, groups, counts, spec, tasks),
+        "steps": _steps(runs, groups, counts, spec, tasks),
         "predictors": predictors(quality, {k: cells[k]["avg"].mean for k in runs}),
         "power": {"vs_untuned": power(vs_untuned), "vs_random": power(vs_random)},
     }
@@ -140,14 +142,31 @@ def _quality(run, seeds: list[int]) -> dict[str, float]:
     return {k: round(float(np.mean(v)), 6) for k, v in values.items()}
 
 
+def _curve(method: str, runs: dict, groups: dict, counts: dict[str, int]) -> list:
+    """(budget, label, run) of one method's points in budget order, `all` last."""
+    curve = [(b, label, runs[label]) for label, (m, b, _) in groups.items()
+             if m == method or b == ALL]
+    return sorted(curve, key=lambda item: counts[item[0]])
+
+
+def _steps(runs: dict, groups: dict, counts: dict[str, int], spec: SweepConfig,
+           tasks: list[str]) -> dict:
+    """Per method, the paired Δ of each budget against the next smaller one (same method)."""
+    out = {}
+    for method in spec.methods:
+        out[method] = []
+        for (lo, a, r_lo), (hi, b, r_hi) in pairwise(_curve(method, runs, groups, counts)):
+            d = paired_rows({b: r_hi, a: r_lo}, a, tasks)[0]["cells"]["avg"]
+            out[method].append({"from": lo, "to": hi, **_deltas({"avg": d})["avg"]})
+    return out
+
+
 def _knees(runs: dict, groups: dict, counts: dict[str, int], spec: SweepConfig,
            tasks: list[str]) -> dict:
     """Per method, the knee of its curve (its points in budget order, `all` last)."""
     out = {}
     for method in spec.methods:
-        curve = [(b, runs[label]) for label, (m, b, _) in groups.items()
-                 if m == method or b == ALL]
-        curve.sort(key=lambda item: counts[item[0]])
+        curve = [(b, run) for b, _, run in _curve(method, runs, groups, counts)]
         k = knee(curve, tol=spec.knee_tolerance, tasks=tasks)
         out[method] = {"budget": k.budget, "rows": counts[k.budget], "best": k.best,
                        "best_rows": counts[k.best], "vs_best": _deltas({"avg": k.vs_best})["avg"]}
@@ -220,6 +239,13 @@ def _markdown(doc: dict, vs_untuned: dict, vs_random: dict) -> str:
         lines.append(f"- {method}: **{k['budget']}** ({k['rows']:,} rows); best {k['best']} "
                      f"({k['best_rows']:,} rows); Δ vs best {d['delta']:+.1f} "
                      f"[{d['lo']:+.1f}, {d['hi']:+.1f}] p={d['p']:.3g}")
+    lines += ["", "Δ Avg between budgets (each budget against the next smaller one of the "
+              "same method, paired):", ""]
+    for method, steps in doc["steps"].items():
+        lines.append(f"- {method}: " + "; ".join(
+            f"{st['from']} → {st['to']} {st['delta']:+.1f} [{st['lo']:+.1f}, {st['hi']:+.1f}] "
+            f"p={st['p']:.3g}" for st in steps) if steps else f"- {method}: one budget")
+    lines.append("")
     for ref, pw in doc["power"].items():
         if "avg" in pw:
             sets = ", ".join(f"{HEADERS.get(t, t)} {v['detectable']:.1f}"
