@@ -38,5 +38,8 @@ def test_scan_peak_memory_is_bounded_by_the_shard_not_the_pool(tmp_path):
     assert scan10["rows"] == load10["rows"] == 10 * ROWS
     # 5x the pool: the whole-pool load grows with it, the shard-by-shard scan does not.
     assert load10["arrow_peak_mib"] > 2.5 * load2["arrow_peak_mib"]
-    assert scan10["arrow_peak_mib"] < 1.3 * scan2["arrow_peak_mib"]
-    assert scan10["arrow_peak_mib"] < 0.5 * load10["arrow_peak_mib"]
+    # The scan's peak is one shard's read and checks: 8.3 MiB at 2 shards, 12.1 at 10 here
+    # (how Arrow's pool reuses memory across shards varies); holding the previous shard while
+    # reading the next was 16.1 at both. Never near the pool: the load peaks at ~48.
+    assert scan10["arrow_peak_mib"] < 1.6 * scan2["arrow_peak_mib"]
+    assert scan10["arrow_peak_mib"] < 0.3 * load10["arrow_peak_mib"]

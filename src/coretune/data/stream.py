@@ -45,6 +45,7 @@ def iter_shards(source: str | Path) -> Iterator[tuple[Shard, pa.Table, list[int]
         else:
             table, line_of = read_shard(shard.path, shard.fmt)
             yield shard, table, line_of
+            del table, line_of  # the next shard is read with nothing of this one held
 
 
 def iter_pool(source: str | Path, columns: str | Mapping[str, str] | None = None
@@ -71,6 +72,7 @@ def iter_pool(source: str | Path, columns: str | Mapping[str, str] | None = None
                                 path=shard.name)
         schema = core
         yield shard, table
+        del table, uids
 
 
 def scan_pool(source: str | Path, columns: str | Mapping[str, str] | None = None) -> dict:
@@ -86,6 +88,7 @@ def scan_pool(source: str | Path, columns: str | Mapping[str, str] | None = None
         cols = [table.column(c).to_pylist() for c in COLUMNS]
         for values in zip(*cols, strict=True):
             h.update(json.dumps(values, ensure_ascii=False).encode("utf-8") + b"\n")
+        del table, cols  # before the next shard is read: one shard held at a time
     return {"source": str(source), "rows": rows, "shards": shards, "tasks": len(tasks),
             "sha256": h.hexdigest()}
 
