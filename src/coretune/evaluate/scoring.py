@@ -70,7 +70,7 @@ def _score_batch(model, batch: list[Request], pad_id: int, side: str, device) ->
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     last = torch.full((n,), width - 1) if side == "left" else lengths - 1
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-    # logits of the last `keep` positions only (an int: every transformers 5 takes it)
+    # logits of the last `keep` positions only (an int: 5.17 and 5.24 read it the same way)
     keep = width - int(last.min())
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                 logits_to_keep=keep)
