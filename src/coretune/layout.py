@@ -42,9 +42,8 @@ class RunLayout:
     def of(cls, root: Path) -> RunLayout:
         """The layout of an existing run, as its config.json describes it."""
         cfg = read_json(root / CONFIG_FILE) if (root / CONFIG_FILE).is_file() else {}
-        sweep = root.parent.parent  # a sweep's point reads the sweep's shared stages
-        shared = sweep / "shared" if root.parent.name == "points" and (
-            sweep / CONFIG_FILE).is_file() else None
+        sweep = SweepLayout(root.parent.parent)  # a sweep's point reads its shared stages
+        shared = sweep.shared if sweep.holds(root) else None
         return cls(root, dedup=cfg.get("dedup") is not None, shared_root=shared)
 
     @property
@@ -146,10 +145,23 @@ class SweepLayout:
     def untuned(self) -> RunLayout:
         return RunLayout(self.root / "untuned")
 
+    @property
+    def points(self) -> Path:
+        return self.root / "points"
+
     def point(self, method: str, budget: str) -> RunLayout:
         """The run folder of one point; its shared stages are the sweep's."""
-        return RunLayout(self.root / "points" / point_name(method, budget), self.dedup,
-                         self.shared)
+        return RunLayout(self.points / point_name(method, budget), self.dedup, self.shared)
+
+    def holds(self, run_root: Path) -> bool:
+        """Whether `run_root` is one of this sweep's point folders."""
+        return run_root.parent == self.points and self.config.is_file()
+
+    def runs(self) -> list[Path]:
+        """The untuned run and every point folder (empty when this is not a sweep)."""
+        if not (self.points.is_dir() and self.untuned.config.is_file()):
+            return []
+        return [self.untuned.root, *(c.parent for c in self.points.glob(f"*/{CONFIG_FILE}"))]
 
     def report(self, suffix: str) -> Path:
         return self.root / f"sweep.{suffix}"

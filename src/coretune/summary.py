@@ -13,7 +13,7 @@ from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import per_example_accuracy
 from coretune.io import read_json
-from coretune.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout
+from coretune.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout
 from coretune.manifest import MANIFEST
 from coretune.report import (
     plot_coverage,
@@ -34,9 +34,8 @@ def find_runs(paths: list[Path]) -> list[Path]:
     sweep folder (coretune sweep) gives its untuned run and its points."""
     runs = set()
     for p in paths:
-        if (p / "points").is_dir() and (p / "untuned" / CONFIG_FILE).is_file():
-            runs.add(p / "untuned")
-            runs.update(c.parent for c in (p / "points").glob(f"*/{CONFIG_FILE}"))
+        if sweep := SweepLayout(p).runs():
+            runs.update(sweep)
         elif RunLayout(p).config.is_file():
             runs.add(p)
         elif p.is_dir():
