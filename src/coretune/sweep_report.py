@@ -173,8 +173,10 @@ def _knees(runs: dict, groups: dict, counts: dict[str, int], spec: SweepConfig,
     return out
 
 
-# z(0.975) + z(0.80): a true Δ this many standard errors away is found 80% of the time
-_Z_POWER = 1.959964 + 0.841621
+# z(0.975); z(0.975) + z(0.80): a true Δ this many standard errors away is found 80% of
+# the time
+_Z95 = 1.959964
+_Z_POWER = _Z95 + 0.841621
 
 
 def power(comparisons: dict[str, dict]) -> dict:
@@ -185,7 +187,7 @@ def power(comparisons: dict[str, dict]) -> dict:
     for task in sorted({t for cells in comparisons.values() for t in cells}):
         half = [(c[task].hi - c[task].lo) / 2 for c in comparisons.values() if task in c]
         h = float(np.median(half))
-        out[task] = {"half_width": round(h, 2), "detectable": round(h / 1.959964 * _Z_POWER, 2),
+        out[task] = {"half_width": round(h, 2), "detectable": round(h / _Z95 * _Z_POWER, 2),
                      "comparisons": len(half)}
     return out
 
