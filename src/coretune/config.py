@@ -12,8 +12,8 @@ from pydantic import (
     Field,
     NonNegativeInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from coretune.backends import backend_names
@@ -95,15 +95,16 @@ class EvaluateConfig(_Section):
     length_norm: bool = False
     batch_size: int = 16
 
-    @model_validator(mode="after")
-    def _caps_name_tasks(self):
-        for task, n in self.max_examples_by_task.items():
-            if task not in self.tasks:
-                raise ValueError(f"max_examples_by_task names '{task}', which is not in tasks "
-                                 f"({', '.join(self.tasks)})")
+    @field_validator("max_examples_by_task")
+    @classmethod
+    def _caps_name_tasks(cls, v: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        tasks = info.data.get("tasks", [])  # declared above: validated first
+        for task, n in v.items():
+            if task not in tasks:
+                raise ValueError(f"names '{task}', which is not in tasks ({', '.join(tasks)})")
             if n < 1:
-                raise ValueError(f"max_examples_by_task.{task} must be at least 1, got {n}")
-        return self
+                raise ValueError(f"{task} must be at least 1, got {n}")
+        return v
 
     def caps_text(self) -> str:
         own = "".join(f", {t}<={n}" for t, n in self.max_examples_by_task.items())
