@@ -286,6 +286,12 @@ def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
     for name in ("untuned", "kcenter-4", "random-4", "all"):
         assert f"| tiny/{name} | 1 |" in table
     assert "Paired Δ vs `tiny/untuned`" in table and "| tiny/all | 1 | " in table
+    main(["table", str(out), "-o", str(tmp_path / "vs-all"), "--reference", "tiny/all"])
+    vs_all = capsys.readouterr().out
+    assert "Paired Δ vs `tiny/all`" in vs_all and "| tiny/untuned | " in vs_all.split("Δ vs")[1]
+    with pytest.raises(SystemExit) as bad:
+        main(["table", str(out), "-o", str(tmp_path / "bad"), "--reference", "tiny/nope"])
+    assert bad.value.code == 2 and "no finished run named 'tiny/nope'" in capsys.readouterr().err
 
     again = sweep()  # nothing left to do
     assert "running" not in again and "resuming" not in again

@@ -137,13 +137,17 @@ def _radius_figure(runs: list[Path]):
     return None
 
 
-def _paired_text(per_row: dict, by_name: dict) -> str:
-    """Every row against the untuned model (a run with method `none`), paired on the examples
-    all runs score, with the eval sets' majority and chance baselines; "" without one."""
+def _paired_text(per_row: dict, by_name: dict, reference: str | None = None) -> str:
+    """Every row against `reference` (default: the untuned model, a run with method `none`),
+    paired on the examples all runs score, with the eval sets' majority and chance baselines;
+    "" without a reference."""
+    if reference is not None and reference not in per_row:
+        raise CoretuneError(f"no finished run named '{reference}' (runs: "
+                            f"{', '.join(sorted(per_row))})", field="reference")
     untuned = [n for n, f in by_name.items() if f["method"] == "none"]
-    if not untuned or len(per_row) < 2:
+    ref = reference or (untuned[0] if untuned else None)
+    if ref is None or len(per_row) < 2:
         return ""
-    ref = untuned[0]
     tasks = [t for t in TASKS if any(t in s for s in per_row[ref])]
     try:
         deltas = paired_rows(per_row, ref, tasks)
@@ -155,14 +159,16 @@ def _paired_text(per_row: dict, by_name: dict) -> str:
     return paired_markdown(deltas, ref, tasks, majority_baselines(preds))
 
 
-def write_run_report(paths: list[Path], out: Path, title: str | None = None) -> Path:
-    """table.md/.csv + report.html/.md for the runs under `paths`, written into `out`."""
+def write_run_report(paths: list[Path], out: Path, title: str | None = None,
+                     reference: str | None = None) -> Path:
+    """table.md/.csv + report.html/.md for the runs under `paths`, written into `out`; the
+    paired Δs are against the run named `reference` (default: the untuned one)."""
 
     runs = find_runs(paths)
     per_row, facts = collect(runs)
     rows = build_rows(per_row)
     by_name = {f["name"]: f for f in facts}
-    write_table(rows, out, facts=facts, paired=_paired_text(per_row, by_name))
+    write_table(rows, out, facts=facts, paired=_paired_text(per_row, by_name, reference))
     figures = {"Average accuracy per row": plot_rows(rows, "all rows")}
     samplers = [r for r in rows if by_name[r["name"]]["method"] in budgeted_methods()]
     budgets = {by_name[r["name"]]["budget"] for r in samplers}

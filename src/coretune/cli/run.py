@@ -77,6 +77,8 @@ def table(
     output: Path = typer.Option(None, "-o", "--output", help="Folder for table.md/.csv and "
                                 "report.html (default: the common parent of the runs)."),
     title: str = typer.Option("coretune results", help="Report title."),
+    reference: str = typer.Option(None, help="Run name every row is paired against "
+                                  "(default: the untuned run, if any)."),
 ) -> None:
     """Paper-style table of finished runs, with 95% intervals, and report.html.
 
@@ -88,6 +90,6 @@ def table(
 
     runs = find_runs(paths)
     out = output or Path(os.path.commonpath([str(r.parent) for r in runs]))
-    report = write_run_report(paths, out, title)
+    report = write_run_report(paths, out, title, reference)
     typer.echo((out / "table.md").read_text())
     typer.echo(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {report}")
