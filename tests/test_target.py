@@ -192,6 +192,20 @@ def test_auto_cut_finds_a_known_target_share_without_tuning(tmp_path):
     assert len(TargetClusters(f"probe:{path}", top=1).fit(km, pool, emb).clusters_) == 1
 
 
+def test_auto_cut_stops_early_when_probes_pile_up_and_a_known_share_fixes_it():
+    # 4 target clusters of 10 hold 40% of the rows, but the probes pile into one of them
+    # (as ANLI probes do on the NLI-heavy pool): pi is estimated from that cluster alone.
+    from coretune.target_cut import auto_cut
+
+    sizes = np.full(10, 100)
+    hits = np.array([60, 20, 10, 10, 2, 2, 0, 0, 0, 0])
+    est, info = auto_cut(hits, sizes)
+    assert info["pi"] == pytest.approx(0.1 / (60 / 104), rel=1e-4)
+    assert np.flatnonzero(est).tolist() == [0]
+    known, info = auto_cut(hits, sizes, pi=0.4)
+    assert np.flatnonzero(known).tolist() == [0, 1, 2, 3] and info["pi"] == 0.4
+
+
 def test_auto_cut_on_a_larger_share(tmp_path):
     pool, km, emb, path = blob_pool(tmp_path, target_blobs=(1, 4, 9, 12, 15, 18), strays=())
     auto = TargetClusters(f"probe:{path}", reference="goal").fit(km, pool, emb)

@@ -26,7 +26,8 @@ def prefix_f1(order: np.ndarray, sizes: np.ndarray, target_rows: np.ndarray,
 
 
 def auto_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
-             pi_share: float = PI_PROBE_SHARE) -> tuple[np.ndarray, dict]:
+             pi_share: float = PI_PROBE_SHARE, pi: float | None = None
+             ) -> tuple[np.ndarray, dict]:
     """The `auto` probe rule: chosen clusters (bool [k]) and the estimate behind the cut.
 
     Model: the pool's target rows are spread over clusters like the probes, so cluster c
@@ -34,14 +35,17 @@ def auto_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
     pool. pi comes from the data: the densest clusters holding `pi_share` of the probes are
     taken as pure target (pi = their row share / their probe share), an upper bound under the
     model; overestimating pi only moves the cut towards recall. The density-ranked prefix
-    with the best estimated F1 is chosen. No threshold is tuned per pool."""
+    with the best estimated F1 is chosen. No threshold is tuned per pool. A known target
+    share `pi` replaces the estimate (measured: the estimate, not the cut, is what fails on
+    the NLI-heavy pool; benchmarks/bench_target.py, rule `known_pi`)."""
     k, n, p = len(sizes), float(sizes.sum()), float(hits.sum())
     order = density_order(hits, sizes, min_hits)
     if not len(order):
         return np.zeros(k, bool), {"pi": None, "estimated_f1": None}
-    probe_cum = np.cumsum(hits[order]) / p
-    top = order[: int(np.searchsorted(probe_cum, pi_share)) + 1]
-    pi = min(1.0, (sizes[top].sum() / n) / (hits[top].sum() / p))
+    if pi is None:
+        probe_cum = np.cumsum(hits[order]) / p
+        top = order[: int(np.searchsorted(probe_cum, pi_share)) + 1]
+        pi = min(1.0, (sizes[top].sum() / n) / (hits[top].sum() / p))
     target = np.minimum(sizes, pi * n * hits / p)
     f1 = prefix_f1(order, sizes, target, pi * n)
     j = int(np.argmax(f1))
