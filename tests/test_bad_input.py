@@ -212,6 +212,8 @@ CASES = [
     ("config_cap_below_one", {"c.yaml": CFG + "evaluate:\n  max_examples_by_task: {rte: 0}\n"},
      ["run", "{c.yaml}"],
      ["c.yaml:4", "field 'evaluate.max_examples_by_task'", "rte must be at least 1"]),
+    ("config_share_above_one", {"c.yaml": CFG + "target:\n  share: 1.5\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'target.share'"]),
     ("config_not_mapping", {"c.yaml": "- 1\n- 2\n"}, ["run", "{c.yaml}"],
      ["c.yaml", "YAML mapping"]),
     ("config_extends_loop", {"c.yaml": "extends: b.yaml\nname: c\n", "b.yaml": "extends: c.yaml\n"},

@@ -71,6 +71,19 @@ def test_probe_set_is_part_of_the_target_key(tmp_path, monkeypatch):
     assert next(s for s in plan(other, tmp_path / "r", 0) if s.name == "target").files == {}
 
 
+def test_a_known_target_share_is_in_the_target_key_only_when_given(tmp_path):
+    from coretune.config import RunConfig
+    from coretune.pipeline import plan
+
+    def target(**t):
+        cfg = RunConfig(name="k", select={"method": "kcenter"}, target=t)
+        return next(s for s in plan(cfg, tmp_path / "run", 0) if s.name == "target")
+
+    plain = target()
+    assert "share" not in plain.config  # runs made before `share` existed keep their key
+    assert target(share=0.05).config["share"] == 0.05 and target(share=0.05).key() != plain.key()
+
+
 def test_only_the_cli_imports_the_cli():
     import ast
 

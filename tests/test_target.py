@@ -187,6 +187,12 @@ def test_auto_cut_finds_a_known_target_share_without_tuning(tmp_path):
     # coverage: densest clusters until they hold 90% of the probes (40 of 42 here)
     cov = TargetClusters(f"probe:{path}", rule="coverage", reference="goal").fit(km, pool, emb)
     assert np.array_equal(cov.mask_, goal)
+    # a known share replaces the estimate, and the target stage's key keeps its old value
+    # without one
+    known = TargetClusters(f"probe:{path}", reference="goal", share=0.1).fit(km, pool, emb)
+    assert np.array_equal(known.mask_, goal) and known.cut_["pi"] == 0.1 and known.cut_["pi_given"]
+    with pytest.raises(CoretuneError, match="target.share"):
+        TargetClusters(f"probe:{path}", share=0.0)
     # threshold and top stay overrides of the automatic rule
     assert TargetClusters(f"probe:{path}", threshold=0.25).fit(km, pool, emb).rule_ == "threshold"
     assert len(TargetClusters(f"probe:{path}", top=1).fit(km, pool, emb).clusters_) == 1

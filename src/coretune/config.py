@@ -63,6 +63,8 @@ class TargetConfig(_Section):
     threshold: float | None = None
     top: int | None = None
     probes: int = Field(1000, ge=1, description="Probe prompts for the `nli` target.")
+    share: float | None = Field(None, gt=0, le=1, description="The target's share of the pool "
+                                "when known: the auto rule uses it instead of its estimate.")
 
 
 class SelectConfig(_Section):

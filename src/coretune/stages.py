@@ -52,7 +52,7 @@ def make_pool(cfg: RunConfig) -> Pool:
 def make_target_finder(cfg: RunConfig) -> TargetClusters:
     t = cfg.target
     return TargetClusters(t.spec, rule=t.rule, threshold=t.threshold, top=t.top, n_probes=t.probes,
-                          seed=cfg.cluster.seed)
+                          seed=cfg.cluster.seed, share=t.share)
 
 
 def needs_clusters(cfg: RunConfig) -> bool:

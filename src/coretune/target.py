@@ -24,6 +24,8 @@ The rule (`rule=`):
   sample pool, it keeps far too many clusters where NLI is a 5% minority); for a metadata
   target, share of matching rows >= `threshold` (0.5).
 - `threshold=` or `top=m` (the m clusters with most evidence) override the rule.
+- `share=`: the target's share of the pool, when known; the auto probe rule uses it instead
+  of its estimate (the estimate, not the cut, is what fails on the NLI-heavy pool).
 
 When the pool has a `family` column, recall and precision of the chosen clusters against
 `family == reference` (default `nli`) say how well the clusters capture the family.
@@ -196,7 +198,8 @@ class TargetClusters:
 
     def __init__(self, spec: str | TargetSpec = "nli", *, rule: str = "auto",
                  threshold: float | None = None, top: int | None = None, n_probes: int = 1000,
-                 min_hits: int = 2, seed: int = 0, reference: str | None = None):
+                 min_hits: int = 2, seed: int = 0, reference: str | None = None,
+                 share: float | None = None):
         self.spec = parse_target(spec) if isinstance(spec, str) else spec
         self.rule = rule
         self.threshold = threshold
@@ -205,6 +208,9 @@ class TargetClusters:
         self.min_hits = min_hits
         self.seed = seed
         self.reference = reference
+        self.share = share
+        if share is not None and not 0 < share <= 1:
+            raise CoretuneError(f"must be in (0, 1], got {share}", field="target.share")
         if rule not in RULES:
             raise CoretuneError(f"unknown rule '{rule}' (one of {', '.join(RULES)})",
                                 field="target.rule")
@@ -279,7 +285,9 @@ class TargetClusters:
             order = np.lexsort((np.arange(k), -hits))[: self.top]
             chosen[order[hits[order] > 0]] = True
         elif self.rule_ == "auto":
-            chosen, self.cut_ = auto_cut(hits, sizes, min_hits=self.min_hits)
+            chosen, self.cut_ = auto_cut(hits, sizes, min_hits=self.min_hits, pi=self.share)
+            if self.share is not None:
+                self.cut_["pi_given"] = True
         elif self.rule_ == "coverage":
             chosen = coverage_cut(hits, sizes, min_hits=self.min_hits)
             self.cut_ = {"coverage": COVERAGE}
