@@ -2,6 +2,7 @@
 
     python scripts/readme_results.py runs/results              # after bash scripts/results.sh
     python scripts/readme_results.py --sweep runs/laptop-sweep # after coretune sweep
+    python scripts/readme_results.py --marker lora runs/lora-vs-full  # any marker, a table.md
 
 Results: the table that `coretune table` wrote (accuracy, the paper's rows, what each run
 selected, its stage times and peak memory). Sweep: the sweep's sweep.md (points, baselines,
@@ -59,7 +60,8 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--sweep"]:
         replace("sweep", sweep_block(Path(sys.argv[2])))
         print(f"README.md sweep replaced from {sys.argv[2]}")
-    else:
-        runs = Path(sys.argv[1])
-        replace("results", (runs / "table.md").read_text())
-        print(f"README.md results replaced from {runs / 'table.md'}")
+    else:  # [--marker NAME] FOLDER: that folder's table.md between NAME's markers
+        marker, runs = (sys.argv[2], Path(sys.argv[3])) if sys.argv[1] == "--marker" else (
+            "results", Path(sys.argv[1]))
+        replace(marker, (runs / "table.md").read_text())
+        print(f"README.md {marker} replaced from {runs / 'table.md'}")
