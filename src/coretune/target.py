@@ -286,8 +286,6 @@ class TargetClusters:
             chosen[order[hits[order] > 0]] = True
         elif self.rule_ == "auto":
             chosen, self.cut_ = auto_cut(hits, sizes, min_hits=self.min_hits, pi=self.share)
-            if self.share is not None:
-                self.cut_["pi_given"] = True
         elif self.rule_ == "coverage":
             chosen = coverage_cut(hits, sizes, min_hits=self.min_hits)
             self.cut_ = {"coverage": COVERAGE}

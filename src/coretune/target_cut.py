@@ -42,6 +42,7 @@ def auto_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
     order = density_order(hits, sizes, min_hits)
     if not len(order):
         return np.zeros(k, bool), {"pi": None, "estimated_f1": None}
+    given = {} if pi is None else {"pi_given": True}  # absent when estimated: outputs unchanged
     if pi is None:
         probe_cum = np.cumsum(hits[order]) / p
         top = order[: int(np.searchsorted(probe_cum, pi_share)) + 1]
@@ -54,7 +55,7 @@ def auto_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
     est_tp = float(target[order[: j + 1]].sum())
     return chosen, {"pi": round(float(pi), 6), "estimated_f1": round(float(f1[j]), 4),
                     "estimated_recall": round(float(est_tp / (pi * n)), 4),
-                    "estimated_precision": round(float(est_tp / sizes[chosen].sum()), 4)}
+                    "estimated_precision": round(float(est_tp / sizes[chosen].sum()), 4), **given}
 
 
 def coverage_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
