@@ -71,7 +71,7 @@ def test_probe_set_is_part_of_the_target_key(tmp_path, monkeypatch):
     assert next(s for s in plan(other, tmp_path / "r", 0) if s.name == "target").files == {}
 
 
-def test_a_known_target_share_is_in_the_target_key_only_when_given(tmp_path):
+def test_target_share_and_by_task_are_in_the_target_key_only_when_set(tmp_path):
     from coretune.config import RunConfig
     from coretune.pipeline import plan
 
@@ -82,6 +82,9 @@ def test_a_known_target_share_is_in_the_target_key_only_when_given(tmp_path):
     plain = target()
     assert "share" not in plain.config  # runs made before `share` existed keep their key
     assert target(share=0.05).config["share"] == 0.05 and target(share=0.05).key() != plain.key()
+    assert "by_task" not in plain.config and target(by_task=False).key() == plain.key()
+    assert target(by_task=True).config["by_task"] is True
+    assert target(by_task=True).key() != plain.key()
 
 
 def test_only_the_cli_imports_the_cli():

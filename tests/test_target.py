@@ -74,6 +74,32 @@ def test_probing_finds_the_nli_clusters(data):
     assert again.clusters_ == t.clusters_
 
 
+def test_by_task_keeps_or_drops_each_task_whole(data):
+    from coretune.config import RunConfig
+    from coretune.stages import select_subset
+    from coretune.target_cut import task_vote
+
+    # a strict majority: 2 of 3 rows in, 1 of 2 (a tie) out
+    assert task_vote(np.array([1, 1, 0, 1, 0], bool), ["a", "a", "a", "b", "b"]) == ["a"]
+    pool, km, emb = data
+    plain = TargetClusters("nli").fit(km, pool, emb)
+    t = TargetClusters("nli", by_task=True).fit(km, pool, emb)
+    tasks = np.asarray(pool.column("task"), dtype=object)
+    inside = plain.mask_
+    for task in set(tasks.tolist()):
+        rows = tasks == task
+        assert (task in t.tasks_) == (inside[rows].mean() > 0.5), task
+        assert t.mask_[rows].all() or not t.mask_[rows].any()  # whole tasks only
+    assert {"rte", "cb"} <= set(t.tasks_) and t.summary()["tasks"] == t.tasks_
+    assert np.array_equal(t.chosen_, plain.chosen_)  # the cut is the same; only rows differ
+    assert t.clusters_ == np.unique(km.labels_[t.mask_]).tolist()
+    # selection never leaves the task-decided rows, even in clusters the cut did not choose
+    cfg = RunConfig(name="t", select={"method": "kcenter", "budget": "40"})
+    x = emb.embed(pool.prompts)
+    res = select_subset(cfg, pool, 0, x, km, t.clusters_, embedder=emb, mask=t.mask_)
+    assert len(res) == 40 and t.mask_[res.indices].all()
+
+
 def test_metadata_rule(data):
     pool, km, _ = data
     t = TargetClusters("tasks:rte,cb").fit(km, pool)

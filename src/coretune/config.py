@@ -65,6 +65,8 @@ class TargetConfig(_Section):
     probes: int = Field(1000, ge=1, description="Probe prompts for the `nli` target.")
     share: float | None = Field(None, gt=0, le=1, description="The target's share of the pool "
                                 "when known: the auto rule uses it instead of its estimate.")
+    by_task: bool = Field(False, description="Keep or drop each task's rows together: the "
+                          "target is the tasks most of whose rows lie in the chosen clusters.")
 
 
 class SelectConfig(_Section):

@@ -70,9 +70,10 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
             if cfg.dedup is not None:
                 add("dedup", {"threshold": cfg.dedup}, lambda d: stages.dedup_stage(cfg, run, d))
             add("cluster", cfg.cluster.model_dump(), lambda d: stages.cluster_stage(cfg, run, d))
-            # without a known share the key is the one runs made before `share` existed
-            known = cfg.target.share is not None
-            add("target", cfg.target.model_dump(exclude=set() if known else {"share"}),
+            # unset, `share` and `by_task` leave the key runs made before they existed
+            t = cfg.target
+            new = {"share"} if t.share is None else set()
+            add("target", t.model_dump(exclude=new if t.by_task else new | {"by_task"}),
                 lambda d: stages.target_stage(cfg, run, d, quiet), probe_files(cfg))
         add("select", {**cfg.select.model_dump(), "seed": seed},
             lambda d: stages.select_stage(cfg, run, seed, d, quiet))

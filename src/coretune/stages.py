@@ -29,7 +29,7 @@ from coretune.select.dedup import DedupResult, dedup
 from coretune.select.output import write_subset
 from coretune.select.quality import answer_balance, flatten, selection_quality, task_mix
 from coretune.select.sampling import random_rows
-from coretune.target import TargetClusters, metadata_mask, nli_probe_prompts
+from coretune.target import TargetClusters, metadata_mask, nli_probe_prompts, target_mask
 from coretune.train import train
 
 EVAL_SEED = 0  # every run evaluates the same examples, so rows compare pairwise
@@ -52,7 +52,7 @@ def make_pool(cfg: RunConfig) -> Pool:
 def make_target_finder(cfg: RunConfig) -> TargetClusters:
     t = cfg.target
     return TargetClusters(t.spec, rule=t.rule, threshold=t.threshold, top=t.top, n_probes=t.probes,
-                          seed=cfg.cluster.seed, share=t.share)
+                          seed=cfg.cluster.seed, share=t.share, by_task=t.by_task)
 
 
 def needs_clusters(cfg: RunConfig) -> bool:
@@ -109,11 +109,13 @@ def find_targets(cfg: RunConfig, clusters: KMeansClusters, pool: Pool,
 
 def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = None,
                   clusters: KMeansClusters | None = None, targets: list[int] | None = None,
-                  *, quiet: bool = True, embedder: Embedder | None = None) -> SelectionResult:
+                  *, quiet: bool = True, embedder: Embedder | None = None,
+                  mask: np.ndarray | None = None) -> SelectionResult:
     """The rows a config selects for `seed`: inside the target clusters (the backend runs the
     method per cluster), or from the whole pool (`scope: pool`: random, all and pool without
     embeddings, a method that reads them over every cluster). `embedder` embeds the target
-    examples of a method that reads them (rds)."""
+    examples of a method that reads them (rds). `mask` (bool [n]): the target rows when
+    they are not whole clusters (`target.by_task`); rows outside it are never picked."""
     n = len(pool)
     method, scope = cfg.select.method, cfg.select.scope
     if method == "pool" or (method == "all" and scope == "pool"):
@@ -134,7 +136,11 @@ def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = 
         if embedder is None:
             raise ValueError("a method that reads target examples needs the embedder")
         extra["queries"] = make_target_finder(cfg).probe_vectors(clusters, embedder)[0]
-    return backend(cfg).select(x, clusters.labels_, targets, budget, method, seed,
+    labels = clusters.labels_
+    if mask is not None and scope == "target":
+        labels = np.where(mask, labels, -1)  # no target cluster is -1
+        targets = np.unique(labels[mask]).tolist()
+    return backend(cfg).select(x, labels, targets, budget, method, seed,
                                centroids=clusters.centroids_, quiet=quiet, **extra)
 
 
@@ -221,10 +227,12 @@ def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bo
     if needs_clusters(cfg):
         x, _ = load_embeddings(run.embeddings)
         clusters = KMeansClusters.load(run.stage("cluster"))
-        targets = read_json(run.target_json)["clusters"]
-        mask = np.isin(clusters.labels_, np.asarray(targets, np.int64))
+        target = read_json(run.target_json)
+        targets = target["clusters"]
+        mask = target_mask(target, pool.table.column("task").to_pylist(), clusters.labels_)
         embedder = make_embedder(cfg, quiet=quiet)
-    result = select_subset(cfg, pool, seed, x, clusters, targets, quiet=False, embedder=embedder)
+    result = select_subset(cfg, pool, seed, x, clusters, targets, quiet=False, embedder=embedder,
+                           mask=mask)
     paths = write_subset(pool, result, out / "subset.parquet")
     q = quality(cfg, pool, result, x, mask, embedder)
     write_json(paths["quality"], q)

@@ -27,6 +27,7 @@ from coretune.select.methods import budgeted_methods, method_labels
 from coretune.select.output import output_paths
 from coretune.select.quality import flatten
 from coretune.table import TASKS, build_rows, write_table
+from coretune.target import target_mask
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -109,7 +110,7 @@ def _map_figure(run: RunLayout):
                          if "family" in names else ["uid", "task"])
     labels = pq.read_table(run.stage("cluster") / "clusters.parquet").column("cluster")
     labels = labels.to_numpy()
-    targets = set(read_json(run.target_json)["clusters"])
+    target = target_mask(read_json(run.target_json), pool.column("task").to_pylist(), labels)
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(x), min(len(x), 4000), replace=False))
     sel_file = _first_file(run, run.selection)
@@ -123,7 +124,7 @@ def _map_figure(run: RunLayout):
     xy = PCA(2, random_state=0).fit_transform(np.asarray(x[idx], np.float32))
     fam_col = "family" if "family" in pool.column_names else "task"
     families = [pool.column(fam_col)[int(i)].as_py() for i in idx]
-    return plot_map(xy, families, np.isin(labels[idx], list(targets)), selected[idx])
+    return plot_map(xy, families, target[idx], selected[idx])
 
 
 def _radius_figure(runs: list[Path]):

@@ -50,6 +50,7 @@ from coretune.target_cut import (  # noqa: F401 (re-exported)
     coverage_cut,
     density_order,
     prefix_f1,
+    task_vote,
 )
 
 METADATA_KINDS = ("tasks", "family", "keywords")
@@ -186,12 +187,22 @@ def metadata_mask(pool: Pool, spec: TargetSpec) -> np.ndarray:
     raise ValueError(f"not a metadata spec: {spec}")
 
 
+def target_mask(target: dict, tasks, labels: np.ndarray) -> np.ndarray:
+    """The target rows (bool [n]) that a `TargetClusters.summary()` (target.json) describes,
+    given each row's task and cluster."""
+    if target.get("tasks") is not None:
+        return np.isin(np.asarray(tasks, dtype=object), np.asarray(target["tasks"], object))
+    return np.isin(labels, np.asarray(target["clusters"], np.int64))
+
+
 class TargetClusters:
     """Pick the target clusters of a fitted `KMeansClusters` for a target spec.
 
-    After `fit`: `clusters_` (sorted cluster ids), `chosen_` (bool [k]), `table_` (one row per
-    cluster: size, top tasks, evidence, chosen, why), `mask_` (bool [n], rows in target
-    clusters), `rule_` (the rule that decided) and `cut_` (the auto rule's estimate), and when
+    After `fit`: `chosen_` (bool [k], the rule's clusters), `table_` (one row per cluster:
+    size, top tasks, evidence, chosen, why), `mask_` (bool [n], the target rows: rows in the
+    chosen clusters, or with `by_task` the rows of `tasks_`, the tasks most of whose rows
+    are in them), `clusters_` (sorted ids of the clusters holding target rows), `rule_` (the
+    rule that decided) and `cut_` (the auto rule's estimate), and when
     the pool has a `family` column `recall_`, `precision_`, `recall_by_task_` against
     `family == reference_`; `n_probes_`, `probe_sets_` and `probe_vectors_` for probing specs.
     """
@@ -199,7 +210,7 @@ class TargetClusters:
     def __init__(self, spec: str | TargetSpec = "nli", *, rule: str = "auto",
                  threshold: float | None = None, top: int | None = None, n_probes: int = 1000,
                  min_hits: int = 2, seed: int = 0, reference: str | None = None,
-                 share: float | None = None):
+                 share: float | None = None, by_task: bool = False):
         self.spec = parse_target(spec) if isinstance(spec, str) else spec
         self.rule = rule
         self.threshold = threshold
@@ -209,6 +220,7 @@ class TargetClusters:
         self.seed = seed
         self.reference = reference
         self.share = share
+        self.by_task = by_task
         if share is not None and not 0 < share <= 1:
             raise CoretuneError(f"must be in (0, 1], got {share}", field="target.share")
         if rule not in RULES:
@@ -240,9 +252,17 @@ class TargetClusters:
             raise CoretuneError(f"no cluster passes the target rule for '{self.spec}' "
                                 "(lower --threshold or use --top)", field="target")
         self.chosen_ = chosen
-        self.clusters_ = np.flatnonzero(chosen).tolist()
         self.mask_ = chosen[labels]
-        self._evaluate(pool, labels, chosen)
+        self.tasks_ = None
+        if self.by_task:
+            tasks = pool.table.column("task").to_pylist()
+            self.tasks_ = task_vote(self.mask_, tasks)
+            if not self.tasks_:
+                raise CoretuneError(f"no task has most of its rows in the target clusters for "
+                                    f"'{self.spec}' (turn off by_task)", field="target.by_task")
+            self.mask_ = target_mask({"tasks": self.tasks_}, tasks, labels)
+        self.clusters_ = np.unique(labels[self.mask_]).tolist()
+        self._evaluate(pool)
         self.table_ = self._table(pool, labels, k, sizes, evidence, share, chosen, why)
         return self
 
@@ -335,7 +355,7 @@ class TargetClusters:
         why = [f"{share[c]:.0%} of rows match; {label}" if chosen[c] else "" for c in range(k)]
         return rows, share, chosen, why
 
-    def _evaluate(self, pool, labels, chosen) -> None:
+    def _evaluate(self, pool) -> None:
         self.reference_ = self.reference or (self.spec.values[0] if self.spec.kind == "family"
                                              else "nli")
         self.recall_ = self.precision_ = None
@@ -345,7 +365,7 @@ class TargetClusters:
         ref = np.asarray(pool.table.column("family").to_pylist(), dtype=object) == self.reference_
         if not ref.any():
             return
-        inside = chosen[labels]
+        inside = self.mask_
         self.recall_ = float((ref & inside).sum() / ref.sum())
         self.precision_ = float((ref & inside).sum() / max(1, inside.sum()))
         tasks = np.asarray(pool.table.column("task").to_pylist(), dtype=object)
@@ -384,6 +404,8 @@ class TargetClusters:
                "rows": int(self.mask_.sum()), "recall": self.recall_,
                "precision": self.precision_, "reference_family": self.reference_,
                "recall_by_task": self.recall_by_task_}
+        if self.tasks_ is not None:
+            out["tasks"] = self.tasks_
         if self.spec.probing:
             out["probes"] = self.n_probes_
             out["probe_sets"] = self.probe_sets_

@@ -68,3 +68,12 @@ def coverage_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
         held = np.cumsum(hits[order]) / max(1, hits.sum())
         chosen[order[: int(np.searchsorted(held, coverage - 1e-12)) + 1]] = True
     return chosen
+
+
+def task_vote(inside: np.ndarray, tasks: np.ndarray) -> list[str]:
+    """The `by_task` step: the tasks most of whose rows lie inside the chosen clusters (a
+    strict majority), sorted. A task's templates can land in different clusters; deciding
+    per task keeps or drops its rows together (measured: benchmarks/bench_target.py)."""
+    names, inv = np.unique(np.asarray(tasks, dtype=object).astype(str), return_inverse=True)
+    held = np.bincount(inv, weights=inside.astype(np.float64), minlength=len(names))
+    return names[held * 2 > np.bincount(inv, minlength=len(names))].tolist()

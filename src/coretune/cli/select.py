@@ -51,6 +51,11 @@ def select(
                                     "(nli/probe targets) or share of matching rows (metadata "
                                     "targets) is at least this."),
     top: int = typer.Option(None, help="Keep the top M clusters by target evidence instead."),
+    share: float = typer.Option(None, help="The target's share of the pool (0, 1], when "
+                                "known: the auto rule uses it instead of its estimate."),
+    by_task: bool = typer.Option(False, "--by-task", help="Keep or drop each task's rows "
+                                 "together: the tasks most of whose rows lie in the chosen "
+                                 "clusters."),
     dedup: float = typer.Option(None, help="Drop rows within this cosine (0, 1] of an earlier "
                                 "row before clustering; the first of each group stays."),
     probes: int = typer.Option(1000, help="Probe prompts for --target nli."),
@@ -72,7 +77,8 @@ def select(
         name="select", pool={"path": pool, "columns": columns},
         embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
         cluster={"k": k, "seed": cluster_seed},
-        target={"spec": target, "rule": rule, "threshold": threshold, "top": top, "probes": probes},
+        target={"spec": target, "rule": rule, "threshold": threshold, "top": top, "probes": probes,
+                "share": share, "by_task": by_task},
         select={"method": method, "budget": budget},
         backend={"name": backend, "address": address}, dedup=dedup)
     stages.backend(cfg)  # Ray missing or unreachable: fail now
@@ -94,7 +100,7 @@ def select(
     clusters = stages.fit_clusters(cfg, x)
     finder = stages.find_targets(cfg, clusters, data, embedder)
     result = stages.select_subset(cfg, data, seed, x, clusters, finder.clusters_, quiet=quiet,
-                                  embedder=embedder)
+                                  embedder=embedder, mask=finder.mask_)
     stages.backend(cfg).close()
     paths = write_subset(data, result, output, fmt)
     seconds = time.perf_counter() - start
@@ -154,7 +160,7 @@ def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, path
     t = finder.table_.to_pylist()
     evidence = "probe_hits" if finder.spec.probing else "target_rows"
     ref = f"{finder.reference_}_share"
-    table = Table(title=f"target clusters for '{finder.spec}' ({len(finder.clusters_)} of "
+    table = Table(title=f"target clusters for '{finder.spec}' ({int(finder.chosen_.sum())} of "
                         f"{clusters.k})", title_justify="left")
     for col in ("cluster", "size", "top tasks", evidence.replace("_", " "),
                 *([ref.replace("_", " ")] if ref in finder.table_.column_names else []), "why"):
@@ -167,6 +173,10 @@ def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, path
     rows = int(finder.mask_.sum())
     console.print(f"embedded {n} prompts ({n_cached} cached, {n_encoded} encoded); "
                   f"{clusters.k} clusters; target rows {rows} ({rows / n:.1%} of the pool)")
+    if finder.tasks_ is not None:
+        names = ", ".join(finder.tasks_[:5]) + (", ..." if len(finder.tasks_) > 5 else "")
+        console.print(f"by task: the {len(finder.tasks_)} tasks with most rows in these "
+                      f"clusters ({names})")
     if finder.recall_ is not None:
         console.print(f"against family == '{finder.reference_}': recall {finder.recall_:.3f}, "
                       f"precision {finder.precision_:.3f}")
