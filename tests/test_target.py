@@ -91,6 +91,15 @@ def test_by_task_keeps_or_drops_each_task_whole(data):
         assert (task in t.tasks_) == (inside[rows].mean() > 0.5), task
         assert t.mask_[rows].all() or not t.mask_[rows].any()  # whole tasks only
     assert {"rte", "cb"} <= set(t.tasks_) and t.summary()["tasks"] == t.tasks_
+    votes = t.summary()["task_votes"]  # the largest votes first, as recorded
+    assert list(votes) == list(t.task_votes_)[:10] and len(votes) == min(10, len(t.task_votes_))
+    held = [round(v["rows"] * v["inside"]) for v in votes.values()]  # rows inside
+    assert held == sorted(held, reverse=True)
+    for task, v in votes.items():
+        rows = tasks == task
+        assert v["rows"] == rows.sum()
+        assert v["inside"] == pytest.approx(inside[rows].mean(), abs=1e-4)
+        assert v["kept"] == (task in t.tasks_)
     assert np.array_equal(t.chosen_, plain.chosen_)  # the cut is the same; only rows differ
     assert t.clusters_ == np.unique(km.labels_[t.mask_]).tolist()
     # selection never leaves the task-decided rows, even in clusters the cut did not choose

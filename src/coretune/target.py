@@ -50,6 +50,7 @@ from coretune.target_cut import (  # noqa: F401 (re-exported)
     coverage_cut,
     density_order,
     prefix_f1,
+    task_inside,
     task_vote,
 )
 
@@ -256,7 +257,8 @@ class TargetClusters:
         self.tasks_ = None
         if self.by_task:
             tasks = pool.table.column("task").to_pylist()
-            self.tasks_ = task_vote(self.mask_, tasks)
+            self.task_votes_ = task_inside(self.mask_, tasks)
+            self.tasks_ = sorted(t for t, v in self.task_votes_.items() if v["kept"])
             if not self.tasks_:
                 raise CoretuneError(f"no task has most of its rows in the target clusters for "
                                     f"'{self.spec}' (turn off by_task)", field="target.by_task")
@@ -404,8 +406,9 @@ class TargetClusters:
                "rows": int(self.mask_.sum()), "recall": self.recall_,
                "precision": self.precision_, "reference_family": self.reference_,
                "recall_by_task": self.recall_by_task_}
-        if self.tasks_ is not None:
+        if self.tasks_ is not None:  # the largest votes: check them on a one-task pool
             out["tasks"] = self.tasks_
+            out["task_votes"] = dict(list(self.task_votes_.items())[:10])
         if self.spec.probing:
             out["probes"] = self.n_probes_
             out["probe_sets"] = self.probe_sets_

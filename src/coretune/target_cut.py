@@ -70,10 +70,20 @@ def coverage_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
     return chosen
 
 
-def task_vote(inside: np.ndarray, tasks: np.ndarray) -> list[str]:
+def task_vote(inside: np.ndarray, tasks) -> list[str]:
     """The `by_task` step: the tasks most of whose rows lie inside the chosen clusters (a
     strict majority), sorted. A task's templates can land in different clusters; deciding
     per task keeps or drops its rows together (measured: benchmarks/bench_target.py)."""
+    return sorted(t for t, v in task_inside(inside, tasks).items() if v["kept"])
+
+
+def task_inside(inside: np.ndarray, tasks) -> dict[str, dict]:
+    """Per task with rows inside: its rows, the share inside and whether the vote keeps it;
+    most rows inside first (ties: name). A large task near half decides a lot on one vote."""
     names, inv = np.unique(np.asarray(tasks, dtype=object).astype(str), return_inverse=True)
     held = np.bincount(inv, weights=inside.astype(np.float64), minlength=len(names))
-    return names[held * 2 > np.bincount(inv, minlength=len(names))].tolist()
+    rows = np.bincount(inv, minlength=len(names))
+    ids = np.flatnonzero(held)
+    ids = ids[np.lexsort((names[ids], -held[ids]))]
+    return {str(names[i]): {"rows": int(rows[i]), "inside": round(float(held[i] / rows[i]), 4),
+                            "kept": bool(held[i] * 2 > rows[i])} for i in ids}

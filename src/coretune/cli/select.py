@@ -174,9 +174,10 @@ def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, path
     console.print(f"embedded {n} prompts ({n_cached} cached, {n_encoded} encoded); "
                   f"{clusters.k} clusters; target rows {rows} ({rows / n:.1%} of the pool)")
     if finder.tasks_ is not None:
-        names = ", ".join(finder.tasks_[:5]) + (", ..." if len(finder.tasks_) > 5 else "")
-        console.print(f"by task: the {len(finder.tasks_)} tasks with most rows in these "
-                      f"clusters ({names})")
+        votes = ", ".join(f"{t} {v['inside']:.0%} of {v['rows']} {'kept' if v['kept'] else 'out'}"
+                          for t, v in list(finder.task_votes_.items())[:3])
+        console.print(f"by task: {len(finder.tasks_)} tasks have most of their rows in these "
+                      f"clusters; largest votes: {votes}")
     if finder.recall_ is not None:
         console.print(f"against family == '{finder.reference_}': recall {finder.recall_:.3f}, "
                       f"precision {finder.precision_:.3f}")
