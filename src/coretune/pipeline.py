@@ -72,8 +72,10 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
             add("cluster", cfg.cluster.model_dump(), lambda d: stages.cluster_stage(cfg, run, d))
             # unset, `share` and `by_task` leave the key runs made before they existed
             t = cfg.target
-            new = {"share"} if t.share is None else set()
-            add("target", t.model_dump(exclude=new if t.by_task else new | {"by_task"}),
+            unset = {"share"} if t.share is None else set()
+            if not t.by_task:
+                unset.add("by_task")
+            add("target", t.model_dump(exclude=unset),
                 lambda d: stages.target_stage(cfg, run, d, quiet), probe_files(cfg))
         add("select", {**cfg.select.model_dump(), "seed": seed},
             lambda d: stages.select_stage(cfg, run, seed, d, quiet))

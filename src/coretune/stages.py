@@ -114,8 +114,9 @@ def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = 
     """The rows a config selects for `seed`: inside the target clusters (the backend runs the
     method per cluster), or from the whole pool (`scope: pool`: random, all and pool without
     embeddings, a method that reads them over every cluster). `embedder` embeds the target
-    examples of a method that reads them (rds). `mask` (bool [n]): the target rows when
-    they are not whole clusters (`target.by_task`); rows outside it are never picked."""
+    examples of a method that reads them (rds). The target rows are those of the clusters
+    `targets`, or `mask` (bool [n], `TargetClusters.mask_`: whole clusters, or whole tasks
+    with `target.by_task`); rows outside them are never picked."""
     n = len(pool)
     method, scope = cfg.select.method, cfg.select.scope
     if method == "pool" or (method == "all" and scope == "pool"):
@@ -223,16 +224,14 @@ def target_stage(cfg: RunConfig, run: RunLayout, out: Path, quiet: bool) -> dict
 
 def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bool) -> dict:
     pool = load_pool(run.pool_file)
-    x = clusters = targets = mask = embedder = None
+    x = clusters = mask = embedder = None
     if needs_clusters(cfg):
         x, _ = load_embeddings(run.embeddings)
         clusters = KMeansClusters.load(run.stage("cluster"))
-        target = read_json(run.target_json)
-        targets = target["clusters"]
-        mask = target_mask(target, pool.table.column("task").to_pylist(), clusters.labels_)
+        mask = target_mask(read_json(run.target_json), pool.table.column("task").to_pylist(),
+                           clusters.labels_)
         embedder = make_embedder(cfg, quiet=quiet)
-    result = select_subset(cfg, pool, seed, x, clusters, targets, quiet=False, embedder=embedder,
-                           mask=mask)
+    result = select_subset(cfg, pool, seed, x, clusters, quiet=False, embedder=embedder, mask=mask)
     paths = write_subset(pool, result, out / "subset.parquet")
     q = quality(cfg, pool, result, x, mask, embedder)
     write_json(paths["quality"], q)

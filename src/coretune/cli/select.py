@@ -90,17 +90,11 @@ def select(
         silence_progress_bars()
     start = time.perf_counter()
     embedder = stages.make_embedder(cfg, quiet=quiet, device=device, cache_dir=cache_dir)
-    # the pool is in memory already; its prompts are not copied out whole (Pool.prompt_batches)
-    x = embedder.embed_batches(data.prompt_batches(embedder.chunk_size), len(data))
-    n_cached, n_encoded = embedder.n_cached_, embedder.n_encoded_
-    data, x, removed = stages.apply_dedup(cfg, data, x)
-    if removed is not None:
-        typer.echo(f"dedup at cosine {dedup}: {removed.removed} near-duplicate rows dropped, "
-                   f"{len(data)} kept")
+    data, x, n_cached, n_encoded = _embed(cfg, data, embedder)
     clusters = stages.fit_clusters(cfg, x)
     finder = stages.find_targets(cfg, clusters, data, embedder)
-    result = stages.select_subset(cfg, data, seed, x, clusters, finder.clusters_, quiet=quiet,
-                                  embedder=embedder, mask=finder.mask_)
+    result = stages.select_subset(cfg, data, seed, x, clusters, quiet=quiet, embedder=embedder,
+                                  mask=finder.mask_)
     stages.backend(cfg).close()
     paths = write_subset(data, result, output, fmt)
     seconds = time.perf_counter() - start
@@ -109,6 +103,21 @@ def select(
     _print_summary(finder, clusters, len(data), n_cached, n_encoded, len(result), method, paths,
                    seconds)
     _print_quality(q)
+
+
+def _embed(cfg, data, embedder):
+    """The pool's embeddings, less near-duplicates when `dedup` is set: (pool, x, cached rows,
+    encoded rows)."""
+    from coretune import stages
+
+    # the pool is in memory already; its prompts are not copied out whole (Pool.prompt_batches)
+    x = embedder.embed_batches(data.prompt_batches(embedder.chunk_size), len(data))
+    n_cached, n_encoded = embedder.n_cached_, embedder.n_encoded_
+    data, x, removed = stages.apply_dedup(cfg, data, x)
+    if removed is not None:
+        typer.echo(f"dedup at cosine {cfg.dedup}: {removed.removed} near-duplicate rows "
+                   f"dropped, {len(data)} kept")
+    return data, x, n_cached, n_encoded
 
 
 def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: str) -> None:
