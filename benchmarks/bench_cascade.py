@@ -30,24 +30,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import target_pools  # noqa: E402
+from target_pools import rule_rows, scores  # noqa: E402
 
 from coretune.cluster import KMeansClusters  # noqa: E402
 from coretune.embed import Embedder  # noqa: E402
 from coretune.encoders import _BatchEncoder  # noqa: E402
 from coretune.io import write_json, write_text  # noqa: E402
 from coretune.paths import cache_dir  # noqa: E402
-from coretune.target import (  # noqa: E402
-    TargetClusters,
-    TargetSpec,
-    metadata_mask,
-    nli_probe_prompts,
-)
+from coretune.target import TargetSpec, metadata_mask, nli_probe_prompts  # noqa: E402
 from coretune.target_cut import coverage_cut, task_vote  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_cascade.json"
 SEEDS = (0, 1, 2)
 COVERAGES = (0.9, 0.95, 0.98)
-K = 100
+K = target_pools.K
 SPEED_ROWS = 400
 
 
@@ -78,18 +74,6 @@ def rate(enc, texts: list[str]) -> float:
     t = time.perf_counter()
     enc.encode(texts)
     return len(texts) / (time.perf_counter() - t)
-
-
-def scores(rows: np.ndarray, ref: np.ndarray) -> dict:
-    tp = float((rows & ref).sum())
-    r, p = tp / max(1, ref.sum()), tp / max(1, rows.sum())
-    return {"recall": round(r, 4), "precision": round(p, 4),
-            "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0}
-
-
-def rule_rows(pool, x: np.ndarray, mini: Embedder, seed: int) -> np.ndarray:
-    km = KMeansClusters(K, seed=seed).fit(x)
-    return TargetClusters("nli", seed=0).fit(km, pool, mini).mask_
 
 
 def by_task(rows: np.ndarray, tasks: np.ndarray) -> np.ndarray:

@@ -4,17 +4,19 @@ Times the one-line command a laptop user runs,
 
     coretune select --pool <default pool> --target nli --budget 0.5% -o OUT --quiet
 
-with an empty embedding cache, as a child process (wall time and peak RSS of the child).
-"Today's time" in the issue is the same command when it embedded at 256 tokens. It is not
-run again (over an hour here); it is estimated from the two encoders' rates measured in this
-run on the same sample of pool prompts, with the same thread count:
+with an empty embedding cache, as a child process (wall time and peak RSS of the child);
+`--encoder minilm-int8 --batch-size 16` adds those options to the command.
+"Today's time" in the issue is the same command when it embedded with MiniLM at 256 tokens,
+batch 64. It is not run again (two hours here); it is estimated from the rates of that
+encoder and of the one timed, measured in this run on the same sample of pool prompts, with
+the same thread count:
 
-    estimated_256 = measured + rows * (1 / rate_256 - 1 / rate_128)
+    estimated_256 = measured + rows * (1 / rate_256 - 1 / rate_timed)
 
 The goal is measured <= 0.25 * estimated_256. Ratios only: the machine is shared.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_select_full.py [--sample 300]
-writes benchmarks/results/bench_select_full.json.
+    HF_HUB_OFFLINE=1 python benchmarks/bench_select_full.py [--sample 300] [--encoder E]
+writes benchmarks/results/bench_select_full.json (bench_select_full-E.json for another E).
 """
 
 from __future__ import annotations
@@ -41,20 +43,24 @@ def coretune(*args: str, env: dict) -> float:
     return time.perf_counter() - start
 
 
-def rate(max_tokens: int, texts: list[str]) -> float:
+def rate(spec: str, max_tokens: int, batch_size: int, texts: list[str]) -> float:
     from coretune.embed import make_encoder
 
-    enc = make_encoder("minilm", max_tokens=max_tokens, device="cpu")
-    enc.encode(texts[:32])  # warm-up
+    enc = make_encoder(spec, max_tokens=max_tokens, device="cpu")
+    enc.encode(texts[:32], batch_size)  # warm-up
     start = time.perf_counter()
-    enc.encode(texts)
+    enc.encode(texts, batch_size)
     return len(texts) / (time.perf_counter() - start)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", type=int, default=300, help="prompts for the encoder rates")
+    ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
+    timed = ("--encoder", args.encoder, "--batch-size", str(args.batch_size))
+    out = OUT if args.encoder == "minilm" else OUT.with_stem(f"{OUT.stem}-{args.encoder}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,31 +73,33 @@ def main() -> None:
         pool = load_pool(tmp / "pool.parquet")
         rng = np.random.default_rng(0)
         texts = [pool.prompts[int(i)] for i in rng.choice(len(pool), args.sample, False)]
-        rates = {t: rate(t, texts) for t in (128, 256)}
+        rates = {"minilm-256": rate("minilm", 256, 64, texts),
+                 "timed": rate(args.encoder, 128, args.batch_size, texts)}
         load_start = os.getloadavg()
         select_s = coretune("select", "--pool", str(tmp / "pool.parquet"), "--target", "nli",
                             "--budget", "0.5%", "-o", str(tmp / "subset.parquet"), "--quiet",
-                            "--cache-dir", str(tmp / "cache"), env=env)
+                            "--cache-dir", str(tmp / "cache"), *timed, env=env)
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
         quality = read_json(tmp / "subset.quality.json")
         rows = len(pool)
-    estimated = select_s + rows * (1 / rates[256] - 1 / rates[128])
+    estimated = select_s + rows * (1 / rates["minilm-256"] - 1 / rates["timed"])
     res = {
         "command": "coretune select --pool <default pool> --target nli --budget 0.5% --quiet "
-                   "(empty embedding cache)",
+                   f"{' '.join(timed)} (empty embedding cache)",
         "rows": rows, "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "pool_build_seconds": round(pool_s, 1), "select_seconds": round(select_s, 1),
         "peak_rss_child_gb": round(peak_gb, 2),
         "load_average_at_start": [round(x, 2) for x in load_start],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "rate_sample": args.sample,
-        "minilm_prompts_per_s": {str(k): round(v, 2) for k, v in rates.items()},
+        "prompts_per_s": {"minilm-256-b64": round(rates["minilm-256"], 2),
+                          f"{args.encoder}-128-b{args.batch_size}": round(rates["timed"], 2)},
         "estimated_seconds_at_256_tokens": round(estimated, 1),
         "ratio_to_256": round(select_s / estimated, 3),
         "goal_ratio": 0.25, "goal_met": bool(select_s <= 0.25 * estimated),
         "quality": quality,
     }
-    write_json(OUT, res)
+    write_json(out, res)
     print({k: v for k, v in res.items() if k != "quality"})
 
 

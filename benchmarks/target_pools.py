@@ -25,6 +25,7 @@ SEED = 11
 MAX_TOKENS = 128
 LOW_SHARE = 0.01
 POOLS = ("sample", "full2", "low")
+K = 100  # clusters for the target rule
 
 
 def _subsample(pool, rows: int, seed: int):
@@ -63,6 +64,23 @@ def embed_pools(pools: dict, enc=None, quiet: bool = True) -> dict:
 
     emb = Embedder(enc or encoder(), quiet=quiet)
     return {name: emb.embed(p.prompts) for name, p in pools.items()}
+
+
+def scores(rows: np.ndarray, ref: np.ndarray) -> dict:
+    """Recall, precision and F1 of boolean rows against boolean reference rows."""
+    tp = float((rows & ref).sum())
+    r, p = tp / max(1, ref.sum()), tp / max(1, rows.sum())
+    return {"recall": round(r, 4), "precision": round(p, 4),
+            "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0}
+
+
+def rule_rows(pool, x: np.ndarray, embedder, seed: int) -> np.ndarray:
+    """Rows the default `nli` target rule keeps: k=100 k-means of `x`, probes by `embedder`."""
+    from coretune.cluster import KMeansClusters
+    from coretune.target import TargetClusters
+
+    km = KMeansClusters(K, seed=seed).fit(x)
+    return TargetClusters("nli", seed=0).fit(km, pool, embedder).mask_
 
 
 def main() -> None:

@@ -166,6 +166,30 @@ def test_unknown_encoder_and_bad_settings():
                       SentenceTransformerEncoder)
 
 
+def test_int8_encoder_is_close_to_minilm_made_once_and_cached_apart(minilm, prompts, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("CORETUNE_CACHE", str(tmp_path))
+    enc = make_encoder("minilm-int8", max_tokens=128)
+    [onnx_file] = (tmp_path / "models").glob("int8-*.onnx")
+    made = onnx_file.stat().st_mtime_ns
+    some = prompts[:40]
+    x, ref = enc.encode(some, 16), minilm.encode(some, 16)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
+    cos = (x * ref).sum(1)
+    assert cos.mean() > 0.98 and cos.min() > 0.95  # measured 0.991 / 0.97 on pool prompts
+    assert cos.min() < 0.9999 and cache_key(enc) != cache_key(minilm)  # int8 rows, own cache
+    # each prompt runs alone: its row does not depend on the batch it came in
+    np.testing.assert_array_equal(enc.encode(some[::-1], 8)[::-1], x)
+    again = make_encoder("minilm-int8", max_tokens=128)
+    assert onnx_file.stat().st_mtime_ns == made and again.name == enc.name
+    np.testing.assert_array_equal(again.encode(some, 16), x)
+    with pytest.raises(CoretuneError, match="CPU only"):
+        make_encoder("minilm-int8", max_tokens=128, device="cuda")
+    with pytest.raises(CoretuneError, match="st-int8:MODEL"):
+        make_encoder("st-int8", max_tokens=128)
+
+
 @pytest.mark.slow
 def test_smollm2_mean_pool(prompts):
     """The paper's method on a small causal LM (GGUF de-quantised on load, ~20 s)."""

@@ -45,7 +45,9 @@ class PoolConfig(_Section):
 
 
 class EmbedConfig(_Section):
-    encoder: str = Field("minilm", description="minilm | hf:<model id or path> (mean-pooled).")
+    encoder: str = Field("minilm", description="minilm | minilm-int8 (int8 weights, ONNX "
+                         "Runtime, CPU) | hf:<model id or path> (mean-pooled) | st:MODEL | "
+                         "st-int8:MODEL.")
     max_tokens: int = 128
     batch_size: int = 64
 

@@ -4,8 +4,8 @@ Every encoder returns float32 rows, L2-normalised, one per input text, in input 
 are batched longest first (an out-of-memory error shows up on the first batch, not after an
 hour) and restored to input order. A zero or non-finite vector is an error, never silent.
 Shipped: `minilm` (sentence-transformers all-MiniLM-L6-v2), `smollm2` and `hf:MODEL`
-(mean-pooled causal/any HF model, the paper's method), `st:MODEL`; `register_encoder` adds
-more. Imports: numpy, coretune.errors; torch and transformers lazily.
+(mean-pooled causal/any HF model, the paper's method), `st:MODEL`, and `minilm-int8` /
+`st-int8:MODEL` (int8 under ONNX Runtime, onnx_encoder.py); `register_encoder` adds more. Imports: numpy, coretune.errors; torch and transformers lazily.
 """
 
 from __future__ import annotations
@@ -250,7 +250,14 @@ def _smollm2(pooling: str) -> Callable[[str, int, str | None], Encoder]:
     return make
 
 
-_HELP = {"hf": "hf:MODEL", "hf-weighted": "hf-weighted:MODEL", "st": "st:MODEL"}
+def _int8(model: str | None, *, max_tokens: int, device: str | None) -> Encoder:
+    from coretune.onnx_encoder import OnnxInt8Encoder  # onnxruntime only when asked for
+
+    return OnnxInt8Encoder(model, max_tokens=max_tokens, device=device)
+
+
+_HELP = {"hf": "hf:MODEL", "hf-weighted": "hf-weighted:MODEL", "st": "st:MODEL",
+         "st-int8": "st-int8:MODEL"}
 register_encoder("minilm", lambda arg, max_tokens, device: SentenceTransformerEncoder(
     max_tokens=max_tokens, device=device))
 register_encoder("smollm2", _smollm2("mean"))
@@ -258,3 +265,7 @@ register_encoder("smollm2-weighted", _smollm2("weighted"))  # RDS+'s encoder on 
 register_encoder("hf", _needs_model("hf", MeanPoolEncoder))
 register_encoder("hf-weighted", _needs_model("hf-weighted", MeanPoolEncoder, pooling="weighted"))
 register_encoder("st", _needs_model("st", SentenceTransformerEncoder))
+# MiniLM / any mean-pooling ST model with int8 weights under ONNX Runtime: the fast CPU path
+register_encoder("minilm-int8", lambda arg, max_tokens, device: _int8(
+    None, max_tokens=max_tokens, device=device))
+register_encoder("st-int8", _needs_model("st-int8", _int8))
