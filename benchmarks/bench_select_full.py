@@ -5,7 +5,7 @@ Times the one-line command a laptop user runs,
     coretune select --pool <default pool> --target nli --budget 0.5% -o OUT --quiet
 
 with an empty embedding cache, as a child process (wall time and peak RSS of the child);
-`--encoder minilm-int8 --batch-size 16` adds those options to the command.
+`--encoder` and `--batch-size` are passed on to the command (e.g. `--encoder minilm-int8`).
 "Today's time" in the issue is the same command when it embedded with MiniLM at 256 tokens,
 batch 64. It is not run again (two hours here); it is estimated from the rates of that
 encoder and of the one timed, measured in this run on the same sample of pool prompts, with
