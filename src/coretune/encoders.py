@@ -5,7 +5,8 @@ are batched longest first (an out-of-memory error shows up on the first batch, n
 hour) and restored to input order. A zero or non-finite vector is an error, never silent.
 Shipped: `minilm` (sentence-transformers all-MiniLM-L6-v2), `smollm2` and `hf:MODEL`
 (mean-pooled causal/any HF model, the paper's method), `st:MODEL`, and `minilm-int8` /
-`st-int8:MODEL` (int8 under ONNX Runtime, onnx_encoder.py); `register_encoder` adds more. Imports: numpy, coretune.errors; torch and transformers lazily.
+`st-int8:MODEL` (int8 under ONNX Runtime, onnx_encoder.py); `register_encoder` adds more.
+Imports: numpy, coretune.errors; torch and transformers lazily.
 """
 
 from __future__ import annotations
