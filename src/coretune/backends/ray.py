@@ -179,7 +179,7 @@ class RayBackend(Backend):
 
     def _encoders(self, spec: str, max_tokens: int, device: str | None) -> tuple[list, dict]:
         kind, _, arg = spec.partition(":")
-        if kind in ("hf", "hf-weighted", "st", "st-int8") and arg and Path(arg).exists():
+        if arg and Path(arg).exists():  # a local model, for any kind that takes one:
             spec = f"{kind}:{Path(arg).resolve()}"  # workers do not share our working dir
         key = (spec, max_tokens, device)
         if self._pool is not None and self._pool[0] == key:
