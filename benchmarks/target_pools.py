@@ -75,7 +75,8 @@ def scores(rows: np.ndarray, ref: np.ndarray) -> dict:
 
 
 def rule_rows(pool, x: np.ndarray, embedder, seed: int) -> np.ndarray:
-    """Rows the default `nli` target rule keeps: k=100 k-means of `x`, probes by `embedder`."""
+    """Rows the `nli` target rule keeps on one clustering (votes=1): k=100 k-means of `x`,
+    probes by `embedder`."""
     from coretune.cluster import KMeansClusters
     from coretune.target import TargetClusters
 

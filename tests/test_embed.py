@@ -181,6 +181,9 @@ def test_int8_encoder_is_close_to_minilm_made_once_and_cached_apart(minilm, prom
     assert cos.min() < 0.9999 and cache_key(enc) != cache_key(minilm)  # int8 rows, own cache
     # each prompt runs alone: its row does not depend on the batch it came in
     np.testing.assert_array_equal(enc.encode(some[::-1], 8)[::-1], x)
+    for workers in (1, 3):  # nor on how many threads run the prompts
+        enc.workers = workers
+        np.testing.assert_array_equal(enc.encode(some, 16), x)
     again = make_encoder("minilm-int8", max_tokens=128)
     assert onnx_file.stat().st_mtime_ns == made and again.name == enc.name
     np.testing.assert_array_equal(again.encode(some, 16), x)

@@ -145,11 +145,12 @@ def test_select_dedup_and_quality_report(cli, pool_file, cache, tmp_path):
     assert q["coverage"]["radius"] == sorted(q["coverage"]["radius"], reverse=True)
 
 
-@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
-def test_select_bad_dedup_threshold(cli, pool_file, tmp_path, value):
-    proc = cli("select", "--pool", pool_file, "-o", tmp_path / "s.parquet", "--dedup", value)
+@pytest.mark.parametrize("option,value", [("--dedup", "0"), ("--dedup", "1.5"),
+                                          ("--dedup", "-0.2"), ("--votes", "0")])
+def test_select_bad_dedup_threshold_or_votes(cli, pool_file, tmp_path, option, value):
+    proc = cli("select", "--pool", pool_file, "-o", tmp_path / "s.parquet", option, value)
     assert proc.returncode == 2
-    assert "dedup" in proc.stderr and "Traceback" not in proc.stderr
+    assert option[2:] in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.parquet").exists()
 
@@ -178,8 +179,8 @@ def test_select_rds_over_the_target_and_the_whole_pool(cli, pool_file, cache, tm
     clusters = stages.fit_clusters(cfg, x)
     whole = stages.select_subset(cfg, data, 0, x, clusters, None, embedder=embedder)
     inside = stages.select_subset(cfg.model_copy(update={"select": cfg.select.model_copy(
-        update={"scope": "target"})}), data, 0, x, clusters,
-        stages.find_targets(cfg, clusters, data, embedder).clusters_, embedder=embedder)
+        update={"scope": "target"})}), data, 0, x, clusters, embedder=embedder,
+        mask=stages.find_targets(cfg, clusters, data, embedder, x).mask_)
     assert len(whole) == 12 and len(set(whole.indices.tolist())) == 12
     # From the whole pool the probes' nearest rows are at least as near as inside the targets.
     q = stages.make_target_finder(cfg).probe_vectors(clusters, embedder)[0]

@@ -109,6 +109,34 @@ def test_by_task_keeps_or_drops_each_task_whole(data):
     assert len(res) == 40 and t.mask_[res.indices].all()
 
 
+@pytest.mark.parametrize("spec", ["nli", "family:nli"])
+def test_votes_keep_the_rows_most_clusterings_keep(data, spec):
+    pool, km, emb = data
+    x = emb.embed(pool.prompts)
+    kw = {"n_probes": 100} if spec == "nli" else {}
+    # what each clustering's rule keeps alone: the cluster stage's (seed 0), then seeds 1, 2
+    alone = [TargetClusters(spec, **kw).fit(KMeansClusters(12, seed=s).fit(x), pool, emb).mask_
+             for s in range(3)]
+    assert np.array_equal(alone[0], TargetClusters(spec, **kw).fit(km, pool, emb).mask_)
+    t = TargetClusters(spec, votes=3, **kw).fit(km, pool, emb, x)
+    count = np.sum(alone, axis=0)
+    assert np.array_equal(t.row_votes_, count)
+    assert np.array_equal(t.mask_, count >= 2)
+    assert t.summary()["votes"] == {"runs": 3, "rows_any": int((count > 0).sum()),
+                                    "rows_majority": int((count >= 2).sum()),
+                                    "rows_all": int((count == 3).sum())}
+    assert t.clusters_ == np.unique(km.labels_[t.mask_]).tolist()
+    again = TargetClusters(spec, votes=3, **kw).fit(km, pool, emb, x)
+    assert np.array_equal(again.mask_, t.mask_)  # same seeds, same rows
+    assert "votes" not in TargetClusters(spec, **kw).fit(km, pool, emb).summary()
+    with pytest.raises(CoretuneError, match="votes=3 clusters the rows again"):
+        TargetClusters(spec, votes=3, **kw).fit(km, pool, emb)
+    with pytest.raises(CoretuneError, match="embeddings have 5 rows"):
+        TargetClusters(spec, votes=3, **kw).fit(km, pool, emb, x[:5])
+    with pytest.raises(CoretuneError, match="'target.votes': must be at least 1, got 0"):
+        TargetClusters(spec, votes=0)
+
+
 def test_metadata_rule(data):
     pool, km, _ = data
     t = TargetClusters("tasks:rte,cb").fit(km, pool)

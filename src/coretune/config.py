@@ -20,6 +20,7 @@ from coretune.backends import backend_names
 from coretune.errors import CoretuneError
 from coretune.select.budget import ALL, check_budget
 from coretune.select.methods import budgeted_methods, get_method, method_names
+from coretune.target import VOTES
 from coretune.train import TrainConfig
 
 # `select.method` values that are not selection methods: train on the whole pool, or not at all.
@@ -69,6 +70,9 @@ class TargetConfig(_Section):
                                 "when known: the auto rule uses it instead of its estimate.")
     by_task: bool = Field(False, description="Keep or drop each task's rows together: the "
                           "target is the tasks most of whose rows lie in the chosen clusters.")
+    votes: int = Field(VOTES, ge=1, description="k-means runs (seeds seed, seed+1, ...) that "
+                       "each apply the rule; a row is a target row when most of them keep it. "
+                       "1: the cluster stage's clustering alone.")
 
 
 class SelectConfig(_Section):

@@ -89,6 +89,11 @@ class RunLayout:
     def target_json(self) -> Path:
         return self.stage("target") / "target.json"
 
+    @property
+    def target_rows(self) -> Path:
+        """bool [n]: the target rows (what the rule, votes and by_task decided)."""
+        return self.stage("target") / "rows.npy"
+
     def subset(self, seed: int) -> Path:
         return self.stage("select", seed) / "subset.parquet"
 

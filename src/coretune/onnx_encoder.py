@@ -18,6 +18,7 @@ import hashlib
 import logging
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,23 +58,31 @@ class OnnxInt8Encoder(_BatchEncoder):
         self.inputs = list(self.tokenizer(["a"], return_tensors="np").keys())
         path = _int8_file(st, self.inputs)
         self.name = f"{st.name}+onnx-int8/{path.stem}"
+        # One prompt is too small a job to split over threads: each runs on one thread, and
+        # the project's threads (torch's setting) each run their own prompts (1.2-1.4x over
+        # one prompt on two threads, 2 cores; benchmarks/bench_encoder.py).
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # the project's thread setting
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        self.workers = max(1, torch.get_num_threads())
         self.session = ort.InferenceSession(str(path), options,
                                             providers=["CPUExecutionProvider"])
 
     def forward_batch(self, texts: list[str]) -> np.ndarray:
         # One prompt per call: dynamic int8 scales a tensor's activations together, so in a
         # batch a prompt's row would depend on its neighbours (up to ~0.02 a coordinate) and
-        # on what the cache already held. Alone, it depends on the prompt only; no slower
-        # here (benchmarks/bench_encoder.py).
-        return np.concatenate([self._one(text) for text in texts])
+        # on what the cache already held. Alone, it depends on the prompt only. Tokenised
+        # here, on this thread: a fast tokenizer called from several threads can fail.
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)
+        feeds = [{k: np.asarray([ids[k][i]], np.int64) for k in self.inputs}
+                 for i in range(len(texts))]
+        if self.workers == 1 or len(feeds) == 1:
+            return np.concatenate([self._one(f) for f in feeds])
+        with ThreadPoolExecutor(self.workers) as pool:  # ORT releases the GIL while it runs
+            return np.concatenate(list(pool.map(self._one, feeds)))
 
-    def _one(self, text: str) -> np.ndarray:
-        batch = self.tokenizer([text], truncation=True, max_length=self.max_tokens,
-                               return_tensors="np")
-        hidden = self.session.run(None, {k: batch[k].astype(np.int64) for k in self.inputs})[0]
+    def _one(self, feed: dict) -> np.ndarray:
+        hidden = self.session.run(None, feed)[0]
         return hidden.mean(1)  # one unpadded prompt: the mean over its tokens
 
 

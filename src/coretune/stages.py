@@ -22,14 +22,14 @@ from coretune.data.sources import build_pool, parse_template_mode, sample_rows
 from coretune.embed import Embedder, load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import evaluate, parse_eval_file, register_eval_set
-from coretune.io import atomic_path, read_json, write_json
+from coretune.io import atomic_path, write_json
 from coretune.layout import RunLayout
 from coretune.select import SelectionResult, get_method, resolve_budget
 from coretune.select.dedup import DedupResult, dedup
 from coretune.select.output import write_subset
 from coretune.select.quality import answer_balance, flatten, selection_quality, task_mix
 from coretune.select.sampling import random_rows
-from coretune.target import TargetClusters, metadata_mask, nli_probe_prompts, target_mask
+from coretune.target import TargetClusters, load_target_rows, metadata_mask, nli_probe_prompts
 from coretune.train import train
 
 EVAL_SEED = 0  # every run evaluates the same examples, so rows compare pairwise
@@ -52,7 +52,8 @@ def make_pool(cfg: RunConfig) -> Pool:
 def make_target_finder(cfg: RunConfig) -> TargetClusters:
     t = cfg.target
     return TargetClusters(t.spec, rule=t.rule, threshold=t.threshold, top=t.top, n_probes=t.probes,
-                          seed=cfg.cluster.seed, share=t.share, by_task=t.by_task)
+                          seed=cfg.cluster.seed, share=t.share, by_task=t.by_task,
+                          votes=t.votes)
 
 
 def needs_clusters(cfg: RunConfig) -> bool:
@@ -103,8 +104,8 @@ def fit_clusters(cfg: RunConfig, x: np.ndarray) -> KMeansClusters:
 
 
 def find_targets(cfg: RunConfig, clusters: KMeansClusters, pool: Pool,
-                 embedder: Embedder) -> TargetClusters:
-    return make_target_finder(cfg).fit(clusters, pool, embedder)
+                 embedder: Embedder, x: np.ndarray) -> TargetClusters:
+    return make_target_finder(cfg).fit(clusters, pool, embedder, x)
 
 
 def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = None,
@@ -212,10 +213,13 @@ def cluster_stage(cfg: RunConfig, run: RunLayout, out: Path) -> dict:
 
 
 def target_stage(cfg: RunConfig, run: RunLayout, out: Path, quiet: bool) -> dict:
+    x, _ = load_embeddings(run.embeddings)
     finder = find_targets(cfg, KMeansClusters.load(run.stage("cluster")),
-                          load_pool(run.pool_file), make_embedder(cfg, quiet=quiet))
+                          load_pool(run.pool_file), make_embedder(cfg, quiet=quiet), x)
     with atomic_path(out / "clusters.parquet") as tmp:
         pq.write_table(finder.table_, tmp)
+    with atomic_path(out / "rows.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, finder.mask_, allow_pickle=False)
     summary = finder.summary()
     write_json(out / "target.json", summary)
     return {"clusters": summary["clusters"], "rows": summary["rows"],
@@ -228,8 +232,7 @@ def select_stage(cfg: RunConfig, run: RunLayout, seed: int, out: Path, quiet: bo
     if needs_clusters(cfg):
         x, _ = load_embeddings(run.embeddings)
         clusters = KMeansClusters.load(run.stage("cluster"))
-        mask = target_mask(read_json(run.target_json), pool.table.column("task").to_pylist(),
-                           clusters.labels_)
+        mask = load_target_rows(run, pool.table.column("task").to_pylist(), clusters.labels_)
         embedder = make_embedder(cfg, quiet=quiet)
     result = select_subset(cfg, pool, seed, x, clusters, quiet=False, embedder=embedder, mask=mask)
     paths = write_subset(pool, result, out / "subset.parquet")

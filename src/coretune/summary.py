@@ -27,7 +27,7 @@ from coretune.select.methods import budgeted_methods, method_labels
 from coretune.select.output import output_paths
 from coretune.select.quality import flatten
 from coretune.table import TASKS, build_rows, write_table
-from coretune.target import target_mask
+from coretune.target import load_target_rows
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -110,7 +110,7 @@ def _map_figure(run: RunLayout):
                          if "family" in names else ["uid", "task"])
     labels = pq.read_table(run.stage("cluster") / "clusters.parquet").column("cluster")
     labels = labels.to_numpy()
-    target = target_mask(read_json(run.target_json), pool.column("task").to_pylist(), labels)
+    target = load_target_rows(run, pool.column("task").to_pylist(), labels)
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(x), min(len(x), 4000), replace=False))
     sel_file = _first_file(run, run.selection)

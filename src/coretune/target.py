@@ -26,6 +26,12 @@ The rule (`rule=`):
 - `threshold=` or `top=m` (the m clusters with most evidence) override the rule.
 - `share=`: the target's share of the pool, when known; the auto probe rule uses it instead
   of its estimate (the estimate, not the cut, is what fails on the NLI-heavy pool).
+- `votes=V` (1 here; `target.votes` in configs and `--votes` on `coretune select`, default
+  `VOTES`): k-means lands in another local optimum under perturbations no encoder would
+  notice, and the rule takes whole clusters, so one clustering's target rows move a lot
+  (docs/target.md). With V > 1 the rule also runs on V - 1 more clusterings of
+  the same rows (seeds seed+1, ...) and a row is a target row when a strict majority of the V
+  runs keeps it. Costs V - 1 k-means fits; needs the embeddings (`fit(..., x=)`).
 
 When the pool has a `family` column, recall and precision of the chosen clusters against
 `family == reference` (default `nli`) say how well the clusters capture the family.
@@ -43,7 +49,7 @@ import pyarrow as pa
 from coretune.cluster import KMeansClusters, cluster_members
 from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
-from coretune.io import read_jsonl
+from coretune.io import read_json, read_jsonl
 from coretune.target_cut import (  # noqa: F401 (re-exported)
     COVERAGE,
     auto_cut,
@@ -58,6 +64,7 @@ METADATA_KINDS = ("tasks", "family", "keywords")
 PROBE_DENSITY = 0.25  # the old (`density`) probe rule, see TargetClusters
 METADATA_SHARE = 0.5  # the old (`density`) metadata rule
 RULES = ("auto", "coverage", "density")
+VOTES = 11  # k-means runs that vote on each row (measured: benchmarks/bench_target.py)
 SPEC_HELP = "nli, tasks:NAME,..., family:NAME, keywords:WORD,..., probe:FILE.jsonl"
 
 
@@ -196,13 +203,22 @@ def target_mask(target: dict, tasks, labels: np.ndarray) -> np.ndarray:
     return np.isin(labels, np.asarray(target["clusters"], np.int64))
 
 
+def load_target_rows(run, tasks, labels: np.ndarray) -> np.ndarray:
+    """The target rows (bool [n]) a run's target stage decided (`RunLayout.target_rows`); for
+    a run made before that file existed, from target.json (clusters or tasks)."""
+    if run.target_rows.is_file():
+        return np.load(run.target_rows, allow_pickle=False)
+    return target_mask(read_json(run.target_json), tasks, labels)
+
+
 class TargetClusters:
     """Pick the target clusters of a fitted `KMeansClusters` for a target spec.
 
     After `fit`: `chosen_` (bool [k], the rule's clusters), `table_` (one row per cluster:
     size, top tasks, evidence, chosen, why), `mask_` (bool [n], the target rows: rows in the
-    chosen clusters, or with `by_task` the rows of `tasks_`, the tasks most of whose rows
-    are in them), `clusters_` (sorted ids of the clusters holding target rows), `rule_` (the
+    chosen clusters, or with `votes` > 1 the rows most runs keep (`row_votes_`: runs keeping
+    each row), then with `by_task` the rows of `tasks_`, the tasks most of whose rows are in
+    them), `clusters_` (sorted ids of the clusters holding target rows), `rule_` (the
     rule that decided) and `cut_` (the auto rule's estimate), and when
     the pool has a `family` column `recall_`, `precision_`, `recall_by_task_` against
     `family == reference_`; `n_probes_`, `probe_sets_` and `probe_vectors_` for probing specs.
@@ -211,7 +227,7 @@ class TargetClusters:
     def __init__(self, spec: str | TargetSpec = "nli", *, rule: str = "auto",
                  threshold: float | None = None, top: int | None = None, n_probes: int = 1000,
                  min_hits: int = 2, seed: int = 0, reference: str | None = None,
-                 share: float | None = None, by_task: bool = False):
+                 share: float | None = None, by_task: bool = False, votes: int = 1):
         self.spec = parse_target(spec) if isinstance(spec, str) else spec
         self.rule = rule
         self.threshold = threshold
@@ -222,6 +238,9 @@ class TargetClusters:
         self.reference = reference
         self.share = share
         self.by_task = by_task
+        self.votes = votes
+        if votes < 1:
+            raise CoretuneError(f"must be at least 1, got {votes}", field="target.votes")
         if share is not None and not 0 < share <= 1:
             raise CoretuneError(f"must be in (0, 1], got {share}", field="target.share")
         if rule not in RULES:
@@ -233,13 +252,20 @@ class TargetClusters:
         if top is not None and top < 1:
             raise CoretuneError("must be at least 1", field="top")
 
-    def fit(self, clusters: KMeansClusters, pool: Pool, embedder=None) -> TargetClusters:
+    def fit(self, clusters: KMeansClusters, pool: Pool, embedder=None,
+            x: np.ndarray | None = None) -> TargetClusters:
         """`embedder` (an `coretune.embed.Embedder` with the pool's encoder) is needed for
-        probing specs."""
+        probing specs; `x` (the rows `clusters` was fitted on) for `votes` > 1."""
         labels = clusters.labels_
         if len(labels) != len(pool):
             raise CoretuneError(f"clusters cover {len(labels)} rows, the pool has {len(pool)}",
                                 field="clusters")
+        if self.votes > 1 and x is None:
+            raise CoretuneError(f"votes={self.votes} clusters the rows again: give the "
+                                "embeddings (fit(..., x=)) or set votes to 1", field="target.votes")
+        if self.votes > 1 and len(x) != len(labels):
+            raise CoretuneError(f"embeddings have {len(x)} rows, the clusters {len(labels)}",
+                                field="target.votes")
         k = clusters.k
         sizes = np.bincount(labels, minlength=k)
         self.rule_ = ("top" if self.top is not None else
@@ -254,6 +280,12 @@ class TargetClusters:
                                 "(lower --threshold or use --top)", field="target")
         self.chosen_ = chosen
         self.mask_ = chosen[labels]
+        self.row_votes_ = None
+        if self.votes > 1:
+            self.mask_ = self._vote(clusters, x)
+            if not self.mask_.any():
+                raise CoretuneError(f"no row is kept by most of the {self.votes} runs for "
+                                    f"'{self.spec}' (set votes to 1)", field="target.votes")
         self.tasks_ = None
         if self.by_task:
             tasks = pool.table.column("task").to_pylist()
@@ -302,21 +334,27 @@ class TargetClusters:
         # Probe density: share of probes / share of pool rows. A cluster of the target
         # family gets more probes than its size says; elsewhere only strays land.
         density = share / np.maximum(sizes / sizes.sum(), 1e-12)
+        chosen, self.cut_ = self._probe_cut(hits, sizes)
+        why = [self._probe_why(c, hits, share, sizes, density, n_probes) if chosen[c] else ""
+               for c in range(k)]
+        return hits, share, chosen, why
+
+    def _probe_cut(self, hits, sizes) -> tuple[np.ndarray, dict]:
+        """The rule on one clustering's probe hits: chosen clusters and the auto estimate."""
+        k = len(sizes)
         chosen = np.zeros(k, bool)
         if self.rule_ == "top":
             order = np.lexsort((np.arange(k), -hits))[: self.top]
             chosen[order[hits[order] > 0]] = True
         elif self.rule_ == "auto":
-            chosen, self.cut_ = auto_cut(hits, sizes, min_hits=self.min_hits, pi=self.share)
+            return auto_cut(hits, sizes, min_hits=self.min_hits, pi=self.share)
         elif self.rule_ == "coverage":
-            chosen = coverage_cut(hits, sizes, min_hits=self.min_hits)
-            self.cut_ = {"coverage": COVERAGE}
+            return coverage_cut(hits, sizes, min_hits=self.min_hits), {"coverage": COVERAGE}
         else:
             floor = PROBE_DENSITY if self.threshold is None else self.threshold
+            density = hits / hits.sum() / np.maximum(sizes / sizes.sum(), 1e-12)
             chosen = (hits >= self.min_hits) & (density >= floor)
-        why = [self._probe_why(c, hits, share, sizes, density, n_probes) if chosen[c] else ""
-               for c in range(k)]
-        return hits, share, chosen, why
+        return chosen, {}
 
     def _probe_why(self, c, hits, share, sizes, density, n_probes) -> str:
         if self.rule_ == "top":
@@ -331,31 +369,62 @@ class TargetClusters:
         return text + f" >= {floor:g})"
 
     def _metadata(self, pool, labels, k, sizes):
-        mask = metadata_mask(pool, self.spec)
+        self.metadata_mask_ = mask = metadata_mask(pool, self.spec)
         rows = np.bincount(labels[mask], minlength=k)
+        share = np.divide(rows, sizes, out=np.zeros(k), where=sizes > 0)
+        chosen, self.cut_ = self._metadata_cut(rows, sizes, float(mask.sum()))
+        if self.rule_ == "top":
+            label = f"top {self.top} by share of {self.spec} rows"
+        elif self.rule_ == "auto":
+            label = f"auto cut by share of {self.spec} rows (F1 {self.cut_['f1']:.2f})"
+        elif self.rule_ == "coverage":
+            label = f"clusters holding {COVERAGE:.0%} of {self.spec} rows"
+        else:
+            threshold = METADATA_SHARE if self.threshold is None else self.threshold
+            label = f"{self.spec} rows >= {threshold:.0%}"
+        why = [f"{share[c]:.0%} of rows match; {label}" if chosen[c] else "" for c in range(k)]
+        return rows, share, chosen, why
+
+    def _metadata_cut(self, rows, sizes, total) -> tuple[np.ndarray, dict]:
+        """The rule on one clustering's matching rows per cluster: chosen clusters, cut."""
+        k = len(sizes)
         share = np.divide(rows, sizes, out=np.zeros(k), where=sizes > 0)
         chosen = np.zeros(k, bool)
         if self.rule_ == "top":
             keep = np.lexsort((np.arange(k), -share))[: self.top]
             chosen[keep[rows[keep] > 0]] = True
-            label = f"top {self.top} by share of {self.spec} rows"
         elif self.rule_ == "auto":  # exact F1 against the named rows, best prefix by share
             order = density_order(rows, sizes, 1)
-            f1 = prefix_f1(order, sizes, rows, float(mask.sum()))
+            f1 = prefix_f1(order, sizes, rows, total)
             j = int(np.argmax(f1))
             chosen[order[: j + 1]] = True
-            self.cut_ = {"f1": round(float(f1[j]), 4)}
-            label = f"auto cut by share of {self.spec} rows (F1 {f1[j]:.2f})"
+            return chosen, {"f1": round(float(f1[j]), 4)}
         elif self.rule_ == "coverage":
-            chosen = coverage_cut(rows, sizes, min_hits=1)
-            self.cut_ = {"coverage": COVERAGE}
-            label = f"clusters holding {COVERAGE:.0%} of {self.spec} rows"
+            return coverage_cut(rows, sizes, min_hits=1), {"coverage": COVERAGE}
         else:
             threshold = METADATA_SHARE if self.threshold is None else self.threshold
             chosen = (rows > 0) & (share >= threshold)
-            label = f"{self.spec} rows >= {threshold:.0%}"
-        why = [f"{share[c]:.0%} of rows match; {label}" if chosen[c] else "" for c in range(k)]
-        return rows, share, chosen, why
+        return chosen, {}
+
+    def _vote(self, clusters, x) -> np.ndarray:
+        """Rows kept by a strict majority of `votes` runs of the rule: on `clusters` (its
+        choice is `mask_`) and on votes - 1 more k-means fits of the same rows, seeds
+        seed + 1, ... (same k, sample size, iterations)."""
+        count = self.mask_.astype(np.int32)
+        for i in range(1, self.votes):
+            km = KMeansClusters(clusters.k, seed=clusters.seed + i, niter=clusters.niter,
+                                sample_size=clusters.sample_size,
+                                spherical=clusters.spherical).fit(x)
+            sizes = np.bincount(km.labels_, minlength=km.k)
+            if self.spec.probing:
+                hits = np.bincount(km.predict(self.probe_vectors_), minlength=km.k)
+                chosen = self._probe_cut(hits, sizes)[0]
+            else:
+                rows = np.bincount(km.labels_[self.metadata_mask_], minlength=km.k)
+                chosen = self._metadata_cut(rows, sizes, float(self.metadata_mask_.sum()))[0]
+            count += chosen[km.labels_]
+        self.row_votes_ = count
+        return count * 2 > self.votes
 
     def _evaluate(self, pool) -> None:
         self.reference_ = self.reference or (self.spec.values[0] if self.spec.kind == "family"
@@ -406,6 +475,11 @@ class TargetClusters:
                "rows": int(self.mask_.sum()), "recall": self.recall_,
                "precision": self.precision_, "reference_family": self.reference_,
                "recall_by_task": self.recall_by_task_}
+        if self.row_votes_ is not None:  # how much the runs agree
+            v = self.row_votes_
+            out["votes"] = {"runs": self.votes, "rows_any": int((v > 0).sum()),
+                            "rows_majority": int((v * 2 > self.votes).sum()),
+                            "rows_all": int((v == self.votes).sum())}
         if self.tasks_ is not None:  # the largest votes: check them on a one-task pool
             out["tasks"] = self.tasks_
             out["task_votes"] = dict(list(self.task_votes_.items())[:10])

@@ -11,6 +11,7 @@ from coretune.backends import backend_names
 from coretune.errors import CoretuneError
 from coretune.models import silence_progress_bars
 from coretune.select import method_names
+from coretune.target import VOTES
 
 METHOD = typer.Option("kcenter")
 BACKEND = typer.Option("local")
@@ -57,6 +58,8 @@ def select(
     by_task: bool = typer.Option(False, "--by-task", help="Keep or drop each task's rows "
                                  "together: the tasks most of whose rows lie in the chosen "
                                  "clusters."),
+    votes: int = typer.Option(VOTES, help="k-means runs that each apply the target rule; a "
+                              "row is a target row when most keep it (1: one clustering)."),
     dedup: float = typer.Option(None, help="Drop rows within this cosine (0, 1] of an earlier "
                                 "row before clustering; the first of each group stays."),
     probes: int = typer.Option(1000, help="Probe prompts for --target nli."),
@@ -79,7 +82,7 @@ def select(
         embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
         cluster={"k": k, "seed": cluster_seed},
         target={"spec": target, "rule": rule, "threshold": threshold, "top": top, "probes": probes,
-                "share": share, "by_task": by_task},
+                "share": share, "by_task": by_task, "votes": votes},
         select={"method": method, "budget": budget},
         backend={"name": backend, "address": address}, dedup=dedup)
     stages.backend(cfg)  # Ray missing or unreachable: fail now
@@ -93,7 +96,7 @@ def select(
     embedder = stages.make_embedder(cfg, quiet=quiet, device=device, cache_dir=cache_dir)
     data, x, n_cached, n_encoded = _embed(cfg, data, embedder)
     clusters = stages.fit_clusters(cfg, x)
-    finder = stages.find_targets(cfg, clusters, data, embedder)
+    finder = stages.find_targets(cfg, clusters, data, embedder, x)
     result = stages.select_subset(cfg, data, seed, x, clusters, quiet=quiet, embedder=embedder,
                                   mask=finder.mask_)
     stages.backend(cfg).close()
@@ -183,6 +186,10 @@ def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, path
     rows = int(finder.mask_.sum())
     console.print(f"embedded {n} prompts ({n_cached} cached, {n_encoded} encoded); "
                   f"{clusters.k} clusters; target rows {rows} ({rows / n:.1%} of the pool)")
+    if finder.row_votes_ is not None:
+        v = finder.summary()["votes"]
+        console.print(f"votes: {v['runs']} clusterings; {v['rows_all']} rows kept by all, "
+                      f"{v['rows_majority']} by most, {v['rows_any']} by any")
     if finder.tasks_ is not None:
         votes = ", ".join(f"{t} {v['inside']:.0%} of {v['rows']} {'kept' if v['kept'] else 'out'}"
                           for t, v in list(finder.task_votes_.items())[:3])
