@@ -22,7 +22,8 @@ Per pool and seed, against `family == nli` and against the RTE+CB rows alone:
 - `auto+votes`: the default of configs and `coretune select` (`target.votes`, 11): the auto
   rule on 11 clusterings (seeds 11*seed ... 11*seed + 10, disjoint between the three
   seeds), a row kept when most keep it; `f1_gap_votes` = best F1 - its F1 (negative: better
-  than any prefix cut of one clustering in hindsight).
+  than any prefix cut of one clustering in hindsight); `auto+votes+task`: the same with
+  `by_task`.
 
 Stability: the same rules on the rows plus isotropic noise of norm 0.001 (cosine ~0.9999996,
 as the control of bench_encoder.py), same seeds: the change in NLI recall and precision is
@@ -63,7 +64,7 @@ OUT = ROOT / "benchmarks" / "results" / "bench_target.json"
 SEEDS = (0, 1, 2)
 K = 100
 RULES = ("auto", "auto+votes", "known_pi", "coverage", "old", "best", "oracle", "auto+task",
-         "best+task")
+         "best+task", "auto+votes+task")
 NOISE = 1e-3
 
 
@@ -131,16 +132,20 @@ def one(pool, x, embedder, seed: int) -> dict:
     out["auto+votes"] = {"nli": scores(votes.mask_, votes.labels, nli),
                          "rte_cb": scores(votes.mask_, votes.labels, rtecb)}
     out["votes"] = votes.summary()["votes"]
+    both = voted(pool, x, embedder, seed, by_task=True)
+    out["auto+votes+task"] = {"nli": scores(both.mask_, both.labels, nli),
+                              "rte_cb": scores(both.mask_, both.labels, rtecb)}
     out["f1_gap"] = round(out["best"]["nli"]["f1"] - out["auto"]["nli"]["f1"], 4)
     out["f1_gap_votes"] = round(out["best"]["nli"]["f1"] - out["auto+votes"]["nli"]["f1"], 4)
     out["f1_gap_task"] = round(out["best+task"]["nli"]["f1"] - out["auto+task"]["nli"]["f1"], 4)
     return out
 
 
-def voted(pool, x, embedder, seed: int, votes: int = VOTES) -> TargetClusters:
+def voted(pool, x, embedder, seed: int, votes: int = VOTES, by_task: bool = False
+          ) -> TargetClusters:
     """The default `nli` rule with votes over `votes` clusterings, seeds VOTES * seed + i."""
     km = KMeansClusters(K, seed=VOTES * seed).fit(x)
-    t = TargetClusters("nli", seed=0, votes=votes).fit(km, pool, embedder, x)
+    t = TargetClusters("nli", seed=0, votes=votes, by_task=by_task).fit(km, pool, embedder, x)
     t.labels = km.labels_
     return t
 
@@ -219,7 +224,12 @@ def markdown(res: dict) -> str:
               f"{g['max_f1_gap_votes']:.3f} (goal 0.05: **{g['f1_gap_votes_ok']}**); F1 vs "
               f"the single-clustering auto cut at worst {g['min_f1_votes_vs_auto']:+.3f}; vs the "
               f"old default at worst {g['min_f1_votes_vs_old']:+.3f}; RTE+CB recall at worst "
-              f"{g['min_rte_cb_recall_votes']:.3f}.",
+              f"{g['min_rte_cb_recall_votes']:.3f}. With votes and the task step "
+              f"(`auto+votes+task`): RTE+CB recall at worst {g['min_rte_cb_recall_votes_task']:.3f}"
+              f"; F1 vs the old default at worst {g['min_f1_votes_task_vs_old']:+.3f}; vs the "
+              f"hindsight-best cluster cut at worst {g['min_f1_votes_task_vs_best']:+.3f}; vs "
+              f"the task step on one clustering (`auto+task`) at worst "
+              f"{g['min_f1_votes_task_vs_task']:+.3f}.",
               "", f"Stability: NLI recall and precision change when every row gets noise of "
               f"norm {NOISE:g} (cosine ~0.9999996), same seeds:", "",
               "| pool | seed | rule | recall change | precision change | rows changed |",
@@ -299,6 +309,11 @@ def main() -> None:
         "min_f1_votes_vs_old": round(min(r["auto+votes"]["nli"]["f1"] - r["old"]["nli"]["f1"]
                                          for r in runs), 4),
         "min_rte_cb_recall_votes": min(r["auto+votes"]["rte_cb"]["recall"] for r in runs),
+        "min_rte_cb_recall_votes_task": min(r["auto+votes+task"]["rte_cb"]["recall"]
+                                            for r in runs),
+        **{f"min_f1_votes_task_vs_{k}": round(min(
+            r["auto+votes+task"]["nli"]["f1"] - r[rule]["nli"]["f1"] for r in runs), 4)
+           for k, rule in (("old", "old"), ("best", "best"), ("task", "auto+task"))},
         **{f"max_noise_{m}_{k}": max(abs(r[rule][f"{m}_change"]) for r in stab)
            for m in ("recall", "precision") for k, rule in (("auto", "auto"),
                                                              ("votes", "auto+votes"))}})
