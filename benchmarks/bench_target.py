@@ -128,13 +128,11 @@ def one(pool, x, embedder, seed: int) -> dict:
                          ("old", old.chosen_), ("best", best), ("oracle", oracle),
                          ("auto+task", by_task.mask_), ("best+task", best_task)):
         out[name] = {"nli": scores(chosen, labels, nli), "rte_cb": scores(chosen, labels, rtecb)}
-    votes = voted(pool, x, embedder, seed)
-    out["auto+votes"] = {"nli": scores(votes.mask_, votes.labels, nli),
-                         "rte_cb": scores(votes.mask_, votes.labels, rtecb)}
-    out["votes"] = votes.summary()["votes"]
-    both = voted(pool, x, embedder, seed, by_task=True)
-    out["auto+votes+task"] = {"nli": scores(both.mask_, both.labels, nli),
-                              "rte_cb": scores(both.mask_, both.labels, rtecb)}
+    for name, by_task in (("auto+votes", False), ("auto+votes+task", True)):
+        t, vlabels = voted(pool, x, embedder, seed, by_task=by_task)
+        out[name] = {"nli": scores(t.mask_, vlabels, nli),
+                     "rte_cb": scores(t.mask_, vlabels, rtecb)}
+        out.setdefault("votes", t.summary()["votes"])
     out["f1_gap"] = round(out["best"]["nli"]["f1"] - out["auto"]["nli"]["f1"], 4)
     out["f1_gap_votes"] = round(out["best"]["nli"]["f1"] - out["auto+votes"]["nli"]["f1"], 4)
     out["f1_gap_task"] = round(out["best+task"]["nli"]["f1"] - out["auto+task"]["nli"]["f1"], 4)
@@ -142,12 +140,12 @@ def one(pool, x, embedder, seed: int) -> dict:
 
 
 def voted(pool, x, embedder, seed: int, votes: int = VOTES, by_task: bool = False
-          ) -> TargetClusters:
-    """The default `nli` rule with votes over `votes` clusterings, seeds VOTES * seed + i."""
+          ) -> tuple[TargetClusters, np.ndarray]:
+    """The default `nli` rule with votes over `votes` clusterings, seeds VOTES * seed + i, and
+    the first clustering's labels."""
     km = KMeansClusters(K, seed=VOTES * seed).fit(x)
     t = TargetClusters("nli", seed=0, votes=votes, by_task=by_task).fit(km, pool, embedder, x)
-    t.labels = km.labels_
-    return t
+    return t, km.labels_
 
 
 def stability(pool, x, embedder) -> list[dict]:
@@ -161,7 +159,7 @@ def stability(pool, x, embedder) -> list[dict]:
     for seed in SEEDS:
         row = {"seed": seed}
         for name, votes in (("auto", 1), ("auto+votes", VOTES)):
-            a, b = (voted(pool, z, embedder, seed, votes).mask_ for z in (x, noisy))
+            a, b = (voted(pool, z, embedder, seed, votes)[0].mask_ for z in (x, noisy))
             sa, sb = (scores(m, np.zeros(len(m), np.int64), nli) for m in (a, b))
             row[name] = {"recall_change": round(sb["recall"] - sa["recall"], 4),
                          "precision_change": round(sb["precision"] - sa["precision"], 4),

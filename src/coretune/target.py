@@ -371,40 +371,35 @@ class TargetClusters:
     def _metadata(self, pool, labels, k, sizes):
         self.metadata_mask_ = mask = metadata_mask(pool, self.spec)
         rows = np.bincount(labels[mask], minlength=k)
-        share = np.divide(rows, sizes, out=np.zeros(k), where=sizes > 0)
-        chosen, self.cut_ = self._metadata_cut(rows, sizes, float(mask.sum()))
-        if self.rule_ == "top":
-            label = f"top {self.top} by share of {self.spec} rows"
-        elif self.rule_ == "auto":
-            label = f"auto cut by share of {self.spec} rows (F1 {self.cut_['f1']:.2f})"
-        elif self.rule_ == "coverage":
-            label = f"clusters holding {COVERAGE:.0%} of {self.spec} rows"
-        else:
-            threshold = METADATA_SHARE if self.threshold is None else self.threshold
-            label = f"{self.spec} rows >= {threshold:.0%}"
+        chosen, self.cut_, share, label = self._metadata_cut(rows, sizes, float(mask.sum()))
         why = [f"{share[c]:.0%} of rows match; {label}" if chosen[c] else "" for c in range(k)]
         return rows, share, chosen, why
 
-    def _metadata_cut(self, rows, sizes, total) -> tuple[np.ndarray, dict]:
-        """The rule on one clustering's matching rows per cluster: chosen clusters, cut."""
+    def _metadata_cut(self, rows, sizes, total) -> tuple[np.ndarray, dict, np.ndarray, str]:
+        """The rule on one clustering's matching rows per cluster: chosen clusters, the cut,
+        each cluster's share of matching rows and why (for the table)."""
         k = len(sizes)
         share = np.divide(rows, sizes, out=np.zeros(k), where=sizes > 0)
-        chosen = np.zeros(k, bool)
+        chosen, cut = np.zeros(k, bool), {}
         if self.rule_ == "top":
             keep = np.lexsort((np.arange(k), -share))[: self.top]
             chosen[keep[rows[keep] > 0]] = True
+            label = f"top {self.top} by share of {self.spec} rows"
         elif self.rule_ == "auto":  # exact F1 against the named rows, best prefix by share
             order = density_order(rows, sizes, 1)
             f1 = prefix_f1(order, sizes, rows, total)
             j = int(np.argmax(f1))
             chosen[order[: j + 1]] = True
-            return chosen, {"f1": round(float(f1[j]), 4)}
+            cut = {"f1": round(float(f1[j]), 4)}
+            label = f"auto cut by share of {self.spec} rows (F1 {f1[j]:.2f})"
         elif self.rule_ == "coverage":
-            return coverage_cut(rows, sizes, min_hits=1), {"coverage": COVERAGE}
+            chosen, cut = coverage_cut(rows, sizes, min_hits=1), {"coverage": COVERAGE}
+            label = f"clusters holding {COVERAGE:.0%} of {self.spec} rows"
         else:
             threshold = METADATA_SHARE if self.threshold is None else self.threshold
             chosen = (rows > 0) & (share >= threshold)
-        return chosen, {}
+            label = f"{self.spec} rows >= {threshold:.0%}"
+        return chosen, cut, share, label
 
     def _vote(self, clusters, x) -> np.ndarray:
         """Rows kept by a strict majority of `votes` runs of the rule: on `clusters` (its
