@@ -38,7 +38,7 @@ from coretune.encoders import _BatchEncoder  # noqa: E402
 from coretune.io import write_json, write_text  # noqa: E402
 from coretune.paths import cache_dir  # noqa: E402
 from coretune.target import TargetSpec, metadata_mask, nli_probe_prompts  # noqa: E402
-from coretune.target_cut import coverage_cut, task_vote  # noqa: E402
+from coretune.target_cut import coverage_cut, task_step  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_cascade.json"
 SEEDS = (0, 1, 2)
@@ -77,8 +77,8 @@ def rate(enc, texts: list[str]) -> float:
 
 
 def by_task(rows: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-    """The `by_task` step over the whole pool: tasks with most of their rows in `rows`."""
-    return np.isin(tasks, task_vote(rows, tasks))
+    """The `by_task` step over the whole pool (`task_step`)."""
+    return task_step(rows, tasks)[0]
 
 
 def one(pool, xm, xs, static_probes, mini, seed: int, speed: float) -> list[dict]:

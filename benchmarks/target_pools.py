@@ -74,14 +74,16 @@ def scores(rows: np.ndarray, ref: np.ndarray) -> dict:
             "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0}
 
 
-def rule_rows(pool, x: np.ndarray, embedder, seed: int) -> np.ndarray:
-    """Rows the `nli` target rule keeps on one clustering (votes=1): k=100 k-means of `x`,
-    probes by `embedder`."""
+def rule_rows(pool, x: np.ndarray, embedder, seed: int, votes: int = 1,
+              by_task: bool = False) -> np.ndarray:
+    """Rows the `nli` target rule keeps: k=100 k-means of `x` with `seed` (and `votes` - 1
+    more, seeds seed+1 ...), probes by `embedder`, the task step when `by_task`."""
     from coretune.cluster import KMeansClusters
     from coretune.target import TargetClusters
 
     km = KMeansClusters(K, seed=seed).fit(x)
-    return TargetClusters("nli", seed=0).fit(km, pool, embedder).mask_
+    return TargetClusters("nli", seed=0, votes=votes, by_task=by_task).fit(
+        km, pool, embedder, x).mask_
 
 
 def main() -> None:

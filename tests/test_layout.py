@@ -79,12 +79,14 @@ def test_target_share_and_by_task_are_in_the_target_key_only_when_set(tmp_path):
         cfg = RunConfig(name="k", select={"method": "kcenter"}, target=t)
         return next(s for s in plan(cfg, tmp_path / "run", 0) if s.name == "target")
 
-    plain = target()
+    plain = target(by_task=False)
     assert "share" not in plain.config  # runs made before `share` existed keep their key
-    assert target(share=0.05).config["share"] == 0.05 and target(share=0.05).key() != plain.key()
-    assert "by_task" not in plain.config and target(by_task=False).key() == plain.key()
-    assert target(by_task=True).config["by_task"] is True
-    assert target(by_task=True).key() != plain.key()
+    assert target(share=0.05, by_task=False).config["share"] == 0.05
+    assert target(share=0.05, by_task=False).key() != plain.key()
+    assert "by_task" not in plain.config and "drop_below" not in plain.config
+    on = target()  # the default: the task step, with its drop share in the key
+    assert on.config["by_task"] is True and on.config["drop_below"] == 0.3333
+    assert on.key() != plain.key()
 
 
 def test_only_the_cli_imports_the_cli():

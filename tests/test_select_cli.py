@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -31,6 +32,9 @@ def test_select_writes_subset_jsonl_and_selection(cli, pool_file, cache, tmp_pat
     proc = cli(*_args(pool_file, out, cache, "--budget", "5%", "--method", "kcenter"),
                check=True)
     assert "recall" in proc.stdout and "precision" in proc.stdout
+    # the task step is on by default and says what it did
+    assert re.search(r"by task: \d+ tasks kept whole, \d+ dropped, \d+ left as clustered; "
+                     r"largest: \S+ \d+% of \d+ (kept|left|dropped)", proc.stdout), proc.stdout
     subset = pq.read_table(out)
     pool = pq.read_table(pool_file)
     assert subset.num_rows == 16  # 5% of 320
@@ -54,8 +58,10 @@ def test_select_writes_subset_jsonl_and_selection(cli, pool_file, cache, tmp_pat
 
 def test_select_by_metadata_target(cli, pool_file, cache, tmp_path):
     out = tmp_path / "subset.parquet"
-    cli(*_args(pool_file, out, cache, "--target", "tasks:rte,cb", "--budget", "10",
-               "--method", "random", "--seed", "3", "--cluster-seed", "3"), check=True)
+    proc = cli(*_args(pool_file, out, cache, "--target", "tasks:rte,cb", "--budget", "10",
+                      "--method", "random", "--seed", "3", "--cluster-seed", "3", "--no-by-task"),
+               check=True)
+    assert "by task:" not in proc.stdout
     tasks = pq.read_table(out).column("task").to_pylist()
     assert len(tasks) == 10 and sum(t in ("rte", "cb") for t in tasks) >= 7
 
@@ -131,7 +137,6 @@ def test_select_dedup_and_quality_report(cli, pool_file, cache, tmp_path):
     pq.write_table(pa.concat_tables([t, copy]), doubled)
     out = tmp_path / "d" / "subset.parquet"
     proc = cli(*_args(doubled, out, cache, "--budget", "16", "--dedup", "1.0"), check=True)
-    import re
 
     # every copy goes, and a few originals that match another row in their first 128 tokens
     dropped, kept = map(int, re.search(r"(\d+) near-duplicate rows dropped, (\d+) kept",

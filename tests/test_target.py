@@ -74,13 +74,20 @@ def test_probing_finds_the_nli_clusters(data):
     assert again.clusters_ == t.clusters_
 
 
-def test_by_task_keeps_or_drops_each_task_whole(data):
+def test_by_task_keeps_most_inside_tasks_whole_drops_few_inside_leaves_the_rest(data):
     from coretune.config import RunConfig
     from coretune.stages import select_subset
-    from coretune.target_cut import task_vote
+    from coretune.target_cut import task_step
 
-    # a strict majority: 2 of 3 rows in, 1 of 2 (a tie) out
-    assert task_vote(np.array([1, 1, 0, 1, 0], bool), ["a", "a", "a", "b", "b"]) == ["a"]
+    # a: 2 of 3 in (kept whole); b: 1 of 2, a tie (left); c: 1 of 4 (dropped); d: 1 of 3,
+    # exactly a third (left)
+    inside = np.array([1, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0], bool)
+    tasks = list("aaabbccccddd")
+    rows, record = task_step(inside, tasks)
+    assert rows.tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0]
+    assert {t: v["step"] for t, v in record.items()} == {
+        "a": "kept", "b": "left", "c": "dropped", "d": "left"}
+    assert list(record) == ["a", "b", "c", "d"]  # most rows inside first, ties by name
     pool, km, emb = data
     plain = TargetClusters("nli").fit(km, pool, emb)
     t = TargetClusters("nli", by_task=True).fit(km, pool, emb)
@@ -88,8 +95,10 @@ def test_by_task_keeps_or_drops_each_task_whole(data):
     inside = plain.mask_
     for task in set(tasks.tolist()):
         rows = tasks == task
-        assert (task in t.tasks_) == (inside[rows].mean() > 0.5), task
-        assert t.mask_[rows].all() or not t.mask_[rows].any()  # whole tasks only
+        share = inside[rows].mean()
+        assert (task in t.tasks_) == (share > 0.5), task
+        want = rows if share > 0.5 else (inside & rows) if share >= 1 / 3 else np.zeros_like(rows)
+        assert np.array_equal(t.mask_ & rows, want), task
     assert {"rte", "cb"} <= set(t.tasks_) and t.summary()["tasks"] == t.tasks_
     votes = t.summary()["task_votes"]  # the largest votes first, as recorded
     assert list(votes) == list(t.task_votes_)[:10] and len(votes) == min(10, len(t.task_votes_))
@@ -99,7 +108,7 @@ def test_by_task_keeps_or_drops_each_task_whole(data):
         rows = tasks == task
         assert v["rows"] == rows.sum()
         assert v["inside"] == pytest.approx(inside[rows].mean(), abs=1e-4)
-        assert v["kept"] == (task in t.tasks_)
+        assert (v["step"] == "kept") == (task in t.tasks_)
     assert np.array_equal(t.chosen_, plain.chosen_)  # the cut is the same; only rows differ
     assert t.clusters_ == np.unique(km.labels_[t.mask_]).tolist()
     # selection never leaves the task-decided rows, even in clusters the cut did not choose

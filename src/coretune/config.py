@@ -68,8 +68,9 @@ class TargetConfig(_Section):
     probes: int = Field(1000, ge=1, description="Probe prompts for the `nli` target.")
     share: float | None = Field(None, gt=0, le=1, description="The target's share of the pool "
                                 "when known: the auto rule uses it instead of its estimate.")
-    by_task: bool = Field(False, description="Keep or drop each task's rows together: the "
-                          "target is the tasks most of whose rows lie in the chosen clusters.")
+    by_task: bool = Field(True, description="A task with most of its rows among the target "
+                          "rows is kept whole, one with under a third of them dropped, one in "
+                          "between left as it is (task templates split over clusters).")
     votes: int = Field(VOTES, ge=1, description="k-means runs (seeds seed, seed+1, ...) that "
                        "each apply the rule; a row is a target row when most of them keep it. "
                        "1: the cluster stage's clustering alone.")

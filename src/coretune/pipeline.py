@@ -21,6 +21,7 @@ from coretune.layout import RunLayout
 from coretune.lock import run_lock
 from coretune.manifest import Stage
 from coretune.summary import write_run_report
+from coretune.target_cut import DROP_BELOW
 
 Log = Callable[[str], None]
 
@@ -70,12 +71,14 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
             if cfg.dedup is not None:
                 add("dedup", {"threshold": cfg.dedup}, lambda d: stages.dedup_stage(cfg, run, d))
             add("cluster", cfg.cluster.model_dump(), lambda d: stages.cluster_stage(cfg, run, d))
-            # unset, `share` and `by_task` leave the key runs made before they existed
+            # unset, `share` and `by_task` leave the key runs made before they existed; the
+            # task step's drop share is in it since that step stopped dropping at one half
             t = cfg.target
             unset = {"share"} if t.share is None else set()
+            step = {"drop_below": round(DROP_BELOW, 4)} if t.by_task else {}
             if not t.by_task:
                 unset.add("by_task")
-            add("target", t.model_dump(exclude=unset),
+            add("target", {**t.model_dump(exclude=unset), **step},
                 lambda d: stages.target_stage(cfg, run, d, quiet), probe_files(cfg))
         add("select", {**cfg.select.model_dump(), "seed": seed},
             lambda d: stages.select_stage(cfg, run, seed, d, quiet))

@@ -32,6 +32,9 @@ The rule (`rule=`):
   (docs/target.md). With V > 1 the rule also runs on V - 1 more clusterings of
   the same rows (seeds seed+1, ...) and a row is a target row when a strict majority of the V
   runs keeps it. Costs V - 1 k-means fits; needs the embeddings (`fit(..., x=)`).
+- `by_task=True` (False here; `target.by_task` in configs and `--by-task` on `coretune select`
+  default to True): then a task with most of its rows among the target rows is kept whole, one
+  with fewer than a third of them is dropped, one in between is left as it is (`task_step`).
 
 When the pool has a `family` column, recall and precision of the chosen clusters against
 `family == reference` (default `nli`) say how well the clusters capture the family.
@@ -52,12 +55,12 @@ from coretune.errors import CoretuneError
 from coretune.io import read_json, read_jsonl
 from coretune.target_cut import (  # noqa: F401 (re-exported)
     COVERAGE,
+    DROP_BELOW,
     auto_cut,
     coverage_cut,
     density_order,
     prefix_f1,
-    task_inside,
-    task_vote,
+    task_step,
 )
 
 METADATA_KINDS = ("tasks", "family", "keywords")
@@ -217,11 +220,12 @@ class TargetClusters:
     After `fit`: `chosen_` (bool [k], the rule's clusters), `table_` (one row per cluster:
     size, top tasks, evidence, chosen, why), `mask_` (bool [n], the target rows: rows in the
     chosen clusters, or with `votes` > 1 the rows most runs keep (`row_votes_`: runs keeping
-    each row), then with `by_task` the rows of `tasks_`, the tasks most of whose rows are in
-    them), `clusters_` (sorted ids of the clusters holding target rows), `rule_` (the
-    rule that decided) and `cut_` (the auto rule's estimate), and when
-    the pool has a `family` column `recall_`, `precision_`, `recall_by_task_` against
-    `family == reference_`; `n_probes_`, `probe_sets_` and `probe_vectors_` for probing specs.
+    each row), then with `by_task` the task step (`task_step`: `tasks_` the tasks kept whole,
+    `task_votes_` each task's share inside and step), `clusters_` (sorted ids of the clusters
+    holding target rows), `rule_` (the rule that decided) and `cut_` (the auto rule's
+    estimate), and when the pool has a `family` column `recall_`, `precision_`,
+    `recall_by_task_` against `family == reference_`; `n_probes_`, `probe_sets_` and
+    `probe_vectors_` for probing specs.
     """
 
     def __init__(self, spec: str | TargetSpec = "nli", *, rule: str = "auto",
@@ -288,13 +292,12 @@ class TargetClusters:
                                     f"'{self.spec}' (set votes to 1)", field="target.votes")
         self.tasks_ = None
         if self.by_task:
-            tasks = pool.table.column("task").to_pylist()
-            self.task_votes_ = task_inside(self.mask_, tasks)
-            self.tasks_ = sorted(t for t, v in self.task_votes_.items() if v["kept"])
-            if not self.tasks_:
-                raise CoretuneError(f"no task has most of its rows in the target clusters for "
-                                    f"'{self.spec}' (turn off by_task)", field="target.by_task")
-            self.mask_ = target_mask({"tasks": self.tasks_}, tasks, labels)
+            self.mask_, self.task_votes_ = task_step(self.mask_, pool.column("task"))
+            self.tasks_ = sorted(t for t, v in self.task_votes_.items() if v["step"] == "kept")
+            if not self.mask_.any():
+                raise CoretuneError(f"every task with rows in the target clusters for "
+                                    f"'{self.spec}' has fewer than {DROP_BELOW:.0%} of its rows "
+                                    "there (turn off by_task)", field="target.by_task")
         self.clusters_ = np.unique(labels[self.mask_]).tolist()
         self._evaluate(pool)
         self.table_ = self._table(pool, labels, k, sizes, evidence, share, chosen, why)

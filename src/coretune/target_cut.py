@@ -6,6 +6,7 @@ import numpy as np
 
 PI_PROBE_SHARE = 0.5  # auto_cut: the densest clusters holding this share of probes set pi
 COVERAGE = 0.9  # coverage_cut: share of the evidence the chosen clusters hold
+DROP_BELOW = 1 / 3  # task_step: a task with fewer of its rows inside is dropped whole
 
 
 def density_order(hits: np.ndarray, sizes: np.ndarray, min_hits: int = 1) -> np.ndarray:
@@ -70,20 +71,22 @@ def coverage_cut(hits: np.ndarray, sizes: np.ndarray, *, min_hits: int = 2,
     return chosen
 
 
-def task_vote(inside: np.ndarray, tasks) -> list[str]:
-    """The `by_task` step: the tasks most of whose rows lie inside the chosen clusters (a
-    strict majority), sorted. A task's templates can land in different clusters; deciding
-    per task keeps or drops its rows together (measured: benchmarks/bench_target.py)."""
-    return sorted(t for t, v in task_inside(inside, tasks).items() if v["kept"])
-
-
-def task_inside(inside: np.ndarray, tasks) -> dict[str, dict]:
-    """Per task with rows inside: its rows, the share inside and whether the vote keeps it;
-    most rows inside first (ties: name). A large task near half decides a lot on one vote."""
+def task_step(inside: np.ndarray, tasks) -> tuple[np.ndarray, dict[str, dict]]:
+    """The `by_task` step. A task's templates land in different clusters; deciding per task
+    undoes that split: a task with most of its rows inside (a strict majority) is kept whole,
+    one with fewer than `DROP_BELOW` of them inside is dropped whole, and one in between is
+    left as the clusters put it. Dropping at one half was a cliff: a target task just under
+    half inside lost all its rows (measured: benchmarks/bench_target.py, bench_cascade.py).
+    Returns the new rows (bool [n]) and, per task with rows inside (most rows inside first),
+    its rows, the share inside and the step taken (kept, dropped, left)."""
     names, inv = np.unique(np.asarray(tasks, dtype=object).astype(str), return_inverse=True)
     held = np.bincount(inv, weights=inside.astype(np.float64), minlength=len(names))
     rows = np.bincount(inv, minlength=len(names))
+    keep, drop = held * 2 > rows, held < DROP_BELOW * rows
+    out = (inside | keep[inv]) & ~drop[inv]
     ids = np.flatnonzero(held)
-    ids = ids[np.lexsort((names[ids], -held[ids]))]
-    return {str(names[i]): {"rows": int(rows[i]), "inside": round(float(held[i] / rows[i]), 4),
-                            "kept": bool(held[i] * 2 > rows[i])} for i in ids}
+    ids = ids[np.lexsort((names[ids], -held[ids]))]  # ties: name
+    record = {str(names[i]): {"rows": int(rows[i]), "inside": round(float(held[i] / rows[i]), 4),
+                              "step": "kept" if keep[i] else "dropped" if drop[i] else "left"}
+              for i in ids}
+    return out, record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -44,8 +45,8 @@ def select(
     max_tokens: int = typer.Option(128, help="Tokens per prompt for the encoder."),
     batch_size: int = typer.Option(64, help="Encoder batch size."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
-    cache_dir: Path = typer.Option(None, help="Embedding cache (default: "
-                                   "$CORETUNE_CACHE/embeddings or ~/.cache/coretune/embeddings)."),
+    cache_dir: Path = typer.Option(None, help="Embedding cache (default: embeddings/ in "
+                                   "$CORETUNE_CACHE or ~/.cache/coretune)."),
     rule: str = typer.Option("auto", help="Target rule: auto (cut at the best estimated F1, "
                              "no tuning) | coverage (clusters holding 90% of the probes) | "
                              "density (probe density >= 0.25). See docs/target.md."),
@@ -55,9 +56,9 @@ def select(
     top: int = typer.Option(None, help="Keep the top M clusters by target evidence instead."),
     share: float = typer.Option(None, help="The target's share of the pool (0, 1], when "
                                 "known: the auto rule uses it instead of its estimate."),
-    by_task: bool = typer.Option(False, "--by-task", help="Keep or drop each task's rows "
-                                 "together: the tasks most of whose rows lie in the chosen "
-                                 "clusters."),
+    by_task: bool = typer.Option(True, "--by-task/--no-by-task", help="A task with most of "
+                                 "its rows in the target clusters is kept whole, one with under "
+                                 "a third is dropped, one in between is left as it is."),
     votes: int = typer.Option(VOTES, help="k-means runs that each apply the target rule; a "
                               "row is a target row when most keep it (1: one clustering)."),
     dedup: float = typer.Option(None, help="Drop rows within this cosine (0, 1] of an earlier "
@@ -191,10 +192,11 @@ def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, path
         console.print(f"votes: {v['runs']} clusterings; {v['rows_all']} rows kept by all, "
                       f"{v['rows_majority']} by most, {v['rows_any']} by any")
     if finder.tasks_ is not None:
-        votes = ", ".join(f"{t} {v['inside']:.0%} of {v['rows']} {'kept' if v['kept'] else 'out'}"
-                          for t, v in list(finder.task_votes_.items())[:3])
-        console.print(f"by task: {len(finder.tasks_)} tasks have most of their rows in these "
-                      f"clusters; largest votes: {votes}")
+        steps = Counter(v["step"] for v in finder.task_votes_.values())
+        largest = ", ".join(f"{t} {v['inside']:.0%} of {v['rows']} {v['step']}"
+                            for t, v in list(finder.task_votes_.items())[:3])
+        console.print(f"by task: {steps['kept']} tasks kept whole, {steps['dropped']} dropped, "
+                      f"{steps['left']} left as clustered; largest: {largest}")
     if finder.recall_ is not None:
         console.print(f"against family == '{finder.reference_}': recall {finder.recall_:.3f}, "
                       f"precision {finder.precision_:.3f}")
