@@ -46,9 +46,9 @@ class PoolConfig(_Section):
 
 
 class EmbedConfig(_Section):
-    encoder: str = Field("minilm", description="minilm | minilm-int8 (int8 weights, ONNX "
-                         "Runtime, CPU) | hf:<model id or path> (mean-pooled) | st:MODEL | "
-                         "st-int8:MODEL.")
+    encoder: str = Field("minilm-int8", description="minilm-int8 (MiniLM with int8 weights, "
+                         "ONNX Runtime, CPU: the fast default) | minilm (float32; on a GPU) | "
+                         "hf:<model id or path> (mean-pooled) | st:MODEL | st-int8:MODEL.")
     max_tokens: int = 128
     batch_size: int = 64
 

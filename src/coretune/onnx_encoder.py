@@ -39,8 +39,8 @@ class OnnxInt8Encoder(_BatchEncoder):
     def __init__(self, model: str | Path | None = None, *, max_tokens: int,
                  device: str | None = None):
         if device not in (None, "cpu"):
-            raise CoretuneError(f"int8 ONNX encoders run on the CPU only, not {device!r}",
-                                field="encoder")
+            raise CoretuneError(f"int8 ONNX encoders run on the CPU only, not {device!r} "
+                                "(on a GPU use the float32 encoder: minilm)", field="encoder")
         try:
             import onnxruntime as ort
         except ImportError as e:

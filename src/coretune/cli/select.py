@@ -40,8 +40,9 @@ def select(
     seed: int = typer.Option(0, help="Seed for the selection."),
     k: int = typer.Option(100, "--k", help="Number of K-means clusters."),
     cluster_seed: int = typer.Option(0, help="Seed for clustering and the probe sample."),
-    encoder: str = typer.Option("minilm", help="minilm | minilm-int8 (int8, ONNX Runtime, "
-                                "CPU) | smollm2 | hf:MODEL | st:MODEL | st-int8:MODEL."),
+    encoder: str = typer.Option("minilm-int8", help="minilm-int8 (int8, ONNX Runtime, CPU) | "
+                                "minilm (float32; on a GPU) | smollm2 | hf:MODEL | st:MODEL | "
+                                "st-int8:MODEL."),
     max_tokens: int = typer.Option(128, help="Tokens per prompt for the encoder."),
     batch_size: int = typer.Option(64, help="Encoder batch size."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
