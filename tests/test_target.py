@@ -311,6 +311,14 @@ def test_metadata_auto_cut_exact_on_blobs(tmp_path):
     pool, km, _, _ = blob_pool(tmp_path)
     t = TargetClusters("family:goal").fit(km, pool)
     assert np.array_equal(t.mask_, np.asarray(pool.column("family"), dtype=object) == "goal")
+    # one task per blob: the task step keeps the target tasks whole and nothing else
+    by_task = TargetClusters("family:goal", by_task=True).fit(km, pool)
+    assert np.array_equal(by_task.mask_, t.mask_) and by_task.tasks_ == ["task11", "task3"]
+    # ten tasks spread over every blob: each has 10% of its rows inside, all are dropped
+    spread = pa.array([f"t{i % 10}" for i in range(len(pool))])
+    mixed = Pool(pool.table.set_column(pool.table.schema.get_field_index("task"), "task", spread))
+    with pytest.raises(CoretuneError, match="fewer than 33% of its rows"):
+        TargetClusters("family:goal", by_task=True).fit(km, mixed)
 
 
 def test_probe_errors(tmp_path, data):
