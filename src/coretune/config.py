@@ -69,8 +69,8 @@ class TargetConfig(_Section):
     share: float | None = Field(None, gt=0, le=1, description="The target's share of the pool "
                                 "when known: the auto rule uses it instead of its estimate.")
     by_task: bool = Field(True, description="A task with most of its rows among the target "
-                          "rows is kept whole, one with under a third of them dropped, one in "
-                          "between left as it is (task templates split over clusters).")
+                          "rows is kept whole, one with under a third of them dropped (not the "
+                          "one with most target rows), one in between left as it is.")
     votes: int = Field(VOTES, ge=1, description="k-means runs (seeds seed, seed+1, ...) that "
                        "each apply the rule; a row is a target row when most of them keep it. "
                        "1: the cluster stage's clustering alone.")

@@ -34,7 +34,8 @@ The rule (`rule=`):
   runs keeps it. Costs V - 1 k-means fits; needs the embeddings (`fit(..., x=)`).
 - `by_task=True` (False here; `target.by_task` in configs and `--by-task` on `coretune select`
   default to True): then a task with most of its rows among the target rows is kept whole, one
-  with fewer than a third of them is dropped, one in between is left as it is (`task_step`).
+  with fewer than a third of them is dropped (never the task with the most target rows), one
+  in between is left as it is (`task_step`).
 
 When the pool has a `family` column, recall and precision of the chosen clusters against
 `family == reference` (default `nli`) say how well the clusters capture the family.
@@ -55,7 +56,6 @@ from coretune.errors import CoretuneError
 from coretune.io import read_json, read_jsonl
 from coretune.target_cut import (  # noqa: F401 (re-exported)
     COVERAGE,
-    DROP_BELOW,
     auto_cut,
     coverage_cut,
     density_order,
@@ -294,10 +294,6 @@ class TargetClusters:
         if self.by_task:
             self.mask_, self.task_votes_ = task_step(self.mask_, pool.column("task"))
             self.tasks_ = sorted(t for t, v in self.task_votes_.items() if v["step"] == "kept")
-            if not self.mask_.any():
-                raise CoretuneError(f"every task with rows in the target clusters for "
-                                    f"'{self.spec}' has fewer than {DROP_BELOW:.0%} of its rows "
-                                    "there (turn off by_task)", field="target.by_task")
         self.clusters_ = np.unique(labels[self.mask_]).tolist()
         self._evaluate(pool)
         self.table_ = self._table(pool, labels, k, sizes, evidence, share, chosen, why)
