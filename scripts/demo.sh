@@ -6,7 +6,7 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 runs=${CORETUNE_DEMO_DIR:-runs/demo}
 start=$(date +%s)
-.venv/bin/coretune pool build --bigbench sample --templates first:2 -o "$runs/pool.parquet"
+.venv/bin/coretune pool build --bigbench sample --templates first:2 -o "$runs/pool.parquet" --overwrite
 .venv/bin/coretune pool info "$runs/pool.parquet" --top 5
 for cfg in vanilla coreset random; do
   .venv/bin/coretune run "configs/demo/$cfg.yaml" --runs-dir "$runs" --quiet "$@"

@@ -228,6 +228,66 @@ CASES = [
      ["cpu.yaml", "not found"]),
     ("config_seeds_flag_negative", {"c.yaml": CFG}, ["run", "{c.yaml}", "--seeds", "0,-3"],
      ["field 'seeds'", ">= 0"]),
+    # ---- every setting is checked when the config is read, before any stage (no run folder)
+    ("config_budget_word", {"c.yaml": CFG + "select:\n  budget: lots\n"}, ["run", "{c.yaml}"],
+     ["c.yaml:4", "field 'select.budget'", "'lots'"]),
+    ("config_budget_all_outside_sweep", {"c.yaml": CFG + "select:\n  budget: all\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'select.budget'", "100%"]),
+    ("config_encoder_unknown", {"c.yaml": CFG + "embed:\n  encoder: minilm-int9\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'embed.encoder'", "unknown encoder 'minilm-int9'"]),
+    ("config_encoder_needs_model", {"c.yaml": CFG + "embed:\n  encoder: hf\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'embed.encoder'", "hf:MODEL"]),
+    ("config_target_spec_unknown", {"c.yaml": CFG + "target:\n  spec: nli2\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'target.spec'", "'nli2'"]),
+    ("config_target_probe_missing", {"c.yaml": CFG + "target:\n  spec: probe:nope.jsonl\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'target.spec'", "nope.jsonl", "not found"]),
+    ("config_eval_set_unknown", {"c.yaml": CFG + "evaluate:\n  tasks: [rte, nope]\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'evaluate.tasks'", "'nope'"]),
+    ("config_eval_set_twice", {"c.yaml": CFG + "evaluate:\n  tasks: [rte, cb, rte]\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'evaluate.tasks'", "duplicate"]),
+    ("config_eval_file_missing",
+     {"c.yaml": CFG + "evaluate:\n  eval_files: ['e:nope.jsonl:t.yaml:yes,no']\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'evaluate.eval_files'", "not found"]),
+    ("config_method_unknown", {"c.yaml": CFG + "select:\n  method: best\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'select.method'", "'best'"]),
+    ("config_backend_unknown", {"c.yaml": CFG + "backend:\n  name: spark\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'backend.name'", "'spark'"]),
+    ("config_batch_size_zero", {"c.yaml": CFG + "embed:\n  batch_size: 0\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'embed.batch_size'"]),
+    ("config_max_tokens_zero", {"c.yaml": CFG + "embed:\n  max_tokens: 0\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'embed.max_tokens'"]),
+    ("config_k_zero", {"c.yaml": CFG + "cluster:\n  k: 0\n"}, ["run", "{c.yaml}"],
+     ["c.yaml:4", "field 'cluster.k'"]),
+    ("config_top_zero", {"c.yaml": CFG + "target:\n  top: 0\n"}, ["run", "{c.yaml}"],
+     ["c.yaml:4", "field 'target.top'"]),
+    ("config_threshold_negative", {"c.yaml": CFG + "target:\n  threshold: -1\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'target.threshold'"]),
+    ("config_max_examples_zero", {"c.yaml": CFG + "evaluate:\n  max_examples: 0\n"},
+     ["run", "{c.yaml}"], ["c.yaml:4", "field 'evaluate.max_examples'"]),
+    ("config_train_lr_zero", {"c.yaml": CFG + "train:\n  lr: 0\n"}, ["run", "{c.yaml}"],
+     ["c.yaml:4", "field 'train.lr'"]),
+    ("config_error_in_extended_file", {"c.yaml": "extends: base.yaml\nname: c\n",
+                                       "base.yaml": "seeds: [0]\nselect:\n  budget: lots\n"},
+     ["run", "{c.yaml}"], ["base.yaml:3", "field 'select.budget'"]),
+    ("config_error_in_with_file", {"c.yaml": CFG, "cpu.yaml": "embed:\n  encoder: nope\n"},
+     ["run", "{c.yaml}", "--with", "{cpu.yaml}"], ["cpu.yaml:2", "field 'embed.encoder'"]),
+    ("config_override_named", {"c.yaml": CFG + "select:\n  budget: 1%\n"},
+     ["run", "{c.yaml}", "select.budget=lots"],
+     ["override 'select.budget=lots'", "field 'select.budget'"]),
+    ("sweep_config_override_named", {"c.yaml": CFG}, ["sweep", "{c.yaml}", "embed.encoder=x"],
+     ["override 'embed.encoder=x'", "field 'embed.encoder'"]),
+    # ---- a run name is a plain folder name: nothing is written outside --runs-dir
+    ("run_name_escapes", {"c.yaml": CFG}, ["run", "{c.yaml}", "name=../escape"],
+     ["override 'name=../escape'", "field 'name'", "plain folder name"]),
+    ("run_name_absolute", {"c.yaml": "name: /tmp/coretune-escape\nseeds: [0]\n"},
+     ["run", "{c.yaml}"], ["c.yaml:1", "field 'name'", "plain folder name"]),
+    ("run_name_nested", {"c.yaml": CFG}, ["run", "{c.yaml}", "name=a/b"],
+     ["field 'name'", "plain folder name"]),
+    ("sweep_name_escapes", {"c.yaml": CFG}, ["sweep", "{c.yaml}", "name=.."],
+     ["field 'name'", "plain folder name"]),
+    ("run_pool_inside_run_folder", {"c.yaml": CFG + "pool:\n  path: runs/c/mine.jsonl\n",
+                                    "runs/c/mine.jsonl": GOOD},
+     ["run", "{c.yaml}"], ["runs/c", "mine.jsonl", "inside the output folder"]),
     # ---- select arguments (all checked before the encoder loads)
     ("select_budget_zero", {"p.jsonl": GOOD},
      ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--budget", "0", "--k", "2"],
@@ -262,6 +322,50 @@ CASES = [
     ("select_int_option_not_int", {"p.jsonl": GOOD},
      ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--k", "ten"],
      ["'--k'", "valid integer"]),
+    ("select_batch_size_zero", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--batch-size", "0"],
+     ["field 'embed.batch_size'"]),
+    ("select_encoder_unknown", {"p.jsonl": GOOD},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet", "--encoder", "minilm-int9"],
+     ["field 'embed.encoder'", "minilm-int9"]),
+    # ---- an output is never an input, never inside a source folder, never silently replaced
+    ("select_companion_is_a_shard", {"s/a.jsonl": GOOD, "s/b.jsonl": jsonl(row(50))},
+     ["select", "--pool", "{tmp}/s/*.jsonl", "-o", "{tmp}/s/a.parquet"],
+     ["s/a.jsonl", "overwrite the pool source"]),
+    ("select_output_exists", {"p.jsonl": GOOD, "s.quality.json": "{}"},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet"],
+     ["s.quality.json", "exists", "--overwrite"]),
+    ("select_output_is_a_folder", {"p.jsonl": GOOD, "s.parquet/x": "x"},
+     ["select", "--pool", "{p.jsonl}", "-o", "{tmp}/s.parquet"], ["s.parquet", "is a folder"]),
+    ("export_output_is_a_shard_of_the_glob", {"s/a.jsonl": GOOD, "s/b.jsonl": jsonl(row(50))},
+     ["pool", "export", "{tmp}/s/*.jsonl", "-o", "{tmp}/s/a.jsonl", "--format", "messages"],
+     ["s/a.jsonl", "overwrite the pool source"]),
+    ("export_output_exists", {"p.jsonl": GOOD, "o.jsonl": "x\n"},
+     ["pool", "export", "{p.jsonl}", "-o", "{tmp}/o.jsonl"], ["o.jsonl", "exists", "--overwrite"]),
+    ("build_from_glob_output_is_a_shard", {"pq/a.parquet": parquet(pa.table({
+        "uid": ["z"], "task": ["t"], "prompt": ["p"], "target": ["x"]}))},
+     ["pool", "build", "--from", "{tmp}/pq/*.parquet", "-o", "{tmp}/pq/a.parquet"],
+     ["pq/a.parquet", "overwrite the pool source"]),
+    ("build_from_glob_output_matches", {"pq/a.parquet": parquet(pa.table({
+        "uid": ["z"], "task": ["t"], "prompt": ["p"], "target": ["x"]}))},
+     ["pool", "build", "--from", "{tmp}/pq/*.parquet", "-o", "{tmp}/pq/all.parquet"],
+     ["pq/all.parquet", "matches the pool source pattern"]),
+    ("build_from_folder_output_inside", {"s/a.jsonl": GOOD},
+     ["pool", "build", "--from", "{s}", "-o", "{tmp}/s/all.parquet"],
+     ["s/all.parquet", "inside the pool source folder"]),
+    ("build_output_exists", {"o.parquet": "x"},
+     ["pool", "build", "--bigbench", "none", "-o", "{tmp}/o.parquet"],
+     ["o.parquet", "exists", "--overwrite"]),
+    ("build_output_is_dataset_file", {"d.jsonl": NLI, "t.yaml": GOOD_T},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{t.yaml}"], ["t.yaml", ".parquet"]),
+    ("train_data_inside_output", {"out/rows.jsonl": GOOD},
+     ["train", "--data", "{tmp}/out/rows.jsonl", "-o", "{tmp}/out"],
+     ["out", "rows.jsonl", "inside the output folder"]),
+    ("train_output_is_a_file", {"rows.jsonl": GOOD, "model": "x"},
+     ["train", "--data", "{rows.jsonl}", "-o", "{tmp}/model"], ["model", "not a folder"]),
+    ("evaluate_output_exists", {"ev/metrics.json": "{}"},
+     ["evaluate", "--tasks", "rte", "-o", "{tmp}/ev"], ["metrics.json", "exists", "--overwrite"]),
     # ---- sweeps (all before any work; budgets against the target set: tests/test_sweep.py)
     ("sweep_budget_malformed", {"c.yaml": CFG}, ["sweep", "{c.yaml}", "--budgets", "1%,0.5pct"],
      ["field 'sweep.budgets'", "'0.5pct'"]),
@@ -324,8 +428,11 @@ def _fill(arg: str, paths: dict[str, str]) -> str:
     return arg
 
 
-def _tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` with its bytes (None for a folder): an input left unchanged
+    is unchanged byte for byte."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in root.rglob("*")}
 
 
 SLOW = {"select_budget_above_target_set"}  # embeds 20 rows: only caught after clustering
@@ -354,7 +461,7 @@ def test_bad_input(case, tmp_path, capsys, monkeypatch):
 
 
 def test_bad_input_corpus_size():
-    assert len({c[0] for c in CASES}) == len(CASES) >= 40
+    assert len({c[0] for c in CASES}) == len(CASES) >= 121
 
 
 @pytest.mark.parametrize("name", ["pool_non_utf8_jsonl", "template_unsafe_jinja",

@@ -1,17 +1,22 @@
 """The selections (and table) that `configs/demo/*` produce on a small pool, pinned by sha256.
 
-Recorded on the code before the issue-13 redesign: any refactor must keep these bytes. The one
-deliberate change since: target.json gained the `rule` and `cut` fields of the target rule
-(issue 11); the selections it leads to are the same bytes. The
-demo configs are used as shipped; only what a 320-row pool needs is overridden (the pool
-file, fewer clusters, a probe-density rule that a 50%-NLI pool can pass, a budget that gives
-k-center something to do, tiny training and evaluation caps).
+What is pinned is what coretune decides, not the bytes a library version writes: JSON, JSONL
+and CSV files by their bytes (coretune writes them), Parquet files by their content (column
+names and types, then every row in order, floats rounded to 1e-4: the radii are float32
+distances whose last bits move with the torch/numpy build). Parquet bytes also record the
+writer's version, so they are not pinned. The demo configs are used as shipped; only what a
+320-row pool needs is overridden (the pool file, fewer clusters, a probe-density rule that a
+50%-NLI pool can pass, a budget that gives k-center something to do, tiny training and
+evaluation caps).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, small_pool
 
@@ -26,47 +31,57 @@ PINNED = {
     "coreset/seed-0/subset.jsonl":
         "32038bee82857eb6d4aa9b01155fcf5a44a6f1bef41d25ffd324d9a00f635563",
     "coreset/seed-0/subset.parquet":
-        "fab52b1fcfeaf238f072a943ad0f7211033ff8237796788fb12083219781caa6",
+        "eed3abe409bdd919715a59b745cca5e16b0f1af23fd4da931ce9553be12d336b",
     "coreset/seed-0/subset.selection.parquet":
-        "9f587839d4c1ab99324242ba39939f29f3caf01f2beb7a5c1f66ebb094b3a95f",
+        "064e6401e8851951d41371bfdc1a099cba241f0016c544ce09e871810789f8e9",
     "coreset/seed-1/subset.jsonl":
         "e5564f677dee0a4dee9770b299ecda23a43dee36992f9669e47df143f3c879cf",
     "coreset/seed-1/subset.parquet":
-        "03b291b96d2fdd1886f1464c459415b7ccb823f7ea251be06c880cbe2c15e6bc",
+        "9cd112442bb7239baef858cb42491c323737e683c5e63d93121b977208960c50",
     "coreset/seed-1/subset.selection.parquet":
-        "16fbf6c5be0e84068fd06aa7b176436db22ccd2b9afef527eef074b94bd711c4",
+        "ca54af4d6bd35210bcaad80a0de91d62f5b1f72cb8128036e1585d605b82c669",
     "random/target.json": "10ab3dfe91300e28850764138bcd8d667c770d4e24fca7ae2bfccc177cda22fc",
     "random/seed-0/subset.jsonl":
         "805b67178adb7e4d57632118e9ccf60c9a3ca8d3f4568ca1acf628dac8f02371",
     "random/seed-0/subset.parquet":
-        "10835cde8886cf8004c6966d605ccb14a77a7d8559a8a2a273cfc0d5103f9131",
+        "4516d27b82fa0fc1076e6f9ca97fea1d6d61c7a74f0107ec0c6ce88b056dc037",
     "random/seed-0/subset.selection.parquet":
-        "317bebfc8e67c60a9ad225d99a3c73eb6a92c39b273eae5c0d6937de6b799b22",
+        "f8fbf6c4d68af9130f056b3873cfb2f6c767434df30f862da9fdfa648e6a07ef",
     "random/seed-1/subset.jsonl":
         "49c672160fc47675c291984ed1996fbf7a6b31b960f9c6919d048cc8786f59c8",
     "random/seed-1/subset.parquet":
-        "f52ddd6a5b846fac7b726a00031ef5871f8089361a4ea581de3019a7231c3a77",
+        "503c904366d85db84ea5fc1e59c44b24efa265938ace5479bf17cae807d78363",
     "random/seed-1/subset.selection.parquet":
-        "a17f70a6b7383e45795d8ae6b89792c1fd30e68b24e2696f12f35cdf0980b2fc",
+        "3930005d3cd278574e5c6e3d99d14f44c84aa9a3d294b37760b82d9af8096b19",
     "related/target.json": "10ab3dfe91300e28850764138bcd8d667c770d4e24fca7ae2bfccc177cda22fc",
     "related/seed-0/subset.jsonl":
         "bbd8e318081847b378cba9e31d9ae77010d543fa7f11f32a8b7bc10da685e3bb",
     "related/seed-0/subset.parquet":
-        "ad2665641b1f5d393341d9a8cdb52397d6dcccf6ac985d296d75af4ac9d5f2a6",
+        "eb7c1ad580be02580cf9cee33c6112cca235db58ed111671065427cb66270af3",
     "related/seed-0/subset.selection.parquet":
-        "65cfea70e55f4b3297ad083bbed008959044d8f3ab3156b4f7f05f8786f856d2",
+        "a18ef495e0390f44d7404484b4cc2477efe71410357573b200efa67983859b79",
     "related/seed-1/subset.jsonl":
         "bbd8e318081847b378cba9e31d9ae77010d543fa7f11f32a8b7bc10da685e3bb",
     "related/seed-1/subset.parquet":
-        "ad2665641b1f5d393341d9a8cdb52397d6dcccf6ac985d296d75af4ac9d5f2a6",
+        "eb7c1ad580be02580cf9cee33c6112cca235db58ed111671065427cb66270af3",
     "related/seed-1/subset.selection.parquet":
-        "65cfea70e55f4b3297ad083bbed008959044d8f3ab3156b4f7f05f8786f856d2",
+        "a18ef495e0390f44d7404484b4cc2477efe71410357573b200efa67983859b79",
 }
 TABLE_CSV = "1fe1172a1cd0d3b715c159e6ab3926145b9f6fbeb7ccb1c75fad37b3c0996e31"
 
 
 def _sha(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of a file's bytes, or of a Parquet file's content (see the module docstring)."""
+    if path.suffix != ".parquet":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    t = pq.read_table(path)
+    doc = {"schema": [[f.name, str(f.type)] for f in t.schema],
+           "rows": [[_rounded(v) for v in row.values()] for row in t.to_pylist()]}
+    return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode()).hexdigest()
+
+
+def _rounded(v):
+    return round(v, 4) if isinstance(v, float) and math.isfinite(v) else v
 
 
 @pytest.fixture(scope="module")

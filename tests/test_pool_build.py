@@ -42,14 +42,15 @@ def test_template_modes_and_user_dataset(cli, tmp_path):
     pool = load_pool(out)
     assert len(pool) == 2490 * 2 + 32 * 2
     cli("pool", "build", "--bigbench", "none", "--templates", "fixed:rte=can we infer", "-o", out,
-        check=True)
+        "--overwrite", check=True)
     pool = load_pool(out)
     per = {(t, tpl) for t, tpl in zip(pool.column("task"), pool.column("template"), strict=True)}
     assert ("rte", "can we infer") in per and len(per) == 2 and len(pool) == 2490 + 32
     mine = tmp_path / "mine.jsonl"
     mine.write_text('{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": 0}\n')
     cli("pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
-        f"mine:{mine}:{DATA / 'templates/snli/templates.yaml'}:nli", "-o", out, check=True)
+        f"mine:{mine}:{DATA / 'templates/snli/templates.yaml'}:nli", "-o", out, "--overwrite",
+        check=True)
     pool = load_pool(out)
     assert len(pool) == 15 and set(pool.column("family")) == {"nli"}
     assert pool.column("uid")[0].startswith("mine/") and pool.column("uid")[0].endswith("/line1")

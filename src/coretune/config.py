@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from coretune.backends import backend_names
+from coretune.encoders import check_encoder_spec
 from coretune.errors import CoretuneError
 from coretune.select.budget import ALL, check_budget
 from coretune.select.methods import budgeted_methods, get_method, method_names
@@ -49,22 +50,27 @@ class EmbedConfig(_Section):
     encoder: str = Field("minilm-int8", description="minilm-int8 (MiniLM with int8 weights, "
                          "ONNX Runtime, CPU: the fast default) | minilm (float32; on a GPU) | "
                          "hf:<model id or path> (mean-pooled) | st:MODEL | st-int8:MODEL.")
-    max_tokens: int = 128
-    batch_size: int = 64
+    max_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(64, ge=1)
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, v: str) -> str:
+        return _value_error(check_encoder_spec, v)
 
 
 class ClusterConfig(_Section):
-    k: int = 100
+    k: int = Field(100, ge=1)
     seed: NonNegativeInt = 0
-    sample_size: int | None = None
+    sample_size: int | None = Field(None, ge=1)
 
 
 class TargetConfig(_Section):
     spec: str = Field("nli", description="nli | family:NAME | tasks:a,b | probe:FILE.jsonl")
     rule: Literal["auto", "coverage", "density"] = Field(
         "auto", description="How many clusters to keep (docs/target.md); threshold/top override.")
-    threshold: float | None = None
-    top: int | None = None
+    threshold: float | None = Field(None, ge=0)
+    top: int | None = Field(None, ge=1)
     probes: int = Field(1000, ge=1, description="Probe prompts for the `nli` target.")
     share: float | None = Field(None, gt=0, le=1, description="The target's share of the pool "
                                 "when known: the auto rule uses it instead of its estimate.")
@@ -74,6 +80,14 @@ class TargetConfig(_Section):
     votes: int = Field(VOTES, ge=1, description="k-means runs (seeds seed, seed+1, ...) that "
                        "each apply the rule; a row is a target row when most of them keep it. "
                        "1: the cluster stage's clustering alone.")
+
+    @field_validator("spec")
+    @classmethod
+    def _known_spec(cls, v: str) -> str:
+        from coretune.target import parse_target
+
+        _value_error(parse_target, v)
+        return v
 
 
 class SelectConfig(_Section):
@@ -91,20 +105,55 @@ class SelectConfig(_Section):
                              f"{', '.join((*method_names(), *PSEUDO_METHODS))})")
         return v
 
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget_text(cls, v):
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # YAML `25`
+
+    @field_validator("budget")
+    @classmethod
+    def _known_budget(cls, v: str) -> str:
+        if v.strip() == ALL:
+            raise ValueError("'all' is a sweep budget; here use '100%' (every row in scope)")
+        check_budget(v)
+        return v
+
 
 class EvaluateConfig(_Section):
-    tasks: list[str] = Field(["rte", "cb", "anli_r1", "anli_r2", "anli_r3"],
-                             description="Evaluation sets by name: shipped or from eval_files.")
     eval_files: list[str] = Field(
         [], description="Your own sets, NAME:DATA.jsonl:TEMPLATES.yaml:LABEL0,LABEL1,...; "
         "name them in `tasks` like a shipped set.")
-    max_examples: int | None = None
+    tasks: list[str] = Field(["rte", "cb", "anli_r1", "anli_r2", "anli_r3"],
+                             description="Evaluation sets by name: shipped or from eval_files.")
+    max_examples: int | None = Field(None, ge=1)
     max_examples_by_task: dict[str, int] = Field(
         {}, description="A set's own cap, e.g. {anli_r1: 50} (the smaller of it and "
         "max_examples applies): evaluate the small sets whole and sample the large ones.")
-    max_templates: int | None = None
+    max_templates: int | None = Field(None, ge=1)
     length_norm: bool = False
-    batch_size: int = 16
+    batch_size: int = Field(16, ge=1)
+
+    @field_validator("eval_files")
+    @classmethod
+    def _readable_eval_files(cls, v: list[str]) -> list[str]:
+        from coretune.evaluate.tasks import parse_eval_file
+
+        for spec in v:
+            _value_error(parse_eval_file, spec)
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        from coretune.evaluate.tasks import eval_sets
+
+        known = [*eval_sets(), *(s.split(":")[0] for s in info.data.get("eval_files", []))]
+        for task in _no_duplicates(v, "evaluation set"):
+            if task not in known:
+                raise ValueError(f"unknown evaluation set '{task}' (known: "
+                                 f"{', '.join(dict.fromkeys(known))}; add your own with "
+                                 "eval_files)")
+        return v
 
     @field_validator("max_examples_by_task")
     @classmethod
@@ -121,6 +170,16 @@ class EvaluateConfig(_Section):
         own = "".join(f", {t}<={n}" for t, n in self.max_examples_by_task.items())
         return (f"max_examples={self.max_examples or 'all'}{own}, "
                 f"max_templates={self.max_templates or 'all'}")
+
+
+def _value_error(check, value):
+    """`check(value)`, its CoretuneError as the ValueError a pydantic validator raises (so the
+    config error names the file, line and field); `value` itself when it passes."""
+    try:
+        check(value)
+    except CoretuneError as e:  # the config's field replaces the check's own field name
+        raise ValueError(e.reason if e.path is None else str(e)) from None
+    return value
 
 
 def _no_duplicates(values: list, what: str) -> list:
@@ -213,7 +272,7 @@ class BackendConfig(_Section):
 
 
 class RunConfig(_Section):
-    name: str
+    name: str = Field(description="The run's folder under --runs-dir: a plain folder name.")
     description: str = ""
     reproduces: str = Field("", description="Which PAPER.md row or ablation this run stands for.")
     seeds: list[NonNegativeInt] = [0]
@@ -228,6 +287,15 @@ class RunConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     backend: BackendConfig = BackendConfig()
     sweep: SweepConfig | None = None  # only `coretune sweep` reads it
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v.strip() or v in (".", "..") or any(c in v for c in "/\\\0") or v != v.strip():
+            raise ValueError(f"run name '{v}' must be a plain folder name (no '/', '\\', "
+                             "'..' or surrounding spaces): runs are written only inside "
+                             "--runs-dir")
+        return v
 
 
 def _set(tree: dict, dotted: str, value) -> None:
@@ -246,8 +314,9 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path, seen: tuple = ()) -> dict:
-    """A YAML mapping; `extends: other.yaml` (relative to this file) is merged underneath."""
+def _read_yaml(path: Path, seen: tuple = (), files: list[Path] | None = None) -> dict:
+    """A YAML mapping; `extends: other.yaml` (relative to this file) is merged underneath.
+    `files` collects every file read, in merge order (a later file's keys win)."""
     if not path.is_file():
         raise CoretuneError("config file not found", path=path)
     if path.resolve() in seen:
@@ -262,7 +331,9 @@ def _read_yaml(path: Path, seen: tuple = ()) -> dict:
         raise CoretuneError("a config is a YAML mapping", path=path)
     parent = raw.pop("extends", None)
     if parent:
-        raw = _merge(_read_yaml(path.parent / parent, (*seen, path.resolve())), raw)
+        raw = _merge(_read_yaml(path.parent / parent, (*seen, path.resolve()), files), raw)
+    if files is not None:
+        files.append(path)
     return raw
 
 
@@ -270,18 +341,22 @@ def load_config(
     path: str | Path, overrides: list[str] = (), extra: list[str | Path] = ()
 ) -> RunConfig:
     """Read a YAML config, merge `extra` YAML files over it (e.g. a CPU profile), apply
-    `a.b=value` overrides (values parsed as YAML), validate."""
+    `a.b=value` overrides (values parsed as YAML), validate. An error names the file and
+    line the bad field came from, or the override that set it."""
     path = Path(path)
-    raw = _read_yaml(path)
+    files: list[Path] = []
+    raw = _read_yaml(path, files=files)
     raw.setdefault("name", path.stem)
     for more in extra:
-        raw = _merge(raw, _read_yaml(Path(more)))
+        raw = _merge(raw, _read_yaml(Path(more), files=files))
+    given: dict[str, str] = {}
     for item in overrides:
         key, eq, value = item.partition("=")
-        if not eq or not key:
+        if not eq or not key.strip():
             raise CoretuneError(f"override '{item}' is not key=value", field="overrides")
         _set(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
-    return validate(raw, path)
+        given[key.strip()] = item
+    return validate(raw, path, files, given)
 
 
 def section_config(**sections) -> RunConfig:
@@ -292,32 +367,48 @@ def section_config(**sections) -> RunConfig:
     return validate(raw)
 
 
-def validate(raw: dict, path: Path | None = None) -> RunConfig:
-    """`RunConfig.model_validate`, its first error as a one-line CoretuneError."""
+def validate(raw: dict, path: Path | None = None, files: list[Path] = (),
+             overrides: dict[str, str] | None = None) -> RunConfig:
+    """`RunConfig.model_validate`, its first error as a one-line CoretuneError naming where
+    the field was set: an override (`key=value`), else the last of `files` (merge order)
+    that holds it, with its line."""
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        line = _line_of(path, err["loc"]) if path is not None else None
         msg = err["msg"].removeprefix("Value error, ")  # our validators' own words
-        raise CoretuneError(msg, path=path, line=line, field=field) from e
+        raise CoretuneError(msg, field=field, **_where(err["loc"], path, files,
+                                                       overrides or {})) from e
 
 
-def _line_of(path: Path, loc) -> int | None:
-    """Best-effort line of a (nested) key in the YAML file, for error messages."""
+def _where(loc, path: Path | None, files: list[Path], overrides: dict[str, str]) -> dict:
+    field = ".".join(str(p) for p in loc)
+    for key, item in overrides.items():
+        if field == key or field.startswith(key + ".") or key.startswith(field + "."):
+            return {"path": f"override '{item}'"}
+    found = [(depth, i, f, line) for i, f in enumerate(files or ([path] if path else []))
+             for depth, line in [_line_of(f, loc)] if line is not None]
+    if not found:
+        return {"path": path}
+    _, _, file, line = max(found)  # the deepest match; among equals, the latest file
+    return {"path": file, "line": line}
+
+
+def _line_of(path: Path, loc) -> tuple[int, int | None]:
+    """Best-effort (keys matched, line of the deepest) of a nested key in a YAML file."""
     try:
         node = yaml.compose(path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
-        return None
-    line = None
+        return 0, None
+    depth, line = 0, None
     for key in loc:
         if not isinstance(node, yaml.MappingNode):
             break
         for k, v in node.value:
             if k.value == str(key):
-                line, node = k.start_mark.line + 1, v
+                depth, line, node = depth + 1, k.start_mark.line + 1, v
                 break
         else:
             break
-    return line
+    return depth, line

@@ -221,6 +221,17 @@ def encoder_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def check_encoder_spec(spec: str) -> str:
+    """An encoder spec's name (and its `:MODEL` where one is needed), without loading it."""
+    kind, _, arg = spec.partition(":")
+    if kind not in _REGISTRY:
+        known = ", ".join(_HELP.get(n, n) for n in _REGISTRY)
+        raise CoretuneError(f"unknown encoder '{spec}' ({known})", field="encoder")
+    if kind in _HELP and not arg:
+        raise CoretuneError(f"unknown encoder '{kind}' (give {_HELP[kind]})", field="encoder")
+    return spec
+
+
 def make_encoder(spec: str = "minilm", *, max_tokens: int = DEFAULT_MAX_TOKENS,
                  device: str | None = None) -> Encoder:
     """`minilm` (all-MiniLM-L6-v2), `smollm2` (mean-pooled SmolLM2-135M, the paper's method on
@@ -228,10 +239,7 @@ def make_encoder(spec: str = "minilm", *, max_tokens: int = DEFAULT_MAX_TOKENS,
     registered encoder."""
     if max_tokens < 1:
         raise CoretuneError("must be at least 1", field="max_tokens")
-    kind, _, arg = spec.partition(":")
-    if kind not in _REGISTRY:
-        known = ", ".join(_HELP.get(n, n) for n in _REGISTRY)
-        raise CoretuneError(f"unknown encoder '{spec}' ({known})", field="encoder")
+    kind, _, arg = check_encoder_spec(spec).partition(":")
     return _REGISTRY[kind](arg, max_tokens, device)
 
 

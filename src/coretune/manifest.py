@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from coretune.errors import CoretuneError
 from coretune.io import read_json, sha256_file, write_json
 from coretune.memory import peak_memory
 
@@ -69,6 +70,15 @@ class Stage:
     fn: Callable[[Path], dict | None]
     upstream: dict[str, str] = field(default_factory=dict)  # name -> key of stages it reads
     files: dict[str, Path] = field(default_factory=dict)    # outside inputs, hashed
+    root: Path | None = None  # the run (or shared) folder `folder` must lie inside
+
+    def _check_inside(self) -> None:
+        """A stage writes, and removes, only its own folder inside its run."""
+        if self.root is not None and not self.folder.resolve().is_relative_to(
+                self.root.resolve()):
+            raise CoretuneError(f"stage folder {self.folder} is outside its run folder "
+                                f"{self.root}; refusing to write or remove it",
+                                path=self.folder)
 
     def key(self) -> str:
         return stage_key(self.name, self.config, self.upstream, self.files)
@@ -93,6 +103,7 @@ class Stage:
         if finished is not None:
             log(f"[{self.name}] up to date, skipped ({self.folder})")
             return finished
+        self._check_inside()
         marker = self.folder / ".key"
         resuming = marker.is_file() and marker.read_text() == key
         if self.folder.exists() and not resuming:  # another config's work: start clean

@@ -14,12 +14,14 @@ from pathlib import Path
 from coretune import stages
 from coretune.backends import close_all
 from coretune.config import RunConfig
+from coretune.data.pool import load_pool
 from coretune.data.sources import eval_datasets
 from coretune.data.stream import scan_pool
 from coretune.io import write_json
-from coretune.layout import RunLayout
+from coretune.layout import SHARED_STAGES, RunLayout
 from coretune.lock import run_lock
 from coretune.manifest import Stage
+from coretune.outputs import Inputs, check_output_folder
 from coretune.summary import write_run_report
 from coretune.target_cut import DROP_BELOW
 
@@ -58,8 +60,9 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
     out: list[Stage] = []
 
     def add(name: str, config, fn, files=None) -> Stage:
+        owner = run.shared if name in SHARED_STAGES else run.root
         st = Stage(name, run.stage(name, seed), config, fn,
-                   upstream={s.name: s.key() for s in out}, files=files or {})
+                   upstream={s.name: s.key() for s in out}, files=files or {}, root=owner)
         out.append(st)
         return st
 
@@ -94,17 +97,31 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
     return out
 
 
+def config_inputs(cfg: RunConfig) -> Inputs:
+    """The user's files a run reads: the pool source, evaluation files and a probe file."""
+    inputs = Inputs().pool(cfg.pool.path)
+    for spec in cfg.evaluate.eval_files:
+        for part in spec.split(":")[1:3]:
+            inputs.file(part)
+    kind, _, probe = cfg.target.spec.strip().partition(":")
+    return inputs.file(probe) if kind == "probe" else inputs
+
+
 def run(cfg: RunConfig, run_dir: Path, seeds: list[int] | None = None, quiet: bool = False,
         log: Log = print) -> Path:
-    """Run every stage for every seed, then the run's report. Returns the report path."""
+    """Run every stage for every seed, then the run's report. Returns the report path.
+    Before the slow stages, the pool is checked against the settings (k, budget, target)."""
     layout = RunLayout(run_dir)
+    check_output_folder(run_dir, config_inputs(cfg))  # stages may remove their own folders
     with run_lock(run_dir):  # a second run on this folder exits 2 naming this pid
         write_json(layout.config, cfg.model_dump())
         try:
-            for seed in seeds or cfg.seeds:
+            for i, seed in enumerate(seeds or cfg.seeds):
                 log(f"== {cfg.name}, seed {seed}")
                 for stage in plan(cfg, run_dir, seed, quiet):
                     stage.run(log)
+                    if stage.name == "pool" and i == 0 and stages.needs_clusters(cfg):
+                        stages.check_select_inputs(cfg, load_pool(layout.source_pool))
         finally:
             close_all()  # embedding actors hold cluster resources
         return write_run_report([run_dir], run_dir)

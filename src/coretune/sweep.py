@@ -28,7 +28,8 @@ from coretune.errors import CoretuneError
 from coretune.io import read_json, write_json
 from coretune.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
 from coretune.lock import run_lock
-from coretune.pipeline import plan
+from coretune.outputs import check_output_folder
+from coretune.pipeline import config_inputs, plan
 from coretune.select import resolve_budget
 from coretune.select.budget import ALL
 from coretune.sweep_report import Point, write_sweep_report
@@ -114,6 +115,7 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print) 
     spec = spec_of(cfg)
     check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)
+    check_output_folder(out, config_inputs(cfg))  # stages may remove their own folders
     with run_lock(out):  # a second sweep on this folder exits 2 naming this pid
         write_json(layout.config, cfg.model_dump())
         try:

@@ -31,8 +31,11 @@ def train(
     from pydantic import ValidationError
 
     from coretune.errors import CoretuneError
+    from coretune.outputs import Inputs, check_output_folder
     from coretune.train import TrainConfig
     from coretune.train import train as run_train
+
+    check_output_folder(output, Inputs().pool(data))
 
     try:
         cfg = TrainConfig(model=model, lora=lora, lr=lr, epochs=epochs, max_steps=max_steps,
@@ -64,12 +67,22 @@ def evaluate(
     output: Path | None = typer.Option(None, "-o", "--output",
                                        help="Folder for predictions.parquet + metrics.json."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace metrics.json and "
+                                   "predictions.parquet in --output if they exist."),
 ) -> None:
     """Rank-classification accuracy per template, mean/median and bootstrap 95% intervals."""
     from coretune.evaluate import TASKS, format_row, parse_eval_file, register_eval_set
     from coretune.evaluate import evaluate as run_eval
+    from coretune.outputs import Inputs, check_output_folder, check_outputs
 
     added = [register_eval_set(parse_eval_file(s)) for s in eval_file]
+    if output is not None:
+        inputs = Inputs()
+        for ds in added:
+            inputs.file(ds.path).file(ds.templates)
+        check_output_folder(output, inputs)
+        check_outputs([output / "metrics.json", output / "predictions.parquet"], inputs,
+                      overwrite=overwrite)
     if tasks is None or (added and not tasks.strip()):  # `--tasks ""`: only the added sets
         tasks = ",".join(ds.name for ds in added) or ",".join(TASKS)
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]

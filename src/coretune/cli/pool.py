@@ -14,6 +14,7 @@ SOURCE_HELP = ("Pool file (.parquet, .jsonl, .csv), folder or glob of shards, da
                "save_to_disk folder, or hf:ID[:CONFIG][@SPLIT].")
 COLUMNS_HELP = ("Map pool fields to source columns: FIELD=COLUMN,..., e.g. "
                 "prompt=inputs_pretokenized. No uid: uids from the row content.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace the output if it exists.")
 
 
 @app.command()
@@ -31,11 +32,13 @@ def build(
         "TEMPLATES a promptsource .yaml (repeatable)."),
     no_default_datasets: bool = typer.Option(
         False, "--no-default-datasets", help="Leave out the shipped RTE and CB training sets."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Build the default pool, or convert your own source (--from) to one pool file.
 
     The default pool: shipped BIG-bench rows + RTE/CB through templates, deterministic."""
     from coretune.errors import CoretuneError
+    from coretune.outputs import Inputs, check_outputs
 
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise CoretuneError("pool output must be a .parquet file", path=output)
@@ -46,7 +49,7 @@ def build(
                                 "--templates, --dataset and --no-default-datasets", field="from")
         from coretune.data.stream import convert_pool
 
-        _refuse_overwrite(source, output)
+        check_outputs([output], Inputs().pool(source), overwrite=overwrite)
         done = convert_pool(source, output, columns)
         typer.echo(f"wrote {output}: {done['rows']} rows from {done['shards']} shard(s) in "
                    f"{time.perf_counter() - start:.1f}s")
@@ -63,19 +66,14 @@ def build(
     mode, n, fixed = parse_template_mode(templates or "all")
     datasets = [] if no_default_datasets else list(train_datasets().values())
     datasets += [parse_dataset_spec(s) for s in dataset]
+    inputs = Inputs()
+    for ds in datasets:
+        inputs.file(ds.path).file(ds.templates)
+    check_outputs([output], inputs, overwrite=overwrite)
     pool = build_pool(bigbench=bigbench or "full", datasets=datasets, template_mode=mode,
                       n_templates=n, fixed_template=fixed)
     pool.save(output)
     typer.echo(f"wrote {output}: {len(pool)} rows in {time.perf_counter() - start:.1f}s")
-
-
-def _refuse_overwrite(source: str, output: Path) -> None:
-    from coretune.errors import CoretuneError
-
-    src = Path(source)
-    if output.exists() and src.exists() and (
-            output.resolve() == src.resolve() or src.resolve() in output.resolve().parents):
-        raise CoretuneError("output would overwrite the pool source", path=output)
 
 
 @app.command()
@@ -117,16 +115,18 @@ def export(
                             help="prompt-completion (TRL) | messages (TRL conversational) | "
                             "prompt-target."),
     columns: str = typer.Option(None, help=COLUMNS_HELP),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Write a subset (or pool) as JSONL for another trainer, e.g. TRL's SFTTrainer."""
     from coretune.data.export import check_format, write_trainer_jsonl
     from coretune.data.pool import load_pool
     from coretune.errors import CoretuneError
+    from coretune.outputs import Inputs, check_outputs
 
     check_format(fmt)
     if output.suffix.lower() != ".jsonl":
         raise CoretuneError("output must be a .jsonl file", path=output)
-    _refuse_overwrite(source, output)
+    check_outputs([output], Inputs().pool(source), overwrite=overwrite)
     pool = load_pool(source, columns)
     write_trainer_jsonl(pool.table, output, fmt)
     typer.echo(f"wrote {output}: {len(pool)} rows as {fmt}")

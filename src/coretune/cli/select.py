@@ -15,6 +15,7 @@ from coretune.select import method_names
 from coretune.target import VOTES
 
 METHOD = typer.Option("kcenter")
+_OPTION_NAMES = {"select.budget": "budget", "target.spec": "target"}
 BACKEND = typer.Option("local")
 
 
@@ -66,6 +67,9 @@ def select(
                                 "row before clustering; the first of each group stays."),
     probes: int = typer.Option(1000, help="Probe prompts for --target nli."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output files "
+                                   "(the subset and its .jsonl, .selection.parquet and "
+                                   ".quality.json) if they exist."),
     backend: str = BACKEND,
     address: str = typer.Option(None, help="Ray cluster address ('auto', 'ray://head:10001'); "
                                 "none starts a local Ray cluster."),
@@ -78,15 +82,22 @@ def select(
     from coretune.io import write_json
     from coretune.select.output import write_subset
 
-    _check_arguments(pool, output, fmt, method, backend)  # before the slow part
-    cfg = section_config(
-        name="select", pool={"path": pool, "columns": columns},
-        embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
-        cluster={"k": k, "seed": cluster_seed},
-        target={"spec": target, "rule": rule, "threshold": threshold, "top": top, "probes": probes,
-                "share": share, "by_task": by_task, "votes": votes},
-        select={"method": method, "budget": budget},
-        backend={"name": backend, "address": address}, dedup=dedup)
+    _check_arguments(pool, output, fmt, method, backend, target, overwrite)  # before the slow part
+    if k < 1:
+        raise CoretuneError(f"--k {k} must be at least 1", field="k")
+    try:
+        cfg = section_config(
+            name="select", pool={"path": pool, "columns": columns},
+            embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
+            cluster={"k": k, "seed": cluster_seed},
+            target={"spec": target, "rule": rule, "threshold": threshold, "top": top,
+                    "probes": probes, "share": share, "by_task": by_task, "votes": votes},
+            select={"method": method, "budget": budget},
+            backend={"name": backend, "address": address}, dedup=dedup)
+    except CoretuneError as e:  # named as the checks after loading the pool name them
+        if e.field in _OPTION_NAMES:
+            raise CoretuneError(e.reason, field=_OPTION_NAMES[e.field]) from None
+        raise
     stages.backend(cfg)  # Ray missing or unreachable: fail now
     stages.make_target_finder(cfg)  # unknown target spec: fail now
     data = stages.make_pool(cfg)
@@ -126,10 +137,12 @@ def _embed(cfg, data, embedder):
     return data, x, n_cached, n_encoded
 
 
-def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: str) -> None:
+def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: str,
+                     target: str, overwrite: bool) -> None:
     """What a user can get wrong on the command line, checked before anything is loaded."""
     from coretune.backends import check_backend_name
     from coretune.data.export import check_format
+    from coretune.outputs import Inputs, check_outputs
     from coretune.select import get_method
     from coretune.select.output import output_paths
 
@@ -137,10 +150,12 @@ def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: st
         raise CoretuneError("subset output must be a .parquet file", path=output)
     get_method(method)
     check_format(fmt)
-    for out in output_paths(output).values():
-        if Path(pool).exists() and out.exists() and out.resolve() == Path(pool).resolve():
-            raise CoretuneError("output would overwrite the pool file", path=out)
     check_backend_name(backend)
+    inputs = Inputs().pool(pool)
+    kind, _, probe = target.strip().partition(":")
+    if kind == "probe":
+        inputs.file(probe)
+    check_outputs(output_paths(output).values(), inputs, overwrite=overwrite)
 
 
 def _print_quality(q: dict) -> None:
