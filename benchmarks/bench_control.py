@@ -1,0 +1,149 @@
+"""Positive controls: does training SmolLM2-135M-Instruct on target rows help it on the target?
+
+A sweep can rank selections only if training on the target beats the untuned model at all.
+Each design here trains the default model on a seeded random sample of the shipped pool's
+rows of one target (RTE + CB training rows through their promptsource templates), then scores
+every RTE and CB dev example through the first `templates` templates and pairs it with the
+untuned model on the same items: Δ accuracy (points) and Δ gold-option log-loss (nats, the
+log-loss of the gold option under the softmax over the options' scores; negative = better),
+each with a paired bootstrap 95% interval and a paired sign-flip p.
+
+Resumable: every design's model and predictions stay under --work; a finished design is not
+redone. Writes benchmarks/results/bench_control.json (and .md).
+
+    python benchmarks/bench_control.py                 # every design below
+    python benchmarks/bench_control.py --designs lr1e-5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from coretune.compare import sign_flip_p  # noqa: E402
+from coretune.data.sources import build_pool, sample_rows  # noqa: E402
+from coretune.evaluate import evaluate  # noqa: E402
+from coretune.io import write_json, write_text  # noqa: E402
+from coretune.train import TrainConfig, train  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+TASKS = ["rte", "cb"]
+# name -> (rows sampled from the target, TrainConfig fields)
+DESIGNS = {
+    "lr1e-4-100rows-40steps": (100, {"lr": 1e-4, "max_steps": 40}),
+    "lr1e-5-100rows-40steps": (100, {"lr": 1e-5, "max_steps": 40}),
+    "lora-lr2e-4-100rows-40steps": (100, {"lr": 2e-4, "max_steps": 40, "lora": True}),
+    "lr1e-5-400rows-100steps": (400, {"lr": 1e-5, "max_steps": 100}),
+    "lr3e-5-400rows-100steps": (400, {"lr": 3e-5, "max_steps": 100}),
+}
+BASE = {"batch_size": 8, "micro_batch_size": 2, "max_length": 256, "warmup_ratio": 0.06}
+
+
+def per_example(pred_file: Path) -> dict[str, dict[str, np.ndarray]]:
+    """task -> {'accuracy', 'logloss'} per example (templates averaged), example order."""
+    t = pq.read_table(pred_file).to_pandas()
+
+    def logloss(r) -> float:
+        s = np.asarray(r["logprob"], dtype=np.float64)
+        return float(np.logaddexp.reduce(s) - s[r["label"]])
+
+    t["logloss"] = t.apply(logloss, axis=1)
+    out = {}
+    for task, g in t.groupby("task", sort=False):
+        by = g.groupby("example", sort=True)
+        out[str(task)] = {"accuracy": by["correct"].mean().to_numpy(np.float64),
+                          "logloss": by["logloss"].mean().to_numpy(np.float64)}
+    return out
+
+
+def paired(a: dict, b: dict, metric: str, seed: int = 0, reps: int = 2000) -> dict:
+    """a - b on `metric`, the mean over tasks of per-task means (each task weighs the same)."""
+    diffs = [a[t][metric] - b[t][metric] for t in TASKS]
+    rng = np.random.default_rng(seed)
+    boots = np.mean([d[rng.integers(0, len(d), (reps, len(d)))].mean(axis=1) for d in diffs],
+                    axis=0)
+    scale = 100.0 if metric == "accuracy" else 1.0
+    point = float(np.mean([d.mean() for d in diffs]))
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    se = float(boots.std(ddof=1))
+    return {"delta": scale * point, "ci95": [scale * float(lo), scale * float(hi)],
+            "z": point / se if se > 0 else 0.0, "p": sign_flip_p(diffs, rng=rng)}
+
+
+def score(model, out: Path, templates: int) -> dict:
+    if not (out / "predictions.parquet").is_file():
+        evaluate(str(model), TASKS, max_templates=templates, seed=0, output_dir=out,
+                 quiet=True)
+    return per_example(out / "predictions.parquet")
+
+
+def run_design(name: str, work: Path, templates: int, base: dict, seed: int) -> dict:
+    rows, fields = DESIGNS[name]
+    folder = work / f"{name}-seed{seed}"
+    target = build_pool(bigbench="none")  # the shipped pool's NLI rows: RTE + CB, all templates
+    data = sample_rows(target, rows, seed=seed)
+    cfg = TrainConfig(**{**BASE, **fields, "seed": seed})
+    start = time.perf_counter()
+    train(data, config=cfg, output_dir=folder / "model", quiet=True)
+    train_s = time.perf_counter() - start
+    tuned = score(folder / "model", folder / f"eval-{templates}t", templates)
+    log = [json.loads(x) for x in (folder / "model/train_log.jsonl").read_text().splitlines()]
+    return {"design": name, "seed": seed, "rows": rows, "train": cfg.model_dump(),
+            "epochs_seen": round(cfg.max_steps * cfg.batch_size / rows, 2),
+            "train_seconds_this_run": round(train_s, 1),
+            "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
+            "accuracy": paired(tuned, base, "accuracy"), "logloss": paired(tuned, base,
+                                                                           "logloss")}
+
+
+def markdown(doc: dict) -> str:
+    lines = [f"# Positive controls on {'+'.join(TASKS)} ({doc['templates']} template(s), "
+             f"{doc['n_examples']} dev examples, paired with the untuned model)", "",
+             "| design | rows | steps x batch | epochs | Δ acc (points) | p | Δ log-loss (nats) "
+             "| p |", "|---|---|---|---|---|---|---|---|"]
+    for r in doc["designs"]:
+        a, g = r["accuracy"], r["logloss"]
+        lines.append(f"| {r['design']} (seed {r['seed']}) | {r['rows']} | "
+                     f"{r['train']['max_steps']} x {r['train']['batch_size']} | "
+                     f"{r['epochs_seen']} | {a['delta']:+.1f} [{a['ci95'][0]:+.1f}, "
+                     f"{a['ci95'][1]:+.1f}] | {a['p']:.3g} | {g['delta']:+.3f} "
+                     f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] | {g['p']:.3g} |")
+    lines += ["", "Negative Δ log-loss is better. A design is a positive control when Δ log-loss"
+              " < 0 with p < 0.01.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--designs", default=",".join(DESIGNS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--templates", type=int, default=1)
+    ap.add_argument("--work", type=Path, default=Path("runs/bench_control"))
+    args = ap.parse_args()
+    base = score("default", args.work / f"untuned-eval-{args.templates}t", args.templates)
+    out = RESULTS / "bench_control.json"
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    if doc.get("templates") != args.templates:
+        doc = {"templates": args.templates, "designs": []}
+    doc["n_examples"] = int(sum(len(base[t]["accuracy"]) for t in TASKS))
+    for name in args.designs.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            if any(r["design"] == name and r["seed"] == seed for r in doc["designs"]):
+                continue
+            r = run_design(name, args.work, args.templates, base, seed)
+            doc["designs"].append(r)
+            write_json(out, doc)
+            write_text(out.with_suffix(".md"), markdown(doc))
+            print(json.dumps({k: r[k] for k in ("design", "seed", "accuracy", "logloss")}))
+
+
+if __name__ == "__main__":
+    main()
