@@ -8,7 +8,11 @@ Run them with `pytest -k bad_input`.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -48,6 +52,42 @@ def parquet(table: pa.Table):
 def truncated_parquet(path: Path):
     pq.write_table(pa.table({"uid": ["a"] * 50, "prompt": ["p"] * 50}), path)
     path.write_bytes(path.read_bytes()[:-40])
+
+
+# Shards that disagree on a column's type: `label` is an integer in a.jsonl, text in b.jsonl.
+LABEL_TYPES = {"s/a.jsonl": jsonl(*(row(i, label=i) for i in range(10))),
+               "s/b.jsonl": jsonl(*(row(i, label=f"l{i}") for i in range(10, 20)))}
+LABEL_ERROR = ["b.jsonl:1", "field 'label'", "type string here, int64 in", "a.jsonl",
+               "shards must agree"]
+
+
+def shard(**columns):
+    return parquet(pa.table({"task": ["t"] * 2, "prompt": ["p", "q"], "target": ["x"] * 2,
+                             **columns}))
+
+
+@functools.cache
+def _finished_run() -> Path:
+    """A real finished run, made once: the untuned model scored on 2 RTE examples x 1
+    template (about 15 s on 2 CPU cores)."""
+    from coretune.config import load_config
+    from coretune.pipeline import run
+
+    root = Path(tempfile.mkdtemp(prefix="coretune-finished-run-"))
+    atexit.register(shutil.rmtree, root, True)
+    (root / "v.yaml").write_text("name: v\nseeds: [0]\nselect: {method: none}\n"
+                                 "evaluate: {tasks: [rte], max_examples: 2, max_templates: 1}\n")
+    run(load_config(root / "v.yaml"), root / "v", quiet=True, log=lambda _: None)
+    return root / "v"
+
+
+def damaged_run(name: str, data: bytes | None = None):
+    """A copy of the finished run with file `name` cut in half (or replaced by `data`)."""
+    def write(path: Path):
+        shutil.copytree(_finished_run(), path)
+        f = path / name
+        f.write_bytes(f.read_bytes()[:f.stat().st_size // 2] if data is None else data)
+    return write
 
 
 T_HEAD = "dataset: d\ntemplates:\n"
@@ -150,6 +190,50 @@ CASES = [
                                                                                row(51, prompt=""))},
      ["pool", "build", "--from", "{s}", "-o", "{tmp}/out.parquet"],
      ["b.jsonl:2", "field 'prompt'", "empty"]),
+    ("pool_shards_label_type_info", LABEL_TYPES, ["pool", "info", "{s}"], LABEL_ERROR),
+    ("pool_shards_label_type_validate", LABEL_TYPES, ["pool", "validate", "{s}"], LABEL_ERROR),
+    ("pool_shards_label_type_build_from", LABEL_TYPES,
+     ["pool", "build", "--from", "{s}", "-o", "{tmp}/out.parquet"], LABEL_ERROR),
+    ("pool_shards_label_type_export", LABEL_TYPES,
+     ["pool", "export", "{s}", "-o", "{tmp}/o.jsonl"], LABEL_ERROR),
+    ("pool_shards_label_type_select", LABEL_TYPES,
+     ["select", "--pool", "{s}", "-o", "{tmp}/sel.parquet"], LABEL_ERROR),
+    ("pool_shards_uid_int_and_text", {"s/a.parquet": shard(uid=[1, 2]),
+                                      "s/b.parquet": shard(uid=["3", "4"])},
+     ["pool", "info", "{s}"],
+     ["b.parquet", "row 1", "field 'uid'", "type string here, int64 in", "a.parquet"]),
+    ("pool_shards_int_and_float", {"s/a.parquet": shard(uid=["a", "b"], score=[1, 2]),
+                                   "s/b.parquet": shard(uid=["c", "d"], score=[None, 0.5])},
+     ["pool", "build", "--from", "{s}", "-o", "{tmp}/out.parquet"],
+     ["b.parquet", "row 2", "field 'score'", "type double here, int64 in", "a.parquet"]),
+    ("pool_choices_duplicate_jsonl", {"p.jsonl": jsonl(row(1), row(2, choices=["yes", "yes",
+                                                                                "no"]))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:2", "field 'choices'", "'yes' is listed twice"]),
+    ("pool_choices_duplicate_csv",
+     {"p.csv": 'uid,task,prompt,target,choices\na,t,q,no,"[""yes"", ""no"", "" yes""]"\n'},
+     ["pool", "validate", "{p.csv}"], ["p.csv", "row 1", "field 'choices'", "listed twice"]),
+    ("pool_choices_duplicate_parquet", {"p.parquet": shard(uid=["a", "b"],
+                                                           choices=[["x", "y"], ["x", "x"]])},
+     ["pool", "info", "{p.parquet}"],
+     ["p.parquet", "row 2", "field 'choices'", "'x' is listed twice"]),
+    ("template_duplicate_answer_choices", {"d.jsonl": NLI, "t.yaml": template(
+        "{{premise}} ||| {{answer_choices[label]}}", choices="yes ||| no ||| yes")},
+     ["pool", "build", "--bigbench", "none", "--no-default-datasets", "--dataset",
+      "d:{d.jsonl}:{t.yaml}", "-o", "{tmp}/out.parquet"],
+     ["d.jsonl:1", "field 'answer_choices'", "'yes' twice", "t.yaml:3"]),
+    ("eval_duplicate_answer_choices", {"d.jsonl": NLI, "t.yaml": template(
+        "{{premise}} ||| {{answer_choices[label]}}", choices="yes ||| yes")},
+     ["evaluate", "--tasks", "", "--eval-file", "e:{d.jsonl}:{t.yaml}:yes,no"],
+     ["d.jsonl:1", "field 'answer_choices'", "'yes' twice", "t.yaml:3"]),
+    ("table_metrics_cut_short", {"r": damaged_run("seed-0/evaluate/metrics.json")},
+     ["table", "{r}"], ["metrics.json:", "not valid JSON", "cut short"]),
+    ("table_manifest_cut_short", {"r": damaged_run("seed-0/evaluate/manifest.json")},
+     ["table", "{r}"], ["manifest.json:", "not valid JSON", "cut short"]),
+    ("table_predictions_not_parquet", {"r": damaged_run("seed-0/evaluate/predictions.parquet",
+                                                        b"not parquet")},
+     ["table", "{r}"], ["predictions.parquet", "unreadable", "cut short"]),
+    ("table_config_cut_short", {"r": damaged_run("config.json")},
+     ["table", "{r}"], ["config.json:", "not valid JSON"]),
     # ---- templates (pool build with a dataset of your own)
     ("template_unsafe_jinja", {"d.jsonl": NLI, "t.yaml": template(
         "{{ premise.__class__.__mro__[1].__subclasses__() }} ||| x")},
@@ -458,6 +542,26 @@ def test_bad_input(case, tmp_path, capsys, monkeypatch):
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
     assert _tree(work) == before, "files left behind"
+
+
+def test_shards_that_disagree_on_a_type_get_one_answer_everywhere(tmp_path, capsys,
+                                                                  monkeypatch):
+    """Every command that reads the pool, `coretune run` included: the same line, exit 2."""
+    _materialise(tmp_path, LABEL_TYPES)
+    (tmp_path / "c.yaml").write_text("name: c\nseeds: [0]\npool: {path: s}\n")
+    monkeypatch.chdir(tmp_path)
+    answers = []
+    for argv in (["pool", "info", "s"], ["pool", "validate", "s"],
+                 ["pool", "build", "--from", "s", "-o", "out.parquet"],
+                 ["pool", "export", "s", "-o", "o.jsonl"],
+                 ["select", "--pool", "s", "-o", "sel.parquet"], ["run", "c.yaml", "-q"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        answers.append(capsys.readouterr().err.splitlines()[-1])
+    assert len(set(answers)) == 1, answers
+    assert all(f in answers[0] for f in LABEL_ERROR)
+    assert not (tmp_path / "runs/c/shared").exists()  # refused before the pool stage
 
 
 def test_bad_input_corpus_size():

@@ -40,6 +40,31 @@ def test_roundtrip_all_formats(tmp_path):
     assert p.column("template") == ["default", "default"]
 
 
+def test_byte_order_marks_are_not_data(tmp_path, cli):
+    """A UTF-8 byte-order mark (Excel's "CSV UTF-8" writes one) is dropped: uids keep their
+    text, and the pool equals the one from the same file without it. In JSONL a mark may also
+    start a later line (files joined with `cat`); evaluation files are read the same way."""
+    bom = b"\xef\xbb\xbf"
+    text = "uid,task,prompt,target\n000,t,q,yes\n007,t,r,no\n"
+    (tmp_path / "bom.csv").write_bytes(bom + text.encode())
+    (tmp_path / "plain.csv").write_text(text)
+    assert load_pool(tmp_path / "bom.csv").uids == ["000", "007"]
+    assert load_pool(tmp_path / "bom.csv").table.equals(load_pool(tmp_path / "plain.csv").table)
+    lines = [json.dumps(r).encode() + b"\n" for r in GOOD]
+    (tmp_path / "bom.jsonl").write_bytes(bom + lines[0] + bom + lines[1])
+    (tmp_path / "plain.jsonl").write_bytes(b"".join(lines))
+    assert load_pool(tmp_path / "bom.jsonl").table.equals(
+        load_pool(tmp_path / "plain.jsonl").table)
+    for name in ("bom.csv", "bom.jsonl"):
+        r = cli("pool", "info", "--json", tmp_path / name)
+        assert r.returncode == 0 and json.loads(r.stdout)["rows"] == 2, r.stderr
+    from coretune.data.sources import read_dataset
+
+    nli = {"premise": "A cat sat.", "hypothesis": "A cat exists.", "label": "yes"}
+    (tmp_path / "eval.jsonl").write_bytes(bom + json.dumps(nli).encode() + b"\n")
+    assert read_dataset(tmp_path / "eval.jsonl", ("yes", "no"))[0]["label"] == 0
+
+
 def test_save_is_deterministic(tmp_path):
     pool = Pool.from_records(GOOD)
     pool.save(tmp_path / "a.parquet")

@@ -13,7 +13,7 @@ import pytest
 from coretune.data.pool import load_pool
 from coretune.data.shards import parse_columns
 from coretune.data.sources import render_dataset, train_datasets
-from coretune.data.stream import convert_pool, scan_pool
+from coretune.data.stream import convert_pool, merge_type, scan_pool
 from coretune.errors import CoretuneError
 
 P3_COLUMNS = ("task=task_name,prompt=inputs_pretokenized,target=targets_pretokenized,"
@@ -142,6 +142,43 @@ def test_convert_is_atomic_and_equals_load(tmp_path, p3):
                        r"'prompt': empty"):
         convert_pool(tmp_path / "p3", tmp_path / "new.parquet", P3_COLUMNS)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["p3", "pool.parquet"]
+
+
+def test_shards_may_differ_where_no_value_changes(tmp_path):
+    """A metadata column missing from a shard (nulls there, even when the first shard lacks
+    it), a column all null in one shard, integers of different widths, string and
+    large_string: every reader gives the same pool, and build --from keeps every column."""
+    folder = tmp_path / "s"
+    folder.mkdir()
+    base = {"task": ["t"] * 2, "prompt": ["p", "q"], "target": ["x"] * 2}
+    pq.write_table(pa.table({"uid": ["a", "b"], **base, "n": pa.array([1, 2], pa.int32()),
+                             "e": pa.nulls(2)}), folder / "1.parquet")
+    pq.write_table(pa.table({"uid": pa.array(["c", "d"], pa.large_string()), **base,
+                             "note": ["hi", None], "e": [[1], []]}), folder / "2.parquet")
+    pq.write_table(pa.table({"uid": ["e", "f"], **base, "n": [2**40, 3]}), folder / "3.parquet")
+    pool = load_pool(folder)
+    assert pool.table.schema.field("n").type == pa.int64()
+    assert pool.column("n") == [1, 2, None, None, 2**40, 3]
+    assert pool.column("note") == [None, None, "hi", None, None, None]
+    assert pool.column("e") == [None, None, [1], [], None, None]
+    assert convert_pool(folder, tmp_path / "pool.parquet")["rows"] == 6
+    assert load_pool(tmp_path / "pool.parquet").table.equals(pool.table)
+    assert scan_pool(folder)["rows"] == 6
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["pool.parquet", "s"]  # no temp files
+
+
+@pytest.mark.parametrize("a, b, merged", [
+    (pa.int32(), pa.int64(), pa.int64()), (pa.float32(), pa.float64(), pa.float64()),
+    (pa.null(), pa.string(), pa.string()), (pa.string(), pa.large_string(), pa.large_string()),
+    (pa.list_(pa.null()), pa.list_(pa.string()), pa.list_(pa.string())),
+    (pa.struct([("a", pa.int8())]), pa.struct([("a", pa.int64()), ("b", pa.string())]),
+     pa.struct([("a", pa.int64()), ("b", pa.string())])),
+    (pa.int64(), pa.float64(), None), (pa.uint64(), pa.int64(), None),
+    (pa.string(), pa.int64(), None), (pa.bool_(), pa.int8(), None),
+    (pa.list_(pa.int64()), pa.list_(pa.string()), None),
+    (pa.struct([("a", pa.int64())]), pa.struct([("a", pa.string())]), None)])
+def test_merge_type_only_where_no_value_changes(a, b, merged):
+    assert merge_type(a, b) == merged and merge_type(b, a) == merged
 
 
 def test_parse_columns():

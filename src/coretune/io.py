@@ -55,10 +55,12 @@ def sha256_text(text: str) -> str:
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict], list[int]]:
-    """JSON objects of a JSONL file and their line numbers; blank lines are skipped."""
+    """JSON objects of a JSONL file and their line numbers; blank lines are skipped, and so is
+    a byte-order mark starting a line (files joined with `cat` keep one per file)."""
     records, lines = [], []
     with open(path, encoding="utf-8") as f:
         for lineno, text in enumerate(f, start=1):
+            text = text.removeprefix("\ufeff")
             if not text.strip():
                 continue
             try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -51,38 +53,56 @@ def find_runs(paths: list[Path]) -> list[Path]:
 def collect(runs: list[Path]) -> tuple[dict[str, list[dict]], list[dict]]:
     """Row name -> per-seed {task: per-example accuracy}; plus facts about each run."""
     rows, facts = {}, []
-    for run in map(RunLayout.of, runs):
-        cfg = read_json(run.config)
+    for root in runs:
+        run = _read(root / CONFIG_FILE, lambda p: RunLayout.of(p.parent))
+        cfg = _read(run.config)
         seeds = run.evaluated_seeds()
         if not seeds:
             continue
-        rows[cfg["name"]] = [per_example_accuracy(run.predictions(s)) for s in seeds]
+        rows[cfg["name"]] = [_read(run.predictions(s), per_example_accuracy) for s in seeds]
         facts.append(_facts(run, cfg, seeds))
     if not rows:
         raise CoretuneError("no finished evaluation in these runs", path=runs[0])
     return rows, facts
 
 
+def _read(path: Path, reader: Callable[[Path], Any] = read_json) -> Any:
+    """`reader(path)` for a file of a finished run: one that cannot be read (cut short,
+    overwritten) is one line naming it, not a traceback."""
+    try:
+        return reader(path)
+    except json.JSONDecodeError as e:
+        raise CoretuneError(f"not valid JSON at column {e.colno} ({e.msg}): the file is cut "
+                            "short or damaged; running the run again rewrites it",
+                            path=path, line=e.lineno) from e
+    except (OSError, ValueError, KeyError) as e:  # Parquet and UTF-8 errors are ValueErrors
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CoretuneError(f"unreadable ({type(e).__name__}: {text}): the file is cut "
+                            "short or damaged; running the run again rewrites it",
+                            path=path) from e
+
+
 def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
     stage_seconds: dict[str, float] = {}
     stage_peak: dict[str, float] = {}  # peak RSS (MB) of the stage, the largest over seeds
     for m in run.manifests():
-        name, manifest = m.parent.name, read_json(m)
+        name, manifest = m.parent.name, _read(m)
         stage_seconds[name] = stage_seconds.get(name, 0) + manifest["seconds"]
         if "peak_rss_mb" in manifest:  # manifests from before peaks were recorded have none
             stage_peak[name] = max(stage_peak.get(name, 0), manifest["peak_rss_mb"])
     first = seeds[0]
     sel = run.stage("select", first) / MANIFEST
-    metrics = read_json(run.metrics(first))
+    sel_m = _read(sel) if sel.is_file() else None
+    metrics = _read(run.metrics(first))
     pool_m = run.stage("pool") / MANIFEST
     return {
         "name": cfg["name"], "reproduces": cfg.get("reproduces", ""), "run": str(run.root),
         "seeds": seeds,
         "method": cfg["select"]["method"], "budget": cfg["select"]["budget"],
         "model": cfg["train"]["model"],
-        "pool_rows": read_json(pool_m).get("rows") if pool_m.is_file() else None,
-        "selected": read_json(sel).get("selected") if sel.is_file() else 0,
-        "share_of_pool": read_json(sel).get("share_of_pool") if sel.is_file() else 0.0,
+        "pool_rows": _read(pool_m).get("rows") if pool_m.is_file() else None,
+        "selected": sel_m.get("selected") if sel_m is not None else 0,
+        "share_of_pool": sel_m.get("share_of_pool") if sel_m is not None else 0.0,
         "eval_caps": {k: cfg["evaluate"].get(k) for k in ("max_examples", "max_templates",
                                                           "max_examples_by_task")},
         "eval_items": sum(t["n_items"] for t in metrics["tasks"].values()),
@@ -155,8 +175,8 @@ def _paired_text(per_row: dict, by_name: dict, reference: str | None = None) -> 
     except CoretuneError as e:  # runs scored different examples: nothing to pair
         return f"No paired comparison: {e}\n"
     layout = RunLayout.of(Path(by_name[ref]["run"]))
-    preds = pq.read_table(layout.predictions(layout.evaluated_seeds()[0]),
-                          columns=["task", "example", "label", "choices"])
+    preds = _read(layout.predictions(layout.evaluated_seeds()[0]), lambda p: pq.read_table(
+        p, columns=["task", "example", "label", "choices"]))
     return paired_markdown(deltas, ref, tasks, majority_baselines(preds))
 
 
@@ -169,7 +189,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None,
     per_row, facts = collect(runs)
     rows = build_rows(per_row)
     by_name = {f["name"]: f for f in facts}
-    write_table(rows, out, facts=facts, paired=_paired_text(per_row, by_name, reference))
+    paired = _paired_text(per_row, by_name, reference)
     figures = {"Average accuracy per row": plot_rows(rows, "all rows")}
     samplers = [r for r in rows if by_name[r["name"]]["method"] in budgeted_methods()]
     budgets = {by_name[r["name"]]["budget"] for r in samplers}
@@ -208,6 +228,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None,
                   {"run": name, **{QUALITY_LABELS[k]: v for k, v in flatten(q).items()
                                    if k in QUALITY_LABELS}} for name, q in quality.items()]}
     notes = [f"Runs: {', '.join(str(r) for r in runs)}."]
+    write_table(rows, out, facts=facts, paired=paired)  # written once every file was read
     html, _ = write_report(out, title or "coretune report", rows, figures, tables, notes)
     return html
 
@@ -223,7 +244,7 @@ QUALITY_LABELS = {
 def _quality(run: RunLayout) -> dict | None:
     """The selection-quality record of the run's first evaluated seed, if any."""
     path = _first_file(run, lambda seed: output_paths(run.subset(seed))["quality"])
-    return read_json(path) if path is not None else None
+    return _read(path) if path is not None else None
 
 
 def _evaluation_text(caps: dict, items: int) -> str:

@@ -82,13 +82,15 @@ def load_pool(source: str | Path, columns: str | dict | None = None) -> Pool:
     """A validated pool from a file, a directory or glob of shards, a `datasets` save_to_disk
     folder, or `hf:ID[:CONFIG][@SPLIT]`; `columns` maps pool fields to source columns
     (`prompt=inputs_pretokenized,...`, see shards.parse_columns). Shards are read and
-    checked one at a time; the pool itself is then held in memory."""
-    from coretune.data.stream import iter_pool
+    checked one at a time (their column types must agree, see stream.merge_type); the pool
+    itself is then held in memory."""
+    from coretune.data.stream import conform, iter_pool, unify
 
     tables = [t for _, t in iter_pool(source, columns)]
+    schema = unify([t.schema for t in tables])
     pool = Pool.__new__(Pool)
     pool.table = tables[0] if len(tables) == 1 else pa.concat_tables(
-        tables, promote_options="permissive")
+        [conform(t, schema) for t in tables])
     pool.source = str(source)
     return pool
 
@@ -149,7 +151,9 @@ def _first_line(e: Exception) -> str:
 
 
 def _read_csv(path: Path) -> pa.Table:
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark is not part of the first column's name (pyarrow drops it
+    # too, and a name that does not match would leave that column to type inference)
+    with open(path, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), [])
     try:
         # Every column as text: uids like "007" must stay as written.
@@ -282,7 +286,7 @@ def _validate(table: pa.Table, path, line_of: list[int] | None,
         uids = generated_uids(table, {} if uid_counts is None else uid_counts)
         table = table.set_column(table.column_names.index("uid"), "uid", uids)
     _check_unique(table.column("uid"), path, line_of)
-    _check_targets_in_choices(table, path, line_of)
+    _check_choices(table, path, line_of)
     rest = [c for c in table.column_names if c not in COLUMNS]
     return table.select(list(COLUMNS) + rest)
 
@@ -320,7 +324,9 @@ def _check_unique(uids: pa.ChunkedArray, path, line_of) -> None:
         seen.add(uid)
 
 
-def _check_targets_in_choices(table: pa.Table, path, line_of) -> None:
+def _check_choices(table: pa.Table, path, line_of) -> None:
+    """Each row's choices are distinct (rank classification could not tell two equal ones
+    apart) and hold its target; both compared without surrounding whitespace."""
     choices = table.column("choices")
     has = pc.greater(pc.list_value_length(choices), 0)
     if not pc.any(has).as_py():
@@ -328,7 +334,14 @@ def _check_targets_in_choices(table: pa.Table, path, line_of) -> None:
     for i, (target, options) in enumerate(
         zip(table.column("target").to_pylist(), choices.to_pylist(), strict=True)
     ):
-        if options and target.strip() not in {o.strip() for o in options}:
+        if not options:
+            continue
+        stripped = [o.strip() for o in options]
+        if len(set(stripped)) < len(stripped):
+            twice = next(o for j, o in enumerate(stripped) if o in stripped[:j])
+            raise CoretuneError(f"choice '{twice[:60]}' is listed twice", path=path,
+                                **_where(i, line_of), field="choices")
+        if target.strip() not in stripped:
             raise CoretuneError(
                 f"target '{target[:60]}' is not one of the choices",
                 path=path, **_where(i, line_of), field="target",

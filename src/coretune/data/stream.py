@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from coretune.data.pool import COLUMNS, _validate, _where, read_shard
@@ -50,29 +51,91 @@ def iter_shards(source: str | Path) -> Iterator[tuple[Shard, pa.Table, list[int]
 
 def iter_pool(source: str | Path, columns: str | Mapping[str, str] | None = None
               ) -> Iterator[tuple[Shard, pa.Table]]:
-    """Validated shards of `source` (pool columns first), uids unique across shards.
+    """Validated shards of `source` (pool columns first), uids unique across shards, column
+    types that agree across shards (see merge_type; a column may be missing from a shard).
 
     Every error names the shard file, its line/row and the field."""
     mapping = parse_columns(columns)
     seen: set[str] = set()
     uid_counts: dict[str, int] = {}
-    schema = None
+    types: dict[str, tuple[pa.DataType, str]] = {}  # column -> (type so far, shard it is from)
     for shard, table, line_of in iter_shards(source):
-        table = apply_columns(table, mapping, shard.name)
-        table = _validate(table, shard.name, line_of, uid_counts)
+        raw = apply_columns(table, mapping, shard.name)
+        table = _validate(raw, shard.name, line_of, uid_counts)
+        _check_types(types, raw, shard.name, line_of)  # as read: an integer uid is not text
+        del raw
         uids = table.column("uid").to_pylist()
         if not seen.isdisjoint(uids):
             i = next(i for i, u in enumerate(uids) if u in seen)
             raise CoretuneError(f"duplicate uid '{uids[i]}' (also in an earlier shard)",
                                 path=shard.name, **_where(i, line_of), field="uid")
         seen.update(uids)
-        core = table.select(list(COLUMNS)).schema
-        if schema is not None and not core.equals(schema):
-            raise CoretuneError("pool columns differ in type from the first shard's",
-                                path=shard.name)
-        schema = core
         yield shard, table
         del table, uids
+
+
+def merge_type(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type that holds every value of types `a` and `b` as it is, or None.
+
+    A null column takes any type; integers merge into the wider integer, floats into the
+    wider float, text and bytes into their large forms, lists item by item, structs field by
+    field. Nothing else merges: not an integer with a float (every integer would become a
+    float, and those above 2**53 would lose digits), nor uint64 with a signed integer."""
+    if a == b or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    is_list = pa.types.is_list, pa.types.is_large_list
+    if any(f(a) for f in is_list) and any(f(b) for f in is_list):
+        item = merge_type(a.value_type, b.value_type)
+        large = pa.types.is_large_list(a) or pa.types.is_large_list(b)
+        return None if item is None else (pa.large_list if large else pa.list_)(item)
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        fields = {f.name: f.type for f in a}
+        for f in b:
+            fields[f.name] = merge_type(fields[f.name], f.type) if f.name in fields else f.type
+        return None if None in fields.values() else pa.struct(list(fields.items()))
+    signed = pa.types.is_signed_integer
+    if (pa.types.is_uint64(a) and signed(b)) or (pa.types.is_uint64(b) and signed(a)):
+        return None  # no integer type holds both
+    kinds = (pa.types.is_integer, pa.types.is_floating,
+             lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+             lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t))
+    if any(kind(a) and kind(b) for kind in kinds):
+        return pa.unify_schemas([pa.schema([("x", a)]), pa.schema([("x", b)])],
+                                promote_options="permissive").types[0]
+    return None
+
+
+def _check_types(types: dict[str, tuple[pa.DataType, str]], table: pa.Table, where: str,
+                 line_of: list[int] | None) -> None:
+    """Merge `table`'s column types into `types`; a type that does not merge is refused."""
+    for f in table.schema:
+        have, origin = types.get(f.name, (pa.null(), where))
+        merged = merge_type(have, f.type)
+        if merged is None:
+            first = pc.index(pc.is_valid(table.column(f.name)), True).as_py()
+            raise CoretuneError(f"type {f.type} here, {have} in {origin}; shards must agree "
+                                "on each column's type", path=where, **_where(first, line_of),
+                                field=f.name)
+        types[f.name] = merged, origin if merged == have else where
+
+
+def unify(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for tables iter_pool yielded: every column, in order of first appearance,
+    in the merge_type of its types (iter_pool has checked that they merge)."""
+    types: dict[str, pa.DataType] = {}
+    for schema in schemas:
+        for f in schema:
+            types[f.name] = merge_type(types[f.name], f.type) if f.name in types else f.type
+    return pa.schema(list(types.items()))
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` in `schema` (from unify): a column it lacks as nulls, the others widened."""
+    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names
+            else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def scan_pool(source: str | Path, columns: str | Mapping[str, str] | None = None) -> dict:
@@ -96,18 +159,18 @@ def scan_pool(source: str | Path, columns: str | Mapping[str, str] | None = None
 def convert_pool(source: str | Path, output: str | Path,
                  columns: str | Mapping[str, str] | None = None) -> dict:
     """Write `source` as one coretune pool Parquet file, shard by shard (atomic: a failure
-    in any shard leaves no output). Metadata columns are kept when every shard has them."""
+    in any shard leaves no output). Every metadata column is kept; a shard without one has
+    nulls there."""
     output = Path(output)
     rows = shards = 0
     with atomic_path(output) as tmp:
-        writer = None
+        writer, schema = None, None
         try:
-            for shard, table in iter_pool(source, columns):
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-                table = _conform(table, schema, shard.name)
-                writer.write_table(table)
+            for _, table in iter_pool(source, columns):
+                wider = unify([table.schema] if schema is None else [schema, table.schema])
+                if schema is None or not wider.equals(schema):
+                    writer, schema = _reopen(writer, tmp, wider), wider
+                writer.write_table(conform(table, schema))
                 rows += table.num_rows
                 shards += 1
         finally:
@@ -116,16 +179,23 @@ def convert_pool(source: str | Path, output: str | Path,
     return {"rows": rows, "shards": shards, "output": str(output)}
 
 
-def _conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
-    """`table` in the first shard's schema: missing metadata columns as nulls, extra dropped."""
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            try:
-                cols.append(table.column(f.name).cast(f.type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                raise CoretuneError(f"type {table.column(f.name).type} differs from the first "
-                                    f"shard's {f.type}", path=where, field=f.name) from e
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
+def _reopen(writer: pq.ParquetWriter | None, path: Path, schema: pa.Schema
+            ) -> pq.ParquetWriter:
+    """A writer of `path` in `schema`. A shard that brings a new column or a wider type
+    (rare) has what was written so far copied into the new schema, one row group at a time."""
+    if writer is None:
+        return pq.ParquetWriter(path, schema, compression="zstd")
+    writer.close()
+    old = path.with_name(path.name + ".old")
+    path.replace(old)
+    new = pq.ParquetWriter(path, schema, compression="zstd")
+    try:
+        with pq.ParquetFile(old) as f:
+            for i in range(f.num_row_groups):
+                new.write_table(conform(f.read_row_group(i), schema))
+    except BaseException:
+        new.close()
+        raise
+    finally:
+        old.unlink()
+    return new

@@ -84,7 +84,13 @@ class Template:
         if self._compiled_choices is None:
             return []
         text = self._render(self._compiled_choices, row, [], "answer_choices")
-        return [c.strip() for c in text.split(_PIPE)]
+        choices = [c.strip() for c in text.split(_PIPE)]
+        for j, c in enumerate(choices):
+            if c in choices[:j]:  # rank classification could not tell the two apart
+                raise CoretuneError(f"template '{self.name}' lists answer choice '{c[:60]}' "
+                                    "twice", path=self.source or None, line=self.line,
+                                    field="answer_choices")
+        return choices
 
     def render(self, row: Mapping[str, Any]) -> Rendered:
         """Render one dataset row to (prompt, target, choices). A row without label -> target ''."""
