@@ -90,3 +90,13 @@ def check_output_folder(folder: str | Path, inputs: Inputs | None = None) -> Non
         if _inside(src, folder):
             raise CoretuneError(f"the input {src} is inside the output folder; write the "
                                 "output elsewhere", path=folder)
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None: it all exists): what a
+    command that fails on bad input removes again, having created it."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path

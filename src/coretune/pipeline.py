@@ -8,6 +8,7 @@ runs through the embedding cache. Imports: config, layout, manifest, stages; nev
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from coretune.config import RunConfig
 from coretune.data.pool import load_pool
 from coretune.data.sources import eval_datasets
 from coretune.data.stream import scan_pool
+from coretune.errors import CoretuneError
 from coretune.io import write_json
 from coretune.layout import SHARED_STAGES, RunLayout
 from coretune.lock import run_lock
 from coretune.manifest import Stage
-from coretune.outputs import Inputs, check_output_folder
+from coretune.outputs import Inputs, check_output_folder, first_missing
 from coretune.summary import write_run_report
 from coretune.target_cut import DROP_BELOW
 
@@ -113,6 +115,18 @@ def run(cfg: RunConfig, run_dir: Path, seeds: list[int] | None = None, quiet: bo
     Before the slow stages, the pool is checked against the settings (k, budget, target)."""
     layout = RunLayout(run_dir)
     check_output_folder(run_dir, config_inputs(cfg))  # stages may remove their own folders
+    made = first_missing(run_dir)  # the folder this run creates, if any
+    try:
+        return _run(cfg, run_dir, layout, seeds, quiet, log)
+    except CoretuneError:  # bad input found by the first stage: leave no run folder behind
+        if made is not None and not layout.manifests():
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+
+def _run(cfg: RunConfig, run_dir: Path, layout: RunLayout, seeds: list[int] | None,
+         quiet: bool, log: Log) -> Path:
     with run_lock(run_dir):  # a second run on this folder exits 2 naming this pid
         write_json(layout.config, cfg.model_dump())
         try:

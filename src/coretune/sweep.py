@@ -17,6 +17,7 @@ select, sweep_report; never the CLI.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from coretune.errors import CoretuneError
 from coretune.io import read_json, write_json
 from coretune.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
 from coretune.lock import run_lock
-from coretune.outputs import check_output_folder
+from coretune.manifest import MANIFEST
+from coretune.outputs import check_output_folder, first_missing
 from coretune.pipeline import config_inputs, plan
 from coretune.select import resolve_budget
 from coretune.select.budget import ALL
@@ -116,6 +118,18 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print) 
     check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)
     check_output_folder(out, config_inputs(cfg))  # stages may remove their own folders
+    made = first_missing(out)
+    try:
+        return _sweep(cfg, spec, layout, quiet, log)
+    except CoretuneError:  # bad input found by the first stage: leave no sweep folder behind
+        if made is not None and not any(layout.shared.glob(f"*/{MANIFEST}")):
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _sweep(cfg: RunConfig, spec: SweepConfig, layout: SweepLayout, quiet: bool,
+           log: Log) -> Path:
+    out = layout.root
     with run_lock(out):  # a second sweep on this folder exits 2 naming this pid
         write_json(layout.config, cfg.model_dump())
         try:
