@@ -1,0 +1,48 @@
+"""Decontamination (coretune.data.decontam) on constructed overlaps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coretune.data.decontam import LONG_N, SHORT_N, EvalIndex, pool_overlaps, summary, words
+
+LONG = ("The committee approved the new budget for the city's public libraries after a long "
+        "debate on Tuesday evening")  # 19 words (city's is two)
+SHORT = "Nine people were hurt in the crash yesterday"  # 8 words
+TINY = "A man is sleeping"  # under SHORT_N words: never matched
+
+
+def index():
+    return EvalIndex({"dev": [LONG, SHORT, TINY], "other": ["Completely unrelated text " * 5]})
+
+
+def test_exact_copy_is_found():
+    hits = index().overlaps([f"Premise: {LONG} Question: true or false?", "nothing here"])
+    assert hits.tolist() == [[True, False], [False, False]]
+
+
+def test_case_punctuation_and_whitespace_do_not_hide_a_copy():
+    changed = "  THE committee   approved the NEW budget, for the city's\npublic libraries after"
+    assert len(words(changed)) == LONG_N  # exactly one 13-gram, a changed copy of LONG's first
+    assert index().overlaps([changed]).tolist() == [[True, False]]
+
+
+def test_short_fields_match_by_their_shorter_ngrams():
+    assert index().overlaps([f"Did it happen? {SHORT.upper()}!"]).tolist() == [[True, False]]
+    # the first SHORT_N - 1 words of it are below the threshold
+    below = " ".join(words(SHORT)[:SHORT_N - 1])
+    assert index().overlaps([below]).tolist() == [[False, False]]
+
+
+def test_below_the_long_threshold_is_not_a_match():
+    part = " ".join(words(LONG)[:LONG_N - 1])  # 12 of the field's 19 words
+    assert index().overlaps([part]).tolist() == [[False, False]]
+    assert index().overlaps([TINY]).tolist() == [[False, False]]  # too short to match at all
+
+
+def test_prompt_and_target_both_count_and_summary_counts_rows():
+    hits = pool_overlaps(["q1", f"x {LONG}", "q3"], [SHORT, "y", "z"], index())
+    assert hits[:, 0].tolist() == [True, True, False]
+    s = summary(hits, ["dev", "other"], selected=np.array([1, 2]))
+    assert s["pool_rows"] == {"dev": 2, "other": 0, "any": 2}
+    assert s["selected_rows"] == {"dev": 1, "other": 0, "any": 1}
