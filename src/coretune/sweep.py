@@ -6,7 +6,10 @@ pipeline's own stages (`pipeline.plan`) whose seed-independent stages (pool, emb
 cluster, target) are the sweep's, computed once in `<sweep>/shared/`; the untuned model is
 evaluated once in `<sweep>/untuned/`. Manifests make it resumable like `coretune run`: a
 finished sweep re-runs for free, a killed one resumes, and a new budget runs only its points.
-Budget `all` is one point (every target row; the same rows whatever the method).
+Budget `all` is one point (every target row; the same rows whatever the method). Each point
+trains train.epochs over its own rows (the epoch design), or with `sweep.train_steps` the same
+number of full optimizer steps as every other point (compute-matched: budgets differ in data,
+not in compute).
 
 Points are not cut from one large selection: each selects on its own (cheap next to training).
 k-center picks each cluster's rows in a prefix order, so a smaller budget's selection is the
