@@ -79,6 +79,41 @@ def test_points_share_the_shared_stages_and_keep_their_keys(tmp_path):
     assert {n: s.key() for n, s in again.items()} == {n: s.key() for n, s in a.items()}
 
 
+def test_compute_matched_points_train_the_same_full_steps(tmp_path):
+    """`sweep.train_steps`: every point, `all` too, trains that many steps of batch_size rows
+    (over train.epochs and train.max_steps); without it the train stage is as it was."""
+    from coretune.train.data import rows_trained, step_rows
+
+    budgets, methods = ["5", "13", "25", "all"], ["kcenter", "random@pool"]
+    cfg = RunConfig(name="s", train={"epochs": 2, "batch_size": 8, "max_steps": 3},
+                    sweep={"budgets": budgets, "methods": methods, "train_steps": 60})
+    layout = SweepLayout(tmp_path)
+    points = expand(spec_of(cfg), resolve_budgets(budgets, 5000, 392))
+    keys = set()
+    for p in points:
+        pc = point_config(cfg, p.method, p.budget)
+        train = {s.name: s for s in plan(pc, layout.point(p.method, p.budget).root, p.seed,
+                                         shared=layout.shared)}["train"]
+        assert (train.config["max_steps"], train.config["full_steps"]) == (60, True)
+        assert train.config["epochs"] == 2 and train.config["batch_size"] == 8
+        keys.add(train.key())
+    assert len(points) == len(keys) == 7  # each point its own rows (upstream), the same steps
+    for n in (5, 13, 25, 392):  # the demo's budgets and its `all`: 480 rows each, 8 a step
+        assert {len(step_rows(s, n, 8, 1, full=True)) for s in range(60)} == {8}
+        assert rows_trained(60, n, 8, full=True) == 480
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        RunConfig(name="s", sweep={"train_steps": 0})
+
+    plain = RunConfig(name="s", train=cfg.train, sweep={"budgets": budgets})
+    for base in (plain, plain.model_copy(update={"sweep": None})):
+        pc = point_config(base, "kcenter", "5")
+        assert pc.train == plain.train and spec_of(base).train_steps is None
+        train = {s.name: s for s in plan(pc, layout.point("kcenter", "5").root, 0,
+                                         shared=layout.shared)}["train"]
+        assert train.config == {**plain.train.model_dump(exclude={"save_every", "log_every",
+                                                                  "full_steps"}), "seed": 0}
+
+
 def _clusters(sizes, d=16, seed=0):
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(sizes)), sizes)
@@ -165,25 +200,51 @@ def _predictions(path, correct: list[int]) -> None:
                              "correct": [bool(c) for c in correct]}), path)
 
 
-def _constructed_sweep(tmp_path, budgets=("10", "all")):
+# Stage seconds of the constructed sweep's manifests: the shared stages (the pool's is not a
+# selection cost), and per point its select and train stages (by method; `all` by budget).
+SHARED_SECONDS = {"pool": 100.0, "embed": 10.0, "cluster": 2.0, "target": 3.0}
+SELECT_SECONDS = {"kcenter": 1.0, "random": 0.5, "random@pool": 0.25, "all": 0.125}
+TRAIN_SECONDS = {"10": 20.0, "5": 15.0, "all": 80.0}
+
+
+def _constructed_sweep(tmp_path, budgets=("10", "all"), methods=("kcenter", "random"),
+                       train_steps=None):
     """Points whose answers are known: 40 examples, the untuned model gets none right,
-    kcenter at 10 rows and `all` get 20, random at 10 rows gets 10 (at 5 rows: 15 and 5)."""
+    kcenter at 10 rows and `all` get 20, random at 10 rows gets 10 (at 5 rows: 15 and 5).
+    Stage manifests with known seconds (above), and the train stage's train_state.json at
+    batch 8 and 2 epochs (or `train_steps` full steps)."""
     from coretune.io import write_json
     from coretune.manifest import MANIFEST
+    from coretune.train.data import rows_trained
 
-    cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]}, sweep={"budgets": list(budgets)})
+    cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]}, train={"epochs": 2, "batch_size": 8},
+                    sweep={"budgets": list(budgets), "methods": list(methods),
+                           "train_steps": train_steps})
     spec = spec_of(cfg)
     counts = resolve_budgets(spec.budgets, 1000, 40)
     points = expand(spec, counts)
     layout = SweepLayout(tmp_path)
     _predictions(layout.untuned.predictions(0), [0] * 40)
-    right = {"kcenter 10": 20, "random 10": 10, "all": 20, "kcenter 5": 15, "random 5": 5}
+    right = {"kcenter 10": 20, "random 10": 10, "all": 20, "kcenter 5": 15, "random 5": 5,
+             "random@pool 10": 10}
+    for name, sec in SHARED_SECONDS.items():
+        write_json(layout.shared / name / MANIFEST, {"seconds": sec})
     for p in points:
         run = layout.point(p.method, p.budget)
         k = right[p.label]
         _predictions(run.predictions(p.seed), [1] * k + [0] * (40 - k))
+        upstream = ["pool"] if "@" in p.method else list(SHARED_SECONDS)
         write_json(run.stage("select", p.seed) / MANIFEST,
-                   {"quality": {"rows": counts[p.budget], "probe_mean": 1 - k / 100}})
+                   {"quality": {"rows": counts[p.budget], "probe_mean": 1 - k / 100},
+                    "upstream": {n: "k" for n in upstream},
+                    "seconds": SELECT_SECONDS[p.method]})
+        train = point_config(cfg, p.method, p.budget).train
+        write_json(run.stage("train", p.seed) / MANIFEST,
+                   {"seconds": TRAIN_SECONDS[p.budget], "config": train.settings()})
+        n = counts[p.budget]
+        steps = train.max_steps or 2 * -(-n // 8)
+        assert rows_trained(steps, n, 8, train.full_steps) > 0
+        write_json(run.model(p.seed) / "train_state.json", {"steps": steps, "rows": n})
     return write_sweep_report(layout, cfg, spec, counts, points), layout
 
 
@@ -219,6 +280,48 @@ def test_sweep_report_on_constructed_points(tmp_path):
     _constructed_sweep(tmp_path / "one", budgets=("10",))  # one budget is not a curve
     page = (tmp_path / "one" / "report.html").read_text()
     assert "Knee per method" in page and "Accuracy vs budget" not in page
+
+
+def test_sweep_cost_and_steps_come_from_the_stage_manifests(tmp_path):
+    """Select seconds: the shared embed, cluster and target stages the point's select stage
+    read, in full, plus its own; train seconds: the train stage; epochs: rows trained / rows."""
+    md, layout = _constructed_sweep(tmp_path, methods=("kcenter", "random@pool"))
+    doc = json.loads(layout.report("json").read_text())
+    by = {p["label"]: p for p in doc["points"]}
+    assert doc["design"] == {"name": "epochs", "epochs": 2.0, "max_steps": None,
+                             "rows_per_step": 8}
+    assert by["kcenter 10"]["cost"] == {"select_seconds": 16.0, "train_seconds": 20.0,
+                                        "select_to_train": 0.8}
+    # from the whole pool, random reads no clusters: its own select stage alone
+    assert by["random@pool 10"]["cost"]["select_seconds"] == 0.25
+    assert by["all"]["cost"] == {"select_seconds": 15.125, "train_seconds": 80.0,
+                                 "select_to_train": 0.1891}
+    assert doc["all_train_seconds"] == 80.0
+    assert doc["shared_seconds"] == {"embed": 10.0, "cluster": 2.0, "target": 3.0}
+    # 2 epochs at batch 8: 10 rows take 4 steps (8 + 2 rows each epoch), 40 rows take 10
+    assert by["kcenter 10"]["training"] == {"steps": 4, "rows_trained": 20, "epochs": 2.0}
+    assert by["all"]["training"] == {"steps": 10, "rows_trained": 80, "epochs": 2.0}
+    text = md.read_text()
+    assert "Design: epoch-based: every point trains train.epochs=2 over its own rows" in text
+    assert "| point | rows | steps | epochs | select s | train s | select / train |" in text
+    assert "| kcenter 10 | 10 | 4 | 2.00 | 16.0 | 20.0 | 0.80 |" in text
+    assert "| random@pool 10 | 10 | 4 | 2.00 | 0.2 | 20.0 | 0.01 |" in text
+    assert "Training on every target row (`all`) took 80.0 s" in text
+    csv = layout.report("csv").read_text().splitlines()
+    assert csv[0].endswith(",p_random,steps,epochs,select_seconds,train_seconds")
+    assert csv[1].startswith("kcenter 10,") and csv[1].endswith(",4,2.0,16.0,20.0")
+    page = (tmp_path / "report.html").read_text()
+    assert "Steps and cost per point" in page and "Design: epoch-based" in page
+
+    # compute-matched: 30 full steps of 8 rows everywhere; 10 rows seen 24 times, 40 rows 6
+    md, layout = _constructed_sweep(tmp_path / "steps", train_steps=30)
+    doc = json.loads(layout.report("json").read_text())
+    assert doc["design"] == {"name": "steps", "train_steps": 30, "rows_per_step": 8}
+    assert {p["label"]: p["training"]["steps"] for p in doc["points"]} == {
+        "kcenter 10": 30, "random 10": 30, "all": 30}
+    assert [p["training"]["epochs"] for p in doc["points"]] == [24.0, 24.0, 6.0]
+    assert ("Design: compute-matched (sweep.train_steps): every point trains 30 optimizer "
+            "steps of 8 rows") in md.read_text()
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
@@ -272,6 +375,11 @@ def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
     assert d["lo"] <= d["delta"] <= d["hi"] and 0 < d["p"] <= 1 and d["n_examples"] == 6
     assert kc["vs_random"]["avg"]["n_examples"] == 6 and doc["points"][1]["vs_random"] is None
     assert kc["quality"]["rows"] == 4 and "radius" in kc["quality"]
+    # train.max_steps 2 of 2 rows: 4 rows, each seen once; seconds from the manifests
+    assert doc["design"]["name"] == "epochs" and doc["design"]["max_steps"] == 2
+    assert kc["training"] == {"steps": 2, "rows_trained": 4, "epochs": 1.0}
+    assert kc["cost"]["select_seconds"] > doc["shared_seconds"]["target"] > 0
+    assert doc["all_train_seconds"] == doc["points"][2]["cost"]["train_seconds"] > 0
     assert set(doc["knee"]) == {"kcenter", "random"}
     k, avg = doc["knee"]["kcenter"], {p["budget"]: p["accuracy"]["avg"]["mean"]
                                       for p in doc["points"] if p["method"] != "random"}
@@ -302,6 +410,22 @@ def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
     assert ran == {"[2/3] kcenter 8 seed 0"}, more
     assert [p["label"] for p in json.loads((out / "sweep.json").read_text())["points"]] == [
         "kcenter 4", "kcenter 8", "all"]
+
+    # compute-matched: the same selections, every point retrained for 3 full steps of 2 rows
+    matched = sweep("--budgets", "4,8,all", "--methods", "kcenter", "sweep.train_steps=3")
+    ran = {line.split("[")[-1].split("]")[0] for line in matched.splitlines()
+           if "] running" in line}
+    assert ran == {"train", "evaluate"}, matched
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["design"] == {"name": "steps", "train_steps": 3, "rows_per_step": 2}
+    for p in doc["points"]:
+        state = json.loads((out / "points" / ("all" if p["budget"] == "all" else
+                            f"kcenter-{p['budget']}") / "seed-0/train/model/train_state.json"
+                            ).read_text())
+        assert state["steps"] == p["training"]["steps"] == 3
+        assert p["training"]["epochs"] == round(6 / p["rows"], 2)
+    assert "Design: compute-matched (sweep.train_steps): every point trains 3 " in (
+        out / "sweep.md").read_text()
 
 
 @pytest.mark.slow

@@ -1,12 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 
 from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
 from coretune.models import encode_prompt, encode_target, load_tokenizer
 from coretune.train import IGNORE, TrainConfig, encode_example, epoch_order, train
-from coretune.train.data import make_batch, micro_batches, step_rows
+from coretune.train.data import make_batch, micro_batches, rows_trained, step_rows
 
 
 def _rows(n=8):
@@ -86,6 +87,45 @@ def test_micro_batches_cover_the_step_longest_first():
     assert [len(c) for c in chunks] == [4, 2] and sorted(sum(chunks, [])) == sorted(picks)
     flat = [lengths[i] for c in chunks for i in c]
     assert flat == sorted(flat, reverse=True)
+
+
+def test_steps_wrap_epochs_short_or_full():
+    """max_steps past an epoch wraps into the next epoch's seeded order. By default each epoch
+    ends in a short step: at batch 8, 100 steps over 5, 13, 25 and 392 rows train 500, 650,
+    625 and 800 rows (5 a step; 8 then 5; 8, 8, 8 then 1). `full`: every step takes 8, the
+    order running straight on into the next epoch's (a row twice in a step when n < 8)."""
+    assert [len(step_rows(s, 25, 8, 0)) for s in range(8)] == [8, 8, 8, 1] * 2
+    assert [len(step_rows(s, 13, 8, 0)) for s in range(4)] == [8, 5, 8, 5]
+    for n in (1, 5, 13, 25, 392):
+        stream = np.concatenate([epoch_order(n, 3, e) for e in range(-(-800 // n))]).tolist()
+        full = [step_rows(s, n, 8, 3, full=True) for s in range(100)]
+        assert sum(full, []) == stream[:800]
+        short = [step_rows(s, n, 8, 3) for s in range(100)]
+        assert sorted(sum(short[:-(-n // 8)], [])) == list(range(n))  # one epoch, each row once
+        assert rows_trained(100, n, 8, full=True) == 800
+        assert rows_trained(100, n, 8) == sum(map(len, short))
+        assert [rows_trained(s, n, 8) for s in range(1, 7)] == [
+            sum(map(len, short[:s])) for s in range(1, 7)]
+    assert [rows_trained(100, n, 8) for n in (5, 13, 25, 392)] == [500, 650, 625, 800]
+
+
+def test_full_steps_is_in_the_settings_only_when_on():
+    """Off, the settings (train keys, train_config.json) are those of runs made before it."""
+    off, on = TrainConfig(), TrainConfig(full_steps=True)
+    assert off.settings() == {k: v for k, v in off.model_dump().items() if k != "full_steps"}
+    assert on.settings(exclude={"seed"})["full_steps"] is True and "seed" not in on.settings(
+        exclude={"seed"})
+
+
+def test_full_steps_train_the_asked_steps_of_full_size(tmp_path):
+    """3 rows, batch 2, 2 epochs: 3 full steps (6 rows), not 2 + 2 short ones."""
+    cfg = TrainConfig(epochs=2, batch_size=2, max_length=48, full_steps=True, save_every=100)
+    out = train(_rows(3), "default", cfg, tmp_path / "m", quiet=True)
+    state = json.loads((out / "train_state.json").read_text())
+    assert (state["steps"], state["rows"]) == (3, 3)
+    assert json.loads((out / "train_config.json").read_text())["full_steps"] is True
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
 
 
 def test_bad_rows_and_bad_model_fail_before_writing(tmp_path):

@@ -214,6 +214,13 @@ class SweepConfig(_Section):
     seeds: list[NonNegativeInt] | None = Field(None, description="Default: the config's seeds.")
     knee_tolerance: float = Field(1.0, ge=0, description="Accuracy points the knee may trail "
                                   "the best budget by.")
+    train_steps: int | None = Field(
+        None, ge=1, description="Compute-matched design: every point, `all` included, trains "
+        "this many optimizer steps of train.batch_size x grad_accum rows (over train.epochs "
+        "and train.max_steps), a small budget's rows repeating in seeded epoch order "
+        "(train.full_steps), so budgets differ in data, not in compute. None: the epoch "
+        "design, each point trains train.epochs over its own rows and larger budgets train "
+        "more steps.")
 
     @field_validator("budgets", mode="before")
     @classmethod

@@ -87,7 +87,7 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
                 lambda d: stages.target_stage(cfg, run, d, quiet), probe_files(cfg))
         add("select", {**cfg.select.model_dump(), "seed": seed},
             lambda d: stages.select_stage(cfg, run, seed, d, quiet))
-        add("train", {**cfg.train.model_dump(exclude={"save_every", "log_every"}), "seed": seed},
+        add("train", {**cfg.train.settings(exclude={"save_every", "log_every"}), "seed": seed},
             lambda d: stages.train_stage(cfg, run, seed, d, quiet))
         model = run.model(seed)
     eval_files = {f"{ds.name}:{kind}": Path(getattr(ds, kind))

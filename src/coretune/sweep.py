@@ -6,7 +6,10 @@ pipeline's own stages (`pipeline.plan`) whose seed-independent stages (pool, emb
 cluster, target) are the sweep's, computed once in `<sweep>/shared/`; the untuned model is
 evaluated once in `<sweep>/untuned/`. Manifests make it resumable like `coretune run`: a
 finished sweep re-runs for free, a killed one resumes, and a new budget runs only its points.
-Budget `all` is one point (every target row; the same rows whatever the method).
+Budget `all` is one point (every target row; the same rows whatever the method). Each point
+trains train.epochs over its own rows (the epoch design), or with `sweep.train_steps` the same
+number of full optimizer steps as every other point (compute-matched: budgets differ in data,
+not in compute).
 
 Points are not cut from one large selection: each selects on its own (cheap next to training).
 k-center picks each cluster's rows in a prefix order, so a smaller budget's selection is the
@@ -38,8 +41,10 @@ from coretune.sweep_report import Point, write_sweep_report
 
 Log = Callable[[str], None]
 
-# `--quick`: the same sweep, tiny (a demo or a test in minutes, not a result).
-QUICK = ["train.max_steps=4", "train.batch_size=2", "train.micro_batch_size=",
+# `--quick`: the same sweep, tiny (a demo or a test in minutes, not a result); a
+# compute-matched sweep trains QUICK_STEPS steps too (cli/sweep.py).
+QUICK_STEPS = 4
+QUICK = [f"train.max_steps={QUICK_STEPS}", "train.batch_size=2", "train.micro_batch_size=",
          "evaluate.max_examples=8", "evaluate.max_templates=1"]
 
 
@@ -63,14 +68,18 @@ def check_scope(cfg: RunConfig, spec: SweepConfig) -> None:
 
 def point_config(cfg: RunConfig, method: str, budget: str) -> RunConfig:
     """The run config of one point: the base config with its method and budget
-    (`METHOD@pool`: the method over the whole pool)."""
+    (`METHOD@pool`: the method over the whole pool); with `sweep.train_steps`, that many
+    full optimizer steps whatever the budget."""
     is_all = budget == ALL
     name, at, _ = method.partition("@")
     select = cfg.select.model_copy(update={"method": ALL if is_all else name,
                                            "budget": "100%" if is_all else budget,
                                            "scope": "pool" if at else cfg.select.scope})
+    train, steps = cfg.train, spec_of(cfg).train_steps
+    if steps is not None:
+        train = train.model_copy(update={"max_steps": steps, "full_steps": True})
     return cfg.model_copy(update={"name": f"{cfg.name}/{point_name(method, budget)}",
-                                  "select": select, "sweep": None})
+                                  "select": select, "train": train, "sweep": None})
 
 
 def untuned_config(cfg: RunConfig) -> RunConfig:

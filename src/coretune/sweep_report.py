@@ -5,8 +5,10 @@ interval (coretune.table), beside each eval set's majority-class and chance accu
 untuned model and Δ vs random at the same budget, each paired on the examples and seeds with a
 sign-flip p-value (coretune.compare); the knee of each method's curve; the point's selection
 quality numbers (the select stage's manifest) and how well each ranks the points by accuracy
-(Spearman), i.e. whether the knee could be picked without training.
-Imports: compare, config, table, layout, evaluate, io; never the CLI.
+(Spearman), i.e. whether the knee could be picked without training; the design (epoch-based
+or compute-matched), each point's optimizer steps and epochs over its rows, and its cost in
+seconds, selecting and training (the stage manifests).
+Imports: compare, config, table, layout, evaluate, io, train; never the CLI.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ from coretune.evaluate import per_example_accuracy
 from coretune.io import read_json, write_json, write_text
 from coretune.layout import SweepLayout
 from coretune.manifest import MANIFEST
-from coretune.report import plot_sweep, write_report
+from coretune.report import _plain_table, plot_sweep, write_report
 from coretune.select.budget import ALL
 from coretune.table import HEADERS, build_rows
+from coretune.train.data import rows_trained
 
 UNTUNED = "untuned"
+# The shared stages a point's selection pays for, counted in full for every point (one user
+# running that one selection pays all of them); the pool stage is left out: every point,
+# `all` too, needs the pool whether or not it selects.
+SELECTION_STAGES = ("embed", "dedup", "cluster", "target")
 
 
 @dataclass(frozen=True)
@@ -69,17 +76,21 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
                                            tasks)[0]["cells"]
     quality = {label: _quality(layout.point(m, b), seeds)
                for label, (m, b, seeds) in groups.items()}
+    cost = {label: _cost(layout.point(m, b), seeds) for label, (m, b, seeds) in groups.items()}
     doc = {
         "name": cfg.name, "tasks": tasks, "seeds": spec.seeds, "methods": spec.methods,
         "knee_tolerance": spec.knee_tolerance, "budgets": counts,
+        "design": design(cfg, spec),
         "baselines": majority_baselines(ref_preds),
         "untuned": _accuracy(cells[UNTUNED]),
         "points": [{"label": label, "method": m, "budget": b, "rows": counts[b],
                     "seeds": seeds, "accuracy": _accuracy(cells[label]),
                     "vs_untuned": _deltas(vs_untuned[label]),
                     "vs_random": _deltas(vs_random[label]) if label in vs_random else None,
-                    "quality": quality[label]}
+                    "quality": quality[label], **cost[label]}
                    for label, (m, b, seeds) in groups.items()],
+        "shared_seconds": _shared_seconds(layout),
+        "all_train_seconds": cost[ALL]["cost"]["train_seconds"] if ALL in cost else None,
         "knee": _knees(runs, groups, counts, spec, tasks),
         "steps": _steps(runs, groups, counts, spec, tasks),
         "predictors": predictors(quality, {k: cells[k]["avg"].mean for k in runs}),
@@ -88,7 +99,7 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
     write_json(layout.report("json"), doc)
     write_text(layout.report("csv"), _csv(doc))
     md = layout.report("md")
-    write_text(md, _markdown(doc, vs_untuned, vs_random))
+    write_text(md, _markdown(doc, vs_untuned, vs_random) + "\n" + _cost_markdown(doc))
     _write_html(layout, doc, rows, cells)
     return md
 
@@ -116,9 +127,11 @@ def _write_html(layout: SweepLayout, doc: dict, rows: list[dict], cells: dict) -
               "points": v["n"]} for k, v in doc["predictors"].items()]
     write_report(layout.root, f"Sweep {doc['name']}", rows,
                  {"Accuracy vs budget": png} if png is not None else {},
-                 {"Knee per method": knees, "Training-free predictors": preds},
+                 {"Knee per method": knees, "Training-free predictors": preds,
+                  "Steps and cost per point": cost_rows(doc)},
                  [f"Majority-class average {majority:.1f}%; untuned model "
-                  f"{doc['untuned']['avg']['mean']:.1f}%. Paired deltas are in sweep.md."])
+                  f"{doc['untuned']['avg']['mean']:.1f}%. Paired deltas are in sweep.md.",
+                  design_text(doc["design"])])
 
 
 def _accuracy(cells: dict) -> dict:
@@ -140,6 +153,130 @@ def _quality(run, seeds: list[int]) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool):
                 values.setdefault(k, []).append(float(v))
     return {k: round(float(np.mean(v)), 6) for k, v in values.items()}
+
+
+def design(cfg: RunConfig, spec: SweepConfig) -> dict:
+    """How the points trained: `steps` (sweep.train_steps, the same steps for every point)
+    or `epochs` (train.epochs over each point's rows, or train.max_steps)."""
+    t = cfg.train
+    if spec.train_steps is not None:
+        return {"name": "steps", "train_steps": spec.train_steps, "rows_per_step": t.rows_per_step}
+    return {"name": "epochs", "epochs": t.epochs, "max_steps": t.max_steps,
+            "rows_per_step": t.rows_per_step}
+
+
+def design_text(d: dict) -> str:
+    if d["name"] == "steps":
+        return (f"Design: compute-matched (sweep.train_steps): every point trains "
+                f"{d['train_steps']:,} optimizer steps of {d['rows_per_step']} rows, a small "
+                "budget's rows repeating in seeded epoch order; budgets differ in data, not in "
+                "compute.")
+    if d["max_steps"] is not None:
+        return (f"Design: epoch-based, capped by train.max_steps: every point trains "
+                f"{d['max_steps']:,} steps of up to {d['rows_per_step']} rows (each epoch of a "
+                "point's rows ends in a short step, so a small budget may train fewer rows a "
+                "step).")
+    return (f"Design: epoch-based: every point trains train.epochs={d['epochs']:g} over its own "
+            f"rows ({d['rows_per_step']} rows a step), so a larger budget trains more steps.")
+
+
+def _manifest(folder: Path) -> dict:
+    return read_json(folder / MANIFEST) if (folder / MANIFEST).is_file() else {}
+
+
+def _mean(values: list) -> float | None:
+    return None if not values or None in values else round(float(np.mean(values)), 3)
+
+
+def _one(values: list):
+    """The seeds' common value, or the list when they differ."""
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _cost(run, seeds: list[int]) -> dict:
+    """`training`: optimizer steps, rows trained and epochs over the point's rows (the train
+    stage's train_state.json and config); `cost`: seconds selecting (the SELECTION_STAGES the
+    select stage read, in full, plus the select stage) and training (the train stage), each
+    a stage manifest's `seconds`, mean over seeds. None where a stage is missing."""
+    steps, seen, epochs, select, train = [], [], [], [], []
+    for s in seeds:
+        sel, tr = _manifest(run.stage("select", s)), _manifest(run.stage("train", s))
+        shared = [_manifest(run.stage(n)).get("seconds") for n in sel.get("upstream", {})
+                  if n in SELECTION_STAGES]
+        select.append(None if None in shared or "seconds" not in sel
+                      else sum(shared) + sel["seconds"])
+        train.append(tr.get("seconds"))
+        state = run.model(s) / "train_state.json"
+        if tr and state.is_file():
+            st, c = read_json(state), tr["config"]
+            n = rows_trained(st["steps"], st["rows"], c["batch_size"] * c["grad_accum"],
+                             c.get("full_steps", False))
+            steps.append(st["steps"])
+            seen.append(n)
+            epochs.append(round(n / st["rows"], 2))
+    training = {"steps": _one(steps), "rows_trained": _one(seen),
+                "epochs": _one(epochs)} if len(steps) == len(seeds) else None
+    sel_s, train_s = _mean(select), _mean(train)
+    ratio = round(sel_s / train_s, 4) if sel_s is not None and train_s else None
+    return {"training": training, "cost": {"select_seconds": sel_s, "train_seconds": train_s,
+                                           "select_to_train": ratio}}
+
+
+def _shared_seconds(layout: SweepLayout) -> dict:
+    """Seconds of each shared stage a selection pays for; the embed stage's rows read from
+    the embedding cache (a fresh run encodes them, and pays more)."""
+    out = {}
+    for name in SELECTION_STAGES:
+        m = _manifest(layout.shared / name)
+        if "seconds" in m:
+            out[name] = m["seconds"]
+            if name == "embed" and m.get("cached_rows"):
+                out["embed_cached_rows"] = m["cached_rows"]
+    return out
+
+
+def _fmt(v, spec: str = ",") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, list):
+        return f"{min(v):{spec}}–{max(v):{spec}}"
+    return f"{v:{spec}}"
+
+
+def cost_rows(doc: dict) -> list[dict]:
+    """Per point: rows, steps, epochs over its rows, seconds selecting and training."""
+    out = []
+    for p in doc["points"]:
+        t, c = p["training"] or {}, p["cost"]
+        out.append({"point": p["label"], "rows": f"{p['rows']:,}",
+                    "steps": _fmt(t.get("steps")), "epochs": _fmt(t.get("epochs"), ".2f"),
+                    "select s": _fmt(c["select_seconds"], ".1f"),
+                    "train s": _fmt(c["train_seconds"], ".1f"),
+                    "select / train": _fmt(c["select_to_train"], ".2f")})
+    return out
+
+
+def _cost_markdown(doc: dict) -> str:
+    rows = cost_rows(doc)
+    lines = ["## Steps and cost per point", "",
+             "Steps: optimizer steps trained; epochs: rows trained / the point's rows (how often "
+             "each row was seen). Seconds from the stage manifests, mean over seeds: select = "
+             "the shared embed, [dedup,] cluster and target stages the point reads, counted in "
+             "full for every point (one selection run alone pays all of them), plus its own "
+             "select stage; train = the train stage. The pool stage and evaluation are left "
+             "out: every point needs them.", "",
+             _plain_table(rows)[1], ""]
+    shared = doc["shared_seconds"]
+    if shared:
+        cached = shared.get("embed_cached_rows")
+        lines.append("Shared stages: " + ", ".join(f"{n} {v:.1f} s" for n, v in shared.items()
+                                                   if n in SELECTION_STAGES)
+                     + (f" (embed read {cached:,} rows from the embedding cache; encoding them "
+                        "costs more)" if cached else "") + ".")
+    if doc["all_train_seconds"] is not None:
+        lines.append(f"Training on every target row (`all`) took {doc['all_train_seconds']:.1f} s:"
+                     " a point saves time only where its select s + train s is below that.")
+    return "\n".join(lines) + "\n"
 
 
 def _curve(method: str, runs: dict, groups: dict, counts: dict[str, int]) -> list:
@@ -213,7 +350,7 @@ def predictors(quality: dict[str, dict[str, float]], accuracy: dict[str, float])
 def _markdown(doc: dict, vs_untuned: dict, vs_random: dict) -> str:
     tasks, base = doc["tasks"], doc["baselines"]
     cols = [*tasks, "avg"]
-    lines = [f"# Sweep `{doc['name']}`", "",
+    lines = [f"# Sweep `{doc['name']}`", "", design_text(doc["design"]), "",
              f"{len(doc['points'])} points (budgets {', '.join(doc['budgets'])}; methods "
              f"{', '.join(doc['methods'])}; seeds {doc['seeds']}), every one scored on the same "
              "examples as the untuned model. Accuracy % with 95% intervals over examples and "
@@ -277,13 +414,17 @@ def _csv(doc: dict) -> str:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["point", "method", "budget", "rows", "task", "mean", "ci_low", "ci_high",
                 "delta_untuned", "delta_untuned_low", "delta_untuned_high", "p_untuned",
-                "delta_random", "delta_random_low", "delta_random_high", "p_random"])
+                "delta_random", "delta_random_low", "delta_random_high", "p_random",
+                "steps", "epochs", "select_seconds", "train_seconds"])
     for p in doc["points"]:
+        tr, c = p["training"] or {}, p["cost"]
+        cost = ["" if v is None else _fmt(v, "") for v in (
+            tr.get("steps"), tr.get("epochs"), c["select_seconds"], c["train_seconds"])]
         for t, a in p["accuracy"].items():
             row = [p["label"], p["method"], p["budget"], p["rows"], t, a["mean"], a["lo"],
                    a["hi"]]
             for ref in ("vs_untuned", "vs_random"):
                 d = (p[ref] or {}).get(t)
                 row += [d["delta"], d["lo"], d["hi"], d["p"]] if d else ["", "", "", ""]
-            w.writerow(row)
+            w.writerow(row + cost)
     return out.getvalue()

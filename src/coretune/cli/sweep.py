@@ -48,7 +48,7 @@ def sweep(
     new points."""
     from coretune.config import load_config, validate
     from coretune.errors import CoretuneError
-    from coretune.sweep import QUICK, run_sweep
+    from coretune.sweep import QUICK, QUICK_STEPS, run_sweep
 
     if quiet:
         silence_progress_bars()
@@ -64,6 +64,8 @@ def sweep(
     raw["sweep"] = {**(raw["sweep"] or {}), **{k: v for k, v in flags.items() if v is not None}}
     if quick and seeds is None:  # one seed unless asked for more
         raw["sweep"]["seeds"] = [(raw["sweep"].get("seeds") or cfg.seeds)[0]]
+    if quick and raw["sweep"].get("train_steps"):  # compute-matched, and tiny
+        raw["sweep"]["train_steps"] = QUICK_STEPS
     cfg = validate(raw)  # flags are checked like the block: one line naming the value
     folder = out or Path("runs") / f"{cfg.name}-{'quick' if quick else 'sweep'}"
     typer.echo(f"sweep {cfg.name} -> {folder} | evaluation caps: {cfg.evaluate.caps_text()}")

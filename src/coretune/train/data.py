@@ -27,6 +27,11 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
+    full_steps: bool = Field(
+        False, description="Every optimizer step takes batch_size x grad_accum rows, the "
+        "seeded order running on into the next epoch's; off: each epoch ends with a short "
+        "step of its leftover rows (with 5 rows and batch_size 8 every step takes 5). A "
+        "compute-matched sweep (sweep.train_steps) turns it on.")
     batch_size: int = Field(8, ge=1, description="Rows per batch; a step takes grad_accum batches.")
     grad_accum: int = Field(1, ge=1)
     micro_batch_size: int | None = Field(
@@ -41,6 +46,11 @@ class TrainConfig(BaseModel):
     seed: int = 0
     save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     log_every: int = Field(1, ge=1)
+
+    def settings(self, exclude: set[str] = frozenset()) -> dict:
+        """The settings as keys and train_config.json record them: `full_steps` only when on,
+        so runs made before it existed keep their keys."""
+        return self.model_dump(exclude={*exclude, *(() if self.full_steps else ("full_steps",))})
 
     @property
     def rows_per_step(self) -> int:
@@ -98,18 +108,29 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def step_rows(step: int, n: int, per_step: int, seed: int) -> list[int]:
+def step_rows(step: int, n: int, per_step: int, seed: int, full: bool = False) -> list[int]:
     """Rows of optimizer step `step`: positions [step*per_step, (step+1)*per_step) of the
-    epoch-by-epoch seeded order, wrapping into the next epoch (a short last step per epoch)."""
-    steps_per_epoch = -(-n // per_step)
+    epoch-by-epoch seeded order, wrapping into the next epoch: after a short last step per
+    epoch, or (`full`) straight on, so every step takes `per_step` rows (a row may come
+    twice in one step when there are fewer rows than that)."""
+    period = n if full else -(-n // per_step) * per_step  # positions per epoch
     picks, orders = [], {}
     for pos in range(step * per_step, (step + 1) * per_step):
-        epoch, k = divmod(pos, steps_per_epoch * per_step)
+        epoch, k = divmod(pos, period)
         if k < n:
             if epoch not in orders:
                 orders[epoch] = epoch_order(n, seed, epoch)
             picks.append(int(orders[epoch][k]))
     return picks
+
+
+def rows_trained(steps: int, n: int, per_step: int, full: bool = False) -> int:
+    """How many rows `steps` optimizer steps over `n` rows take in all (`step_rows` summed):
+    divided by `n`, the epochs the rows were seen."""
+    if full:
+        return steps * per_step
+    epochs, left = divmod(steps, -(-n // per_step))
+    return epochs * n + min(n, left * per_step)
 
 
 def micro_batches(picks: list[int], lengths: list[int], size: int) -> list[list[int]]:

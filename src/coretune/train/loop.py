@@ -74,7 +74,7 @@ def train(
     cfg = (config or TrainConfig()).model_copy(update={"model": model} if model else {})
     out = Path(output_dir)
     rows = load_rows(data)
-    key = sha256_text(json.dumps([cfg.model_dump(exclude={"log_every", "save_every"}), rows],
+    key = sha256_text(json.dumps([cfg.settings(exclude={"log_every", "save_every"}), rows],
                                  ensure_ascii=False))
     if _finished(out, key, quiet):
         return out
@@ -123,7 +123,9 @@ def setup(cfg: TrainConfig, out: Path, rows: list[tuple[str, str]], key: str,
     lm.train()
     examples = [encode_example(tok, p, t, cfg.max_length) for p, t in rows]
 
-    steps_per_epoch = math.ceil(len(examples) / cfg.rows_per_step)
+    steps_per_epoch = len(examples) / cfg.rows_per_step  # full steps: no short last step
+    if not cfg.full_steps:
+        steps_per_epoch = math.ceil(steps_per_epoch)
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
     params = [p for p in lm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -143,7 +145,8 @@ def train_step(s: Session) -> tuple[float, int]:
     """One optimizer step over its rows, in micro-batches; returns (loss, real tokens)."""
     import torch
 
-    picks = step_rows(s.step, len(s.examples), s.cfg.rows_per_step, s.cfg.seed)
+    picks = step_rows(s.step, len(s.examples), s.cfg.rows_per_step, s.cfg.seed,
+                      s.cfg.full_steps)
     n_target = sum(sum(y != IGNORE for y in s.examples[i][1]) for i in picks)
     lengths = [len(x) for x, _ in s.examples]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=s.device.type == "cuda")
@@ -190,7 +193,7 @@ def run_steps(s: Session, quiet: bool = False,
 
 def finish(s: Session) -> None:
     """The model (or adapter), the log and the done marker; the checkpoint goes."""
-    save_final(s.out, s.lm, s.tok, s.cfg.model_dump())
+    save_final(s.out, s.lm, s.tok, s.cfg.settings())
     write_log(s.out / "train_log.jsonl", s.log)
     write_json(s.out / "train_state.json", {"key": s.key, "done": True, "steps": s.total,
                                             "rows": s.rows})
