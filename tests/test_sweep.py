@@ -388,13 +388,15 @@ def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
     assert d["lo"] <= d["delta"] <= d["hi"] and 0 < d["p"] <= 1 and d["n_examples"] == 6
     assert kc["vs_random"]["avg"]["n_examples"] == 6 and doc["points"][1]["vs_random"] is None
     assert kc["quality"]["rows"] == 4 and "radius" in kc["quality"]
-    assert set(doc["knee"]) == {"kcenter", "random"}
-    k, avg = doc["knee"]["kcenter"], {p["budget"]: p["accuracy"]["avg"]["mean"]
-                                      for p in doc["points"] if p["method"] != "random"}
-    assert avg[k["best"]] == max(avg.values()) and k["vs_best"]["delta"] >= -1.0
-    assert k["budget"] == k["best"] or avg["4"] >= avg["all"] - 1.0  # the smallest that qualifies
+    loss = kc["vs_untuned_logloss"]["avg"]
+    assert doc["metric"] == "logloss" and loss["n_examples"] == 6 and loss["lo"] <= loss["hi"]
+    assert 0 < kc["logloss"]["avg"]["mean"] and 0 < doc["untuned_logloss"]["avg"]["mean"]
+    # 6 examples: the smallest sign-flip p is 2 / 2**6 = 0.031, so the positive control
+    # cannot pass at 0.01 and no knee is given (the constructed sweeps above test the knee)
+    assert doc["control"]["point"] == "all" and not doc["control"]["ranks"]
+    assert doc["knee"] == {}
     md = (out / "sweep.md").read_text()
-    assert "| majority |" in md and "Knee" in md and "| kcenter 4 | 4 |" in md
+    assert "| majority |" in md and "cannot rank selections" in md and "| kcenter 4 | 4 |" in md
     assert (out / "sweep.csv").read_text().startswith("point,method,budget,rows,task,mean")
     # `coretune table SWEEP` lists the untuned run and every point, paired with the untuned
     main(["table", str(out), "-o", str(tmp_path / "table")])
@@ -402,6 +404,7 @@ def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
     for name in ("untuned", "kcenter-4", "random-4", "all"):
         assert f"| tiny/{name} | 1 |" in table
     assert "Paired Δ vs `tiny/untuned`" in table and "| tiny/all | 1 | " in table
+    assert "Gold-option log-loss" in table and "Paired Δ log-loss vs `tiny/untuned`" in table
     main(["table", str(out), "-o", str(tmp_path / "vs-all"), "--reference", "tiny/all"])
     vs_all = capsys.readouterr().out
     assert "Paired Δ vs `tiny/all`" in vs_all and "| tiny/untuned | " in vs_all.split("Δ vs")[1]

@@ -333,34 +333,48 @@ WHY = {"logloss": "log-loss is the default because it sees what accuracy cannot:
        "accuracy": "set by sweep.metric; log-loss is the default (docs/measurement.md)"}
 
 
-def _metric_line(doc: dict) -> str:
+def _preamble(doc: dict) -> list[str]:
+    """What log-loss is, which metric decides and why, and the positive control's line."""
     if doc["metric"] != doc["metric_requested"]:
-        return (f"Deciding metric: **{METRICS[doc['metric']].label}** (sweep.metric is "
-                f"{doc['metric_requested']}, but these predictions carry no option scores to "
-                "compute log-loss from).")
-    return f"Deciding metric: **{METRICS[doc['metric']].label}** ({WHY[doc['metric']]})."
+        why = (f"sweep.metric is {doc['metric_requested']}, but these predictions carry no "
+               "option scores to compute log-loss from")
+    else:
+        why = WHY[doc["metric"]]
+    return ["Log-loss: -log p(gold option) under the softmax over the options' scores, nats, "
+            "lower is better; a Δ log-loss is the reference's minus the point's, so + is better, "
+            "like every Δ here.", "",
+            f"Deciding metric: **{METRICS[doc['metric']].label}** ({why}).", "",
+            doc["control"]["text"], ""]
 
 
-def _point_table(doc: dict, key: str, vs_untuned: dict, vs_random: dict, metric: Metric
-                 ) -> list[str]:
-    """One row per point: `key` ("accuracy"/"logloss") per eval set, Δ Avg vs untuned and vs
-    random at the same budget."""
-    cols = [*doc["tasks"], "avg"]
-    n = metric.digits
-    lines = ["| Point | rows | " + " | ".join(HEADERS.get(c, c) for c in cols)
-             + " | Δ Avg vs untuned | Δ Avg vs random |", "|---|---|" + "---|" * (len(cols) + 2)]
+def _loss_table(doc: dict, vs_untuned: dict, vs_random: dict) -> list[str]:
+    """The points' log-loss per eval set, with Δ Avg vs untuned and vs random."""
+    if not doc["untuned_logloss"]:
+        return []
+    cols, n = [*doc["tasks"], "avg"], LOGLOSS.digits
 
-    def val(a: dict) -> list[str]:
-        return [f"{a[c]['mean']:.{n}f} [{a[c]['lo']:.{n}f}, {a[c]['hi']:.{n}f}]" if c in a
-                else "–" for c in cols]
+    def val(a: dict) -> str:
+        return " | ".join(f"{a[c]['mean']:.{n}f} [{a[c]['lo']:.{n}f}, {a[c]['hi']:.{n}f}]"
+                          if c in a else "–" for c in cols)
 
-    untuned = doc["untuned"] if key == "accuracy" else doc["untuned_logloss"]
-    lines.append(f"| {UNTUNED} | 0 | " + " | ".join(val(untuned)) + " | – | – |")
+    lines = ["", "Log-loss (nats, lower is better):", "",
+             "| Point | rows | " + " | ".join(HEADERS.get(c, c) for c in cols)
+             + " | Δ Avg vs untuned | Δ Avg vs random |", "|---|---|" + "---|" * (len(cols) + 2),
+             f"| {UNTUNED} | 0 | {val(doc['untuned_logloss'])} | – | – |"]
     for p in doc["points"]:
         rnd = vs_random[p["label"]]["avg"].text(n) if p["label"] in vs_random else "–"
-        lines.append(f"| {p['label']} | {p['rows']:,} | " + " | ".join(val(p[key]))
-                     + f" | {vs_untuned[p['label']]['avg'].text(n)} | {rnd} |")
+        lines.append(f"| {p['label']} | {p['rows']:,} | {val(p['logloss'])} "
+                     f"| {vs_untuned[p['label']]['avg'].text(n)} | {rnd} |")
     return lines
+
+
+def _loss_paired(tasks: list[str], vs_untuned: dict, vs_random: dict) -> list[str]:
+    out = []
+    for ref, cells in ((UNTUNED, vs_untuned), ("random at the same budget", vs_random)):
+        if cells:
+            out.append(paired_markdown([{"name": k, "cells": c} for k, c in cells.items()],
+                                       ref, tasks, metric=LOGLOSS))
+    return out
 
 
 def _power_lines(power_doc: dict, metric: Metric) -> list[str]:
@@ -380,52 +394,54 @@ def _power_lines(power_doc: dict, metric: Metric) -> list[str]:
 def _markdown(doc: dict, vs_untuned: dict, vs_random: dict, loss_untuned: dict,
               loss_random: dict) -> str:
     tasks, base = doc["tasks"], doc["baselines"]
+    cols = [*tasks, "avg"]
     m = METRICS[doc["metric"]]
-    n = m.digits
     lines = [f"# Sweep `{doc['name']}`", "",
              f"{len(doc['points'])} points (budgets {', '.join(doc['budgets'])}; methods "
              f"{', '.join(doc['methods'])}; seeds {doc['seeds']}), every one scored on the same "
              "examples as the untuned model. Accuracy % with 95% intervals over examples and "
-             "seeds; Δ in points with 95% paired intervals and sign-flip p. Log-loss: -log "
-             "p(gold option) under the softmax over the options' scores, nats, lower is better; "
-             "a Δ log-loss is the reference's minus the point's, so + is better, like every Δ "
-             "here.", "", _metric_line(doc), "", doc["control"]["text"], "",
-             *_point_table(doc, "accuracy", vs_untuned, vs_random, ACCURACY)]
+             "seeds; Δ in points with 95% paired intervals and sign-flip p.", "",
+             *_preamble(doc), "| Point | rows | " + " | ".join(HEADERS.get(c, c) for c in cols)
+             + " | Δ Avg vs untuned | Δ Avg vs random |", "|---|---|" + "---|" * (len(cols) + 2)]
+
+    def acc(a: dict) -> list[str]:
+        return [f"{a[c]['mean']:.1f} [{a[c]['lo']:.1f}, {a[c]['hi']:.1f}]" if c in a else "–"
+                for c in cols]
+
+    lines.append(f"| {UNTUNED} | 0 | " + " | ".join(acc(doc["untuned"])) + " | – | – |")
+    for p in doc["points"]:
+        rnd = vs_random[p["label"]]["avg"].text() if p["label"] in vs_random else "–"
+        lines.append(f"| {p['label']} | {p['rows']:,} | " + " | ".join(acc(p["accuracy"]))
+                     + f" | {vs_untuned[p['label']]['avg'].text()} | {rnd} |")
     for kind in ("majority", "chance"):
         vals = [f"{base[t][kind]:.1f}" if t in base else "–" for t in tasks]
         lines.append(f"| {kind} | | " + " | ".join(vals) + " | | | |")
-    if doc["untuned_logloss"]:
-        lines += ["", "Log-loss (nats, lower is better):", "",
-                  *_point_table(doc, "logloss", loss_untuned, loss_random, LOGLOSS)]
-    tol = doc["knee_tolerance"] if m is ACCURACY else doc["knee_tolerance_logloss"]
+    lines += _loss_table(doc, loss_untuned, loss_random)
     if doc["knee"]:
+        tol = doc["knee_tolerance"] if m is ACCURACY else doc["knee_tolerance_logloss"]
         lines += ["", f"Knee by {m.label}: the smallest budget whose average is not "
                   "significantly worse than the best budget's (paired sign-flip p ≥ 0.05) and "
                   f"within {tol:g} {m.unit} of it.", ""]
     for method, k in doc["knee"].items():
         d = k["vs_best"]
         lines.append(f"- {method}: **{k['budget']}** ({k['rows']:,} rows); best {k['best']} "
-                     f"({k['best_rows']:,} rows); Δ vs best {_interval(d, n)} p={d['p']:.3g}")
+                     f"({k['best_rows']:,} rows); Δ vs best {_interval(d, m.digits)} "
+                     f"p={d['p']:.3g}")
     lines += ["", f"Δ Avg {m.label} between budgets (each budget against the next smaller one "
               f"of the same method, paired; {delta_unit(m)}):", ""]
     for method, steps in doc["steps"].items():
         lines.append(f"- {method}: " + "; ".join(
-            f"{st['from']} → {st['to']} {_interval(st, n)} p={st['p']:.3g}" for st in steps)
-            if steps else f"- {method}: one budget")
+            f"{st['from']} → {st['to']} {_interval(st, m.digits)} p={st['p']:.3g}"
+            for st in steps) if steps else f"- {method}: one budget")
     lines += ["", *_power_lines(doc["power"], ACCURACY),
               *_power_lines(doc["power_logloss"] or {}, LOGLOSS)]
-    lines += ["", paired_markdown([{"name": k, "cells": c} for k, c in vs_untuned.items()],
+    lines += ["", paired_markdown([{"name": n, "cells": c} for n, c in vs_untuned.items()],
                                   UNTUNED, tasks, base)]
     if vs_random:
-        lines.append(paired_markdown([{"name": k, "cells": c} for k, c in vs_random.items()],
+        lines.append(paired_markdown([{"name": n, "cells": c} for n, c in vs_random.items()],
                                      "random at the same budget", tasks))
-    if loss_untuned:
-        lines.append(paired_markdown([{"name": k, "cells": c} for k, c in loss_untuned.items()],
-                                     UNTUNED, tasks, metric=LOGLOSS))
-    if loss_random:
-        lines.append(paired_markdown([{"name": k, "cells": c} for k, c in loss_random.items()],
-                                     "random at the same budget", tasks, metric=LOGLOSS))
-    if not doc["control"]["ranks"]:
+    lines += _loss_paired(tasks, loss_untuned, loss_random)
+    if not doc["control"]["ranks"]:  # no ranking of the points either
         return "\n".join(lines) + "\n"
     lines += ["Training-free predictors: Spearman rank correlation of each selection-quality "
               f"number (select stage, mean over seeds) with the Avg {m.label} over the points"

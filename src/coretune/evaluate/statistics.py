@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 from coretune.evaluate.tasks import Item
+from coretune.io import read_json
 
 BOOTSTRAP_REPS = 2000
 
@@ -77,12 +78,10 @@ def per_example_logloss(table: Any, length_norm: bool | None = None) -> dict[str
         if "logprob" not in df.columns:
             return {}
         if length_norm is None:
-            from coretune.io import read_json
-
             beside = Path(table).with_name("metrics.json") if isinstance(table, str | Path) \
                 else None
-            length_norm = bool(read_json(beside).get("length_norm")) if beside and \
-                beside.is_file() else False
+            length_norm = bool(beside and beside.is_file() and read_json(beside).get(
+                "length_norm"))
         df = df.assign(logloss=[
             gold_logloss(np.asarray(s) / np.asarray(n) if length_norm else s, g)
             for s, n, g in zip(df["logprob"], df["n_tokens"], df["label"], strict=True)])
