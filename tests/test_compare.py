@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from coretune.compare import accuracy, baselines, knee, paired_delta, replicates, sign_flip_p
+from coretune.compare import (
+    LOGLOSS,
+    accuracy,
+    baselines,
+    knee,
+    paired_delta,
+    replicates,
+    sign_flip_p,
+)
 from coretune.errors import CoretuneError
 
 
@@ -16,6 +24,35 @@ def test_identical_runs_have_zero_width_interval_at_zero():
     seeds = [rng.integers(0, 2, 200) for _ in range(3)]  # seeds that disagree with each other
     d = paired_delta(_run(*seeds), _run(*seeds))
     assert (d.delta, d.lo, d.hi, d.p) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_identical_runs_have_zero_log_loss_delta():
+    rng = np.random.default_rng(1)
+    seeds = [rng.exponential(0.7, 200) for _ in range(2)]
+    d = paired_delta(_run(*seeds), _run(*seeds), metric=LOGLOSS)
+    assert (d.delta, d.lo, d.hi, d.p) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_log_loss_delta_is_positive_when_lower():
+    """Δ log-loss is the reference's minus the row's, in nats: + means better, and it is the
+    accuracy Δ's machinery with the runs swapped (same interval, same p)."""
+    rng = np.random.default_rng(4)
+    worse = rng.exponential(0.7, 300)
+    better = worse - rng.uniform(0, 0.2, 300)  # every example 0-0.2 nats lower
+    d = paired_delta(_run(better), _run(worse), metric=LOGLOSS)
+    assert d.delta == pytest.approx(float((worse - better).mean()))
+    assert 0 < d.lo < d.delta < d.hi and d.p < 0.001
+    raw = paired_delta(_run(worse), _run(better))  # the plain a - b, in points
+    assert (d.lo, d.hi, d.p) == pytest.approx((raw.lo / 100, raw.hi / 100, raw.p))
+    assert paired_delta(_run(worse), _run(better), metric=LOGLOSS).delta == -d.delta
+
+
+def test_knee_by_log_loss_takes_the_lowest_as_best():
+    losses = [np.full(50, v) + np.linspace(0, 0.1, 50) for v in (0.7, 0.6, 0.5)]
+    k = knee([(f"b{i}", _run(x)) for i, x in enumerate(losses)], tol=0.02, metric=LOGLOSS)
+    assert k.best == "b2" and k.budget == "b2"
+    flat = knee([(f"b{i}", _run(losses[0])) for i in range(3)], tol=0.02, metric=LOGLOSS)
+    assert flat.budget == "b0"
 
 
 def test_known_shift_of_k_answers():

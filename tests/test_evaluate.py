@@ -12,7 +12,9 @@ from coretune.evaluate import (
     bootstrap_ci,
     build_items,
     evaluate,
+    gold_logloss,
     per_example_accuracy,
+    per_example_logloss,
     resolve_tasks,
     score_requests,
     score_unbatched,
@@ -82,6 +84,37 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
     assert lo2 < 100 * (x.mean() + 1) / 2 < hi2
 
 
+def test_gold_logloss_by_hand():
+    # softmax of (-1, -2, -3): e^-1, e^-2, e^-3 = 0.36788, 0.13534, 0.04979 over their sum
+    # 0.55301 -> p(option 1) = 0.24473, -log 0.24473 = 1.40761 nats
+    assert gold_logloss(np.array([-1.0, -2.0, -3.0]), 1) == pytest.approx(1.40761, abs=1e-5)
+    assert gold_logloss(np.array([-5.0, -5.0]), 0) == pytest.approx(np.log(2))  # a tie: log 2
+    assert gold_logloss(np.array([-800.0, -900.0]), 1) == pytest.approx(100.0)  # no underflow
+
+
+def test_per_example_logloss_averages_templates_and_reads_old_tables(tmp_path):
+    import pyarrow as pa
+
+    # example 0 under two templates, example 1 under one; options of 1 and 2 tokens
+    rows = {"task": ["rte"] * 3, "example": [0, 0, 1], "label": [0, 1, 0],
+            "logprob": [[-1.0, -3.0], [-1.0, -3.0], [-2.0, -2.0]],
+            "n_tokens": [[1, 2], [1, 2], [1, 2]]}
+    want_sum = [(gold_logloss(np.array([-1.0, -3.0]), 0)
+                 + gold_logloss(np.array([-1.0, -3.0]), 1)) / 2, np.log(2)]
+    got = per_example_logloss(pa.table(rows), length_norm=False)["rte"]
+    np.testing.assert_allclose(got, want_sum)
+    # by mean token log-prob the second option scores -1.5 and -1: the ranking the run used
+    norm = per_example_logloss(pa.table(rows), length_norm=True)["rte"]
+    assert norm[1] == pytest.approx(gold_logloss(np.array([-2.0, -1.0]), 0))
+    path = tmp_path / "predictions.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(rows), path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"length_norm": True}))
+    np.testing.assert_allclose(per_example_logloss(path)["rte"], norm)  # read beside it
+    assert per_example_logloss(pa.table({"task": ["rte"], "example": [0]})) == {}
+
+
 def test_caps_sample_examples_with_seed_and_take_first_templates():
     ds = eval_datasets()["cb"]
     items, used = build_items(ds, max_examples=5, max_templates=2, seed=1)
@@ -130,6 +163,14 @@ def test_evaluate_user_file_writes_predictions_and_metrics(lm, tmp_path):
     assert per_example_accuracy(out / "predictions.parquet")["toy"].shape == (3,)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["tasks"]["toy"]["ci95"] == t["ci95"]
+    # gold-option log-loss of the scores the prediction ranks by, and its probability
+    want = [gold_logloss(np.array(s), y) for s, y in zip(preds["logprob"], preds["label"],
+                                                          strict=True)]
+    np.testing.assert_allclose(preds["logloss"], want)
+    np.testing.assert_allclose(preds["p_gold"], np.exp(-np.array(want)))
+    assert t["logloss"] == pytest.approx(np.mean(want)) and saved["avg"]["logloss"] == t["logloss"]
+    lo, hi = t["logloss_ci95"]
+    assert lo <= t["logloss"] <= hi and t["p_gold"] == pytest.approx(np.exp(-np.array(want)).mean())
     # length normalisation ranks by mean token log-prob of the same scores
     m2 = evaluate(lm, [ds], length_norm=True, quiet=True, output_dir=tmp_path / "norm")
     p2 = pq.read_table(tmp_path / "norm" / "predictions.parquet").to_pandas()
@@ -138,6 +179,11 @@ def test_evaluate_user_file_writes_predictions_and_metrics(lm, tmp_path):
             for s, n in zip(p2["logprob"], p2["n_tokens"], strict=True)]
     assert list(p2["pred"]) == want
     assert m2["length_norm"] is True
+    normed = [gold_logloss(np.array(s) / np.array(n), y)
+              for s, n, y in zip(p2["logprob"], p2["n_tokens"], p2["label"], strict=True)]
+    np.testing.assert_allclose(p2["logloss"], normed)
+    np.testing.assert_allclose(per_example_logloss(p2.drop(columns="logloss"), True)["toy"],
+                               normed)  # recomputed from the scores: the same numbers
 
 
 def test_cli_eval_file_with_unknown_label_fails_cleanly(cli, tmp_path):
@@ -164,6 +210,8 @@ def test_cli_evaluate_prints_row_and_caps(cli, tmp_path):
     assert r.stdout.strip().startswith("CB ") and "Avg" in r.stdout
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["tasks"]["cb"]["n_items"] == 4
+    loss = r.stdout.strip().splitlines()[1]  # the second row: log-loss, nats
+    assert loss.startswith(f"log-loss | CB {m['tasks']['cb']['logloss']:.3f} [")
 
 
 def test_cli_eval_file_is_selectable_by_name(cli, tmp_path):

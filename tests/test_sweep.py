@@ -279,7 +279,123 @@ def test_sweep_report_on_constructed_points(tmp_path):
     assert "Accuracy vs budget" in page and "Knee per method" in page
     _constructed_sweep(tmp_path / "one", budgets=("10",))  # one budget is not a curve
     page = (tmp_path / "one" / "report.html").read_text()
-    assert "Knee per method" in page and "Accuracy vs budget" not in page
+    assert "Accuracy vs budget" not in page
+    # and without budget `all` it has no positive control: no knee
+    assert "cannot rank selections" in page and "Knee per method" not in page
+
+
+def _scored(path, p_gold) -> None:
+    """A predictions table with option scores (two options, one template per example): the
+    gold option has probability `p_gold[i]` under the softmax of the scores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = np.asarray(p_gold, dtype=float)
+    labels = np.arange(len(p)) % 2
+    scores = [[np.log(q), np.log(1 - q)][::1 if y == 0 else -1] for q, y in
+              zip(p, labels, strict=True)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"task": ["rte"] * len(p), "example": list(range(len(p))),
+                             "label": labels.tolist(), "choices": [["yes", "no"]] * len(p),
+                             "correct": (p > 0.5).tolist(), "logprob": scores,
+                             "n_tokens": [[1, 1]] * len(p)}), path)
+
+
+def _control_sweep(tmp_path, control, metric: str = "logloss", base=None):
+    """40 examples; kcenter and random at 10 rows gain on the untuned model (`base`: its gold
+    probabilities); `all` (the positive control) gains a lot ("strong"), changes nothing on
+    balance ("flat"), loses ("worse"), or has the gold probabilities `control`."""
+    from coretune.io import write_json
+    from coretune.manifest import MANIFEST
+
+    cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]},
+                    sweep={"budgets": ["10", "all"], "metric": metric})
+    spec = spec_of(cfg)
+    counts = resolve_budgets(spec.budgets, 1000, 40)
+    layout = SweepLayout(tmp_path)
+    base = np.random.default_rng(0).uniform(0.3, 0.6, 40) if base is None else base
+    wobble = np.where(np.arange(40) % 2 == 0, 0.02, -0.02)
+    control = control if isinstance(control, np.ndarray) else {
+        "strong": base + 0.3, "flat": base + wobble, "worse": base - 0.2}[control]
+    gold = {"kcenter 10": np.minimum(base + 0.1, 0.99), "random 10": np.minimum(base + 0.05, 0.99),
+            "all": control}
+    _scored(layout.untuned.predictions(0), base)
+    points = expand(spec, counts)
+    for p in points:
+        run = layout.point(p.method, p.budget)
+        _scored(run.predictions(p.seed), gold[p.label])
+        write_json(run.stage("select", p.seed) / MANIFEST, {"quality": {"rows": counts[p.budget]}})
+    md = write_sweep_report(layout, cfg, spec, counts, points)
+    return md.read_text(), json.loads(layout.report("json").read_text()), layout
+
+
+def _readme_block(tmp_path, md: str) -> str:
+    """What scripts/readme_results.py puts into README.md for a sweep with this sweep.md."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("readme_results",
+                                                  ROOT / "scripts/readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = tmp_path / "readme"
+    folder.mkdir()
+    (folder / "sweep.md").write_text(md)  # the sweep.md alone: no figure copied into docs/
+    return module.sweep_block(folder)
+
+
+@pytest.mark.parametrize("control", ["flat", "worse"])
+def test_a_control_that_is_not_better_withholds_every_ranking(tmp_path, control):
+    md, doc, layout = _control_sweep(tmp_path, control)
+    assert doc["metric"] == "logloss" and doc["control"]["status"] == control
+    assert not doc["control"]["ranks"] and doc["knee"] == {} and doc["predictors"] == {}
+    d = doc["control"]["delta"]
+    assert (d["p"] >= 0.01) if control == "flat" else (d["delta"] < 0 and d["p"] < 0.01)
+    line = "**This design cannot rank selections**: its positive control is " + (
+        "not significantly better than" if control == "flat" else "significantly worse than")
+    for text in (md, _readme_block(tmp_path, md)):
+        assert sum(line in x for x in text.splitlines()) == 1
+        assert "Knee" not in text and "- kcenter: **" not in text
+        assert "Training-free predictors" not in text
+    page = (tmp_path / "report.html").read_text()
+    assert "This design cannot rank selections" in page and "Knee per method" not in page
+    assert "knee ringed" not in page  # nothing is ringed on the curves either
+
+
+def test_a_strong_control_lets_log_loss_rank(tmp_path):
+    md, doc, _ = _control_sweep(tmp_path, "strong")
+    c = doc["control"]
+    assert c["status"] == "better" and c["ranks"] and c["delta"]["p"] < 0.01
+    assert "cannot rank" not in md and "Positive control passed: `all` (40 rows" in md
+    assert "Deciding metric: **log-loss**" in md and "Knee by log-loss" in md
+    assert doc["knee"]["kcenter"]["budget"] == "all"  # 0.2 of gold probability better
+    by = {p["label"]: p for p in doc["points"]}
+    # lower log-loss is better and every Δ says so with a +
+    assert by["all"]["logloss"]["rte"]["mean"] < by["kcenter 10"]["logloss"]["rte"]["mean"]
+    assert by["kcenter 10"]["vs_untuned_logloss"]["avg"]["delta"] > 0
+    assert by["kcenter 10"]["vs_random_logloss"]["avg"]["delta"] > 0
+    assert "- Power, Δ log-loss vs untuned: 95% paired intervals of ±" in md
+    assert "- Power, Δ vs untuned: 95% paired intervals of ±" in md  # accuracy's, too
+    assert "Paired Δ log-loss vs `untuned` (log-loss nats, reference minus row" in md
+    head = (tmp_path / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert head[5] == "mean" and head[-15:-12] == ["logloss", "logloss_low", "logloss_high"]
+    page = (tmp_path / "report.html").read_text()
+    assert "Log-loss vs budget" in page and "Knee per method" in page
+    assert "Gold-option log-loss (nats, lower is better)" in page
+
+
+def test_sweep_metric_says_which_metric_the_control_reads(tmp_path):
+    """A control that puts 20 of 40 gold options just over the line (0.48 -> 0.52) and makes
+    20 sure ones less sure (0.9 -> 0.8): +50 accuracy points, no better in log-loss."""
+    base = np.repeat([0.48, 0.9], 20)
+    control = np.repeat([0.52, 0.8], 20)
+    md, doc, _ = _control_sweep(tmp_path / "acc", control, metric="accuracy", base=base)
+    assert doc["metric"] == "accuracy" and doc["control"]["ranks"]
+    assert doc["control"]["delta"]["delta"] == 50.0 and "Knee by accuracy" in md
+    md, doc, _ = _control_sweep(tmp_path / "loss", control, base=base)
+    assert doc["control"]["status"] == "flat" and doc["control"]["delta"]["delta"] < 0
+    assert "cannot rank selections" in md
 
 
 def test_sweep_cost_and_steps_come_from_the_stage_manifests(tmp_path):
@@ -308,7 +424,7 @@ def test_sweep_cost_and_steps_come_from_the_stage_manifests(tmp_path):
     assert "| random@pool 10 | 10 | 4 | 2.00 | 0.2 | 20.0 | 0.01 |" in text
     assert "Training on every target row (`all`) took 80.0 s" in text
     csv = layout.report("csv").read_text().splitlines()
-    assert csv[0].endswith(",p_random,steps,epochs,select_seconds,train_seconds")
+    assert csv[0].endswith(",p_logloss_random,steps,epochs,select_seconds,train_seconds")
     assert csv[1].startswith("kcenter 10,") and csv[1].endswith(",4,2.0,16.0,20.0")
     page = (tmp_path / "report.html").read_text()
     assert "Steps and cost per point" in page and "Design: epoch-based" in page
@@ -380,13 +496,15 @@ def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
     assert kc["training"] == {"steps": 2, "rows_trained": 4, "epochs": 1.0}
     assert kc["cost"]["select_seconds"] > doc["shared_seconds"]["target"] > 0
     assert doc["all_train_seconds"] == doc["points"][2]["cost"]["train_seconds"] > 0
-    assert set(doc["knee"]) == {"kcenter", "random"}
-    k, avg = doc["knee"]["kcenter"], {p["budget"]: p["accuracy"]["avg"]["mean"]
-                                      for p in doc["points"] if p["method"] != "random"}
-    assert avg[k["best"]] == max(avg.values()) and k["vs_best"]["delta"] >= -1.0
-    assert k["budget"] == k["best"] or avg["4"] >= avg["all"] - 1.0  # the smallest that qualifies
+    loss = kc["vs_untuned_logloss"]["avg"]
+    assert doc["metric"] == "logloss" and loss["n_examples"] == 6 and loss["lo"] <= loss["hi"]
+    assert 0 < kc["logloss"]["avg"]["mean"] and 0 < doc["untuned_logloss"]["avg"]["mean"]
+    # 6 examples: the smallest sign-flip p is 2 / 2**6 = 0.031, so the positive control
+    # cannot pass at 0.01 and no knee is given (the constructed sweeps above test the knee)
+    assert doc["control"]["point"] == "all" and not doc["control"]["ranks"]
+    assert doc["knee"] == {}
     md = (out / "sweep.md").read_text()
-    assert "| majority |" in md and "Knee" in md and "| kcenter 4 | 4 |" in md
+    assert "| majority |" in md and "cannot rank selections" in md and "| kcenter 4 | 4 |" in md
     assert (out / "sweep.csv").read_text().startswith("point,method,budget,rows,task,mean")
     # `coretune table SWEEP` lists the untuned run and every point, paired with the untuned
     main(["table", str(out), "-o", str(tmp_path / "table")])
@@ -394,6 +512,7 @@ def test_tiny_sweep_resumes_for_free_and_runs_only_new_points(tmp_path, capsys):
     for name in ("untuned", "kcenter-4", "random-4", "all"):
         assert f"| tiny/{name} | 1 |" in table
     assert "Paired Δ vs `tiny/untuned`" in table and "| tiny/all | 1 | " in table
+    assert "Gold-option log-loss" in table and "Paired Δ log-loss vs `tiny/untuned`" in table
     main(["table", str(out), "-o", str(tmp_path / "vs-all"), "--reference", "tiny/all"])
     vs_all = capsys.readouterr().out
     assert "Paired Δ vs `tiny/all`" in vs_all and "| tiny/untuned | " in vs_all.split("Δ vs")[1]

@@ -87,3 +87,23 @@ def test_sweep_plot_has_bands_and_knee_and_no_one_point_curve(tmp_path):
     png = plot_sweep(curves, {"kcenter": 1.0, "random": 5.0}, untuned=47.0, majority=40.0)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_sweep({"kcenter": [(0.5, 50.0, 45.0, 55.0)]}, {"kcenter": 0.5}) is None
+
+
+def test_log_loss_table_goes_to_table_md_and_report_not_table_csv(tmp_path):
+    from coretune.compare import LOGLOSS
+    from coretune.table import write_table
+
+    acc = build_rows({"a": [{"rte": np.array([1.0, 0.0, 1.0, 1.0])}]}, ["rte"])
+    loss = build_rows({"a": [{"rte": np.array([0.2, 1.4, 0.5, 0.3])}]}, ["rte"], LOGLOSS)
+    cell = loss[0]["cells"]["rte"]
+    assert cell.mean == pytest.approx(0.6) and cell.text().startswith("0.600 [")
+    for d in ("plain", "both"):
+        (tmp_path / d).mkdir()
+    write_table(acc, tmp_path / "plain", ["rte"])
+    write_table(acc, tmp_path / "both", ["rte"], loss_rows=loss)
+    md = (tmp_path / "both" / "table.md").read_text()
+    assert "Gold-option log-loss (nats, lower is better)" in md and "| a | 1 | 0.600 [" in md
+    assert (tmp_path / "both" / "table.csv").read_bytes() == \
+        (tmp_path / "plain" / "table.csv").read_bytes()  # table.csv is accuracy only
+    page, _ = write_report(tmp_path / "both", "t", acc, {}, {}, loss_rows=loss)
+    assert "<td>0.600<br><small>[" in page.read_text()

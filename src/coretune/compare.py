@@ -6,9 +6,14 @@ and a paired sign-flip test for the p-value. Both are far tighter than comparing
 intervals by overlap, which is never done here.
 
 Input shape used throughout: a run is a list of seeds, each seed a dict {task: per-example
-accuracy in [0, 1]} (templates averaged), examples in the same order in every run. When two
-runs have the same number of seeds, seed i of one is paired with seed i of the other (the same
-sampling seed); otherwise seeds are resampled independently for each run.
+value} (templates averaged: accuracy in [0, 1], or gold-option log-loss in nats), examples in
+the same order in every run. When two runs have the same number of seeds, seed i of one is
+paired with seed i of the other (the same sampling seed); otherwise seeds are resampled
+independently for each run.
+
+A `Metric` says how a value reads: its scale (accuracy x100: points) and which way is better.
+Every Δ is oriented so that POSITIVE MEANS BETTER: accuracy(a) - accuracy(b), and for
+log-loss logloss(b) - logloss(a) (the drop in log-loss).
 """
 
 from __future__ import annotations
@@ -26,9 +31,26 @@ EXACT_FLIPS = 16  # at most 2**16 sign patterns are enumerated exactly; above th
 
 
 @dataclass(frozen=True)
+class Metric:
+    """How a per-example value is shown and compared."""
+
+    name: str
+    label: str
+    unit: str
+    scale: float  # per-example value x scale = the number shown
+    higher_is_better: bool
+    digits: int  # decimals shown
+
+
+ACCURACY = Metric("accuracy", "accuracy", "points", 100.0, True, 1)
+LOGLOSS = Metric("logloss", "log-loss", "nats", 1.0, False, 3)
+METRICS = {m.name: m for m in (ACCURACY, LOGLOSS)}
+
+
+@dataclass(frozen=True)
 class Delta:
-    """Difference a - b in accuracy points, with a 95% paired-bootstrap interval and the
-    two-sided p-value of a paired sign-flip test."""
+    """How much better a is than b (accuracy points a - b; log-loss nats b - a), with a 95%
+    paired-bootstrap interval and the two-sided p-value of a paired sign-flip test."""
 
     delta: float
     lo: float
@@ -36,8 +58,9 @@ class Delta:
     p: float
     n_examples: int
 
-    def text(self) -> str:
-        return f"{self.delta:+.1f} [{self.lo:+.1f}, {self.hi:+.1f}] p={self.p:.3g}"
+    def text(self, digits: int = 1) -> str:
+        return (f"{self.delta:+.{digits}f} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}] "
+                f"p={self.p:.3g}")
 
 
 def _tasks(a: Run, b: Run, tasks: Sequence[str] | None) -> list[str]:
@@ -58,25 +81,28 @@ def _mean_over_seeds(run: Run, task: str) -> np.ndarray:
     return np.mean([np.asarray(s[task], dtype=np.float64) for s in run], axis=0)
 
 
-def accuracy(run: Run, tasks: Sequence[str]) -> float:
-    """Mean accuracy in points: over tasks, of the mean over seeds and examples."""
-    return 100 * float(np.mean([_mean_over_seeds(run, t).mean() for t in tasks]))
+def accuracy(run: Run, tasks: Sequence[str], metric: Metric = ACCURACY) -> float:
+    """Mean accuracy in points (or `metric`): over tasks, of the mean over seeds and examples."""
+    return metric.scale * float(np.mean([_mean_over_seeds(run, t).mean() for t in tasks]))
 
 
 def paired_delta(a: Run, b: Run, tasks: Sequence[str] | None = None, *, reps: int = 2000,
-                 flips: int = 10000, seed: int = 0) -> Delta:
+                 flips: int = 10000, seed: int = 0, metric: Metric = ACCURACY) -> Delta:
     """Δ = accuracy(a) - accuracy(b), in points, averaged over `tasks` (each task weighs the
-    same, as in the table's Avg column). Identical runs give Δ = 0 with a zero-width interval
-    and p = 1."""
+    same, as in the table's Avg column); for a metric where lower is better (log-loss),
+    value(b) - value(a): positive always means a is better. Identical runs give Δ = 0 with a
+    zero-width interval and p = 1."""
     tasks = _tasks(a, b, tasks)
+    if not metric.higher_is_better:  # the same draws and flips, the sign turned round
+        a, b = b, a
     rng = np.random.default_rng(seed)
     diffs = [_mean_over_seeds(a, t) - _mean_over_seeds(b, t) for t in tasks]
     point = float(np.mean([d.mean() for d in diffs]))
     both = replicates([a, b], tasks, reps, rng)  # the same examples and seeds for a and b
     lo, hi = np.percentile(both[:, 0] - both[:, 1], [2.5, 97.5])
     p = sign_flip_p(diffs, flips=flips, rng=rng)
-    return Delta(100 * point, 100 * float(lo), 100 * float(hi), p,
-                 int(sum(len(d) for d in diffs)))
+    f = metric.scale
+    return Delta(f * point, f * float(lo), f * float(hi), p, int(sum(len(d) for d in diffs)))
 
 
 def replicates(runs: Sequence[Run], tasks: Sequence[str], reps: int, rng) -> np.ndarray:
@@ -142,8 +168,8 @@ def baselines(labels: Sequence[int], n_choices: int) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Knee:
-    """The smallest budget whose accuracy is not significantly below the best budget's and
-    within `tol` points of it; `vs_best` is that budget's Δ against the best one."""
+    """The smallest budget whose accuracy (or metric) is not significantly worse than the best
+    budget's and within `tol` of it; `vs_best` is that budget's Δ against the best one."""
 
     budget: object
     best: object
@@ -151,26 +177,28 @@ class Knee:
 
 
 def knee(curve: Sequence[tuple[object, Run]], *, tol: float = 1.0, alpha: float = 0.05,
-         tasks: Sequence[str] | None = None, seed: int = 0) -> Knee:
+         tasks: Sequence[str] | None = None, seed: int = 0, metric: Metric = ACCURACY) -> Knee:
     """`curve`: (budget, run) in increasing budget order. A budget qualifies when its point
-    Δ against the best budget is ≥ -tol points and the paired sign-flip test does not find it
-    below the best at level `alpha`; the first that qualifies is the knee (the best budget
-    always qualifies, so there is always one)."""
+    Δ against the best budget is ≥ -tol (in `metric`'s unit) and the paired sign-flip test does
+    not find it worse than the best at level `alpha`; the first that qualifies is the knee (the
+    best budget always qualifies, so there is always one)."""
     if not curve:
         raise CoretuneError("knee: empty curve")
     budgets = [b for b, _ in curve]
     if len(set(map(str, budgets))) != len(budgets):
         raise CoretuneError(f"knee: duplicate budgets in {budgets}")
     tasks = _tasks(curve[0][1], curve[-1][1], tasks)
-    best = int(np.argmax([accuracy(run, tasks) for _, run in curve]))
+    sign = 1 if metric.higher_is_better else -1
+    best = int(np.argmax([sign * accuracy(run, tasks, metric) for _, run in curve]))
     for budget, run in curve:
-        d = paired_delta(run, curve[best][1], tasks, seed=seed)
+        d = paired_delta(run, curve[best][1], tasks, seed=seed, metric=metric)
         if d.delta >= -tol and (d.p >= alpha or d.delta >= 0):
             return Knee(budget, curve[best][0], d)
     raise AssertionError("unreachable: the best budget always qualifies")
 
 
-def paired_rows(runs: dict[str, Run], reference: str, tasks: Sequence[str]) -> list[dict]:
+def paired_rows(runs: dict[str, Run], reference: str, tasks: Sequence[str],
+                metric: Metric = ACCURACY) -> list[dict]:
     """Δ of every row against `reference` (e.g. the untuned model), per task and on the
     average: {"name", "cells": {task | "avg": Delta}}; tasks a row lacks are left out."""
     ref = runs[reference]
@@ -181,9 +209,9 @@ def paired_rows(runs: dict[str, Run], reference: str, tasks: Sequence[str]) -> l
         cells = {}
         shared = [t for t in tasks if all(t in s for s in (*run, *ref))]
         for t in shared:
-            cells[t] = paired_delta(run, ref, [t])
+            cells[t] = paired_delta(run, ref, [t], metric=metric)
         if shared:
-            cells["avg"] = paired_delta(run, ref, shared)
+            cells["avg"] = paired_delta(run, ref, shared, metric=metric)
         out.append({"name": name, "cells": cells})
     return out
 
@@ -201,16 +229,26 @@ def majority_baselines(predictions) -> dict[str, dict[str, float]]:
     return out
 
 
+def delta_unit(metric: Metric) -> str:
+    """What a Δ of `metric` is measured in and which way is better, in words."""
+    if metric.higher_is_better:
+        return f"{metric.label} {metric.unit}"
+    return f"{metric.label} {metric.unit}, reference minus row: + = lower {metric.label}, better"
+
+
 def paired_markdown(deltas: list[dict], reference: str, tasks: Sequence[str],
-                    base: dict[str, dict[str, float]] | None = None) -> str:
-    """Markdown: Δ accuracy points vs `reference` with 95% paired intervals and p-values,
-    and (when given) each eval set's majority-class and chance accuracy."""
+                    base: dict[str, dict[str, float]] | None = None,
+                    metric: Metric = ACCURACY) -> str:
+    """Markdown: Δ accuracy points (or `metric`) vs `reference` with 95% paired intervals and
+    p-values, and (when given) each eval set's majority-class and chance accuracy."""
     cols = [*tasks, "avg"]
-    lines = [f"Paired Δ vs `{reference}` (accuracy points; 95% paired-bootstrap interval over "
-             "examples and seeds; p from a paired sign-flip test):", "",
+    what = "" if metric is ACCURACY else f" {metric.label}"
+    lines = [f"Paired Δ{what} vs `{reference}` ({delta_unit(metric)}; 95% paired-bootstrap "
+             "interval over examples and seeds; p from a paired sign-flip test):", "",
              "| Row | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for row in deltas:
-        cells = [row["cells"][c].text() if c in row["cells"] else "–" for c in cols]
+        cells = [row["cells"][c].text(metric.digits) if c in row["cells"] else "–"
+                 for c in cols]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     if base:
         lines += ["", "| baseline | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]

@@ -213,7 +213,14 @@ class SweepConfig(_Section):
                                "'METHOD@pool' selects from the whole pool (select.scope pool).")
     seeds: list[NonNegativeInt] | None = Field(None, description="Default: the config's seeds.")
     knee_tolerance: float = Field(1.0, ge=0, description="Accuracy points the knee may trail "
-                                  "the best budget by.")
+                                  "the best budget by (sweep.metric accuracy).")
+    metric: Literal["logloss", "accuracy"] = Field(
+        "logloss", description="What decides the knee, the positive control and the ranking: "
+        "the gold-option log-loss (the default; it detects differences accuracy cannot, see "
+        "docs/measurement.md) or accuracy. Both are reported either way.")
+    knee_tolerance_logloss: float = Field(0.02, ge=0, description="Nats of log-loss the knee "
+                                          "may trail the best budget by (sweep.metric logloss; "
+                                          "0.02: the gold option about 2% less probable).")
     train_steps: int | None = Field(
         None, ge=1, description="Compute-matched design: every point, `all` included, trains "
         "this many optimizer steps of train.batch_size x grad_accum rows (over train.epochs "

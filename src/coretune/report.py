@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from coretune.errors import CoretuneError  # noqa: E402
 from coretune.io import write_bytes, write_text  # noqa: E402
-from coretune.table import HEADERS, TASKS, to_markdown  # noqa: E402
+from coretune.table import HEADERS, LOGLOSS_TITLE, TASKS, to_markdown  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -43,8 +43,9 @@ def plot_rows(rows: list[dict], title: str) -> bytes:
 def plot_sweep(curves: dict[str, list[tuple[float, float, float, float]]],
                knees: dict[str, float | None], untuned: float | None = None,
                majority: float | None = None,
-               xlabel: str = "training rows, % of pool (log)") -> bytes | None:
-    """Accuracy vs budget (log x) from a sweep: per method a line with its 95% band
+               xlabel: str = "training rows, % of pool (log)",
+               ylabel: str = "avg accuracy % (95% band)", what: str = "accuracy") -> bytes | None:
+    """Accuracy (or `what`) vs budget (log x) from a sweep: per method a line with its 95% band
     (`curves`: method -> [(budget % of pool, mean, lo, hi)]), its knee ringed, the untuned
     model and the majority-class baseline as horizontal lines. None when no method has two
     budgets: one point is not a curve."""
@@ -70,9 +71,9 @@ def plot_sweep(curves: dict[str, list[tuple[float, float, float, float]]],
         ax.axhline(majority, color="grey", ls=":", lw=1, label="majority class")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("avg accuracy % (95% band)")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
-    ax.set_title("accuracy vs budget (knee ringed)")
+    ax.set_title(f"{what} vs budget" + (" (knee ringed)" if knees else ""))
     return _png(fig)
 
 
@@ -127,15 +128,18 @@ def plot_coverage(curves: dict[str, tuple[list[int], list[float]]]) -> bytes:
     return _png(fig)
 
 
+def _cell_html(c) -> str:
+    d = c.digits
+    return f"<td>{c.mean:.{d}f}<br><small>[{c.lo:.{d}f}, {c.hi:.{d}f}]</small></td>"
+
+
 def _table_html(rows: list[dict], tasks=TASKS) -> str:
     cols = [*tasks, "avg"]
     head = "".join(f"<th>{HEADERS.get(c, c)}</th>" for c in cols)
     body = []
     for r in rows:
-        cells = "".join(
-            f"<td>{r['cells'][c].mean:.1f}<br><small>[{r['cells'][c].lo:.1f}, "
-            f"{r['cells'][c].hi:.1f}]</small></td>" if c in r["cells"] else "<td>–</td>"
-            for c in cols)
+        cells = "".join(_cell_html(r["cells"][c]) if c in r["cells"] else "<td>–</td>"
+                        for c in cols)
         n = max((c.n_seeds for c in r["cells"].values()), default=0)
         body.append(f"<tr><th>{html.escape(r['name'])}</th><td>{n}</td>{cells}</tr>")
     return (f"<table><tr><th>Row</th><th>seeds</th>{head}</tr>{''.join(body)}</table>")
@@ -160,15 +164,20 @@ text-align:center}img{max-width:100%;display:block;margin:1em 0}
 
 
 def write_report(out_dir: Path, title: str, rows: list[dict], figures: dict[str, bytes],
-                 tables: dict[str, list[dict]], notes: list[str] = ()) -> tuple[Path, Path]:
+                 tables: dict[str, list[dict]], notes: list[str] = (),
+                 loss_rows: list[dict] = ()) -> tuple[Path, Path]:
     """Write report.html (self-contained) and report.md (+ PNGs next to it) into `out_dir`.
-    `tables`: title -> rows (flat dicts) shown after the figures, e.g. the run facts."""
+    `tables`: title -> rows (flat dicts) shown after the figures, e.g. the run facts;
+    `loss_rows`: the gold-option log-loss table, after the accuracy table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<h2>Results</h2><p>Accuracy % on each evaluation set, mean over seeds with a 95% "
              "bootstrap interval over seeds and examples.</p>", _table_html(rows)]
     md = [f"# {title}\n", "## Results\n", to_markdown(rows)]
+    if loss_rows:
+        parts += [f"<p>{html.escape(LOGLOSS_TITLE)}</p>", _table_html(list(loss_rows))]
+        md.append(f"\n{LOGLOSS_TITLE}\n\n{to_markdown(list(loss_rows), paper=False)}")
     for note in notes:
         parts.append(f"<p>{html.escape(note)}</p>")
         md.append(f"\n{note}\n")

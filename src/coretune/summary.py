@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.compare import majority_baselines, paired_markdown, paired_rows
+from coretune.compare import LOGLOSS, majority_baselines, paired_markdown, paired_rows
 from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
-from coretune.evaluate import per_example_accuracy
+from coretune.evaluate import per_example_accuracy, per_example_logloss
 from coretune.io import read_json
 from coretune.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout
 from coretune.manifest import MANIFEST
@@ -50,9 +50,10 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return sorted(runs)
 
 
-def collect(runs: list[Path]) -> tuple[dict[str, list[dict]], list[dict]]:
-    """Row name -> per-seed {task: per-example accuracy}; plus facts about each run."""
-    rows, facts = {}, []
+def collect(runs: list[Path]) -> tuple[dict[str, list[dict]], list[dict], dict[str, list[dict]]]:
+    """Row name -> per-seed {task: per-example accuracy}; facts about each run; row name ->
+    per-seed {task: per-example log-loss} for the runs whose predictions have option scores."""
+    rows, facts, losses = {}, [], {}
     for root in runs:
         run = _read(root / CONFIG_FILE, lambda p: RunLayout.of(p.parent))
         cfg = _read(run.config)
@@ -60,10 +61,13 @@ def collect(runs: list[Path]) -> tuple[dict[str, list[dict]], list[dict]]:
         if not seeds:
             continue
         rows[cfg["name"]] = [_read(run.predictions(s), per_example_accuracy) for s in seeds]
+        loss = [_read(run.predictions(s), per_example_logloss) for s in seeds]
+        if all(loss):
+            losses[cfg["name"]] = loss
         facts.append(_facts(run, cfg, seeds))
     if not rows:
         raise CoretuneError("no finished evaluation in these runs", path=runs[0])
-    return rows, facts
+    return rows, facts, losses
 
 
 def _read(path: Path, reader: Callable[[Path], Any] = read_json) -> Any:
@@ -158,10 +162,11 @@ def _radius_figure(runs: list[Path]):
     return None
 
 
-def _paired_text(per_row: dict, by_name: dict, reference: str | None = None) -> str:
+def _paired_text(per_row: dict, by_name: dict, reference: str | None = None,
+                 losses: dict | None = None) -> str:
     """Every row against `reference` (default: the untuned model, a run with method `none`),
     paired on the examples all runs score, with the eval sets' majority and chance baselines;
-    "" without a reference."""
+    then the same in log-loss for the rows in `losses`; "" without a reference."""
     if reference is not None and reference not in per_row:
         raise CoretuneError(f"no finished run named '{reference}' (runs: "
                             f"{', '.join(sorted(per_row))})", field="reference")
@@ -172,12 +177,18 @@ def _paired_text(per_row: dict, by_name: dict, reference: str | None = None) -> 
     tasks = [t for t in TASKS if any(t in s for s in per_row[ref])]
     try:
         deltas = paired_rows(per_row, ref, tasks)
+        loss = [n for n in per_row if n in (losses or {})]
+        loss_deltas = paired_rows({n: losses[n] for n in loss}, ref, tasks, LOGLOSS) \
+            if ref in loss and len(loss) > 1 else []
     except CoretuneError as e:  # runs scored different examples: nothing to pair
         return f"No paired comparison: {e}\n"
     layout = RunLayout.of(Path(by_name[ref]["run"]))
     preds = _read(layout.predictions(layout.evaluated_seeds()[0]), lambda p: pq.read_table(
         p, columns=["task", "example", "label", "choices"]))
-    return paired_markdown(deltas, ref, tasks, majority_baselines(preds))
+    text = paired_markdown(deltas, ref, tasks, majority_baselines(preds))
+    if loss_deltas:
+        text += "\n" + paired_markdown(loss_deltas, ref, tasks, metric=LOGLOSS)
+    return text
 
 
 def write_run_report(paths: list[Path], out: Path, title: str | None = None,
@@ -186,10 +197,11 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None,
     paired Δs are against the run named `reference` (default: the untuned one)."""
 
     runs = find_runs(paths)
-    per_row, facts = collect(runs)
+    per_row, facts, losses = collect(runs)
     rows = build_rows(per_row)
+    loss_rows = build_rows(losses, metric=LOGLOSS)
     by_name = {f["name"]: f for f in facts}
-    paired = _paired_text(per_row, by_name, reference)
+    paired = _paired_text(per_row, by_name, reference, losses)
     figures = {"Average accuracy per row": plot_rows(rows, "all rows")}
     samplers = [r for r in rows if by_name[r["name"]]["method"] in budgeted_methods()]
     budgets = {by_name[r["name"]]["budget"] for r in samplers}
@@ -228,8 +240,10 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None,
                   {"run": name, **{QUALITY_LABELS[k]: v for k, v in flatten(q).items()
                                    if k in QUALITY_LABELS}} for name, q in quality.items()]}
     notes = [f"Runs: {', '.join(str(r) for r in runs)}."]
-    write_table(rows, out, facts=facts, paired=paired)  # written once every file was read
-    html, _ = write_report(out, title or "coretune report", rows, figures, tables, notes)
+    write_table(rows, out, facts=facts, loss_rows=loss_rows,
+                paired=paired)  # written once every file was read
+    html, _ = write_report(out, title or "coretune report", rows, figures, tables, notes,
+                           loss_rows=loss_rows)
     return html
 
 

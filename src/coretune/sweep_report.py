@@ -5,9 +5,16 @@ interval (coretune.table), beside each eval set's majority-class and chance accu
 untuned model and Δ vs random at the same budget, each paired on the examples and seeds with a
 sign-flip p-value (coretune.compare); the knee of each method's curve; the point's selection
 quality numbers (the select stage's manifest) and how well each ranks the points by accuracy
-(Spearman), i.e. whether the knee could be picked without training; the design (epoch-based
-or compute-matched), each point's optimizer steps and epochs over its rows, and its cost in
-seconds, selecting and training (the stage manifests).
+(Spearman), i.e. whether the knee could be picked without training. Every number is given
+for accuracy and for the gold-option log-loss (nats, lower is better; its Δs are oriented so
+that + is better); `sweep.metric` says which one decides the knee and the rankings.
+
+The positive control guards every ranking: budget `all` (every target row) must be
+significantly better than the untuned model on the deciding metric (p < 0.01). If it is not,
+or the sweep has no `all` budget, the design cannot tell selections apart and the report says
+so in one line and gives no knee and no method verdict (`doc["control"]["ranks"]`).
+The design (epoch-based or compute-matched), each point's optimizer steps and epochs over its
+rows, and its cost in seconds, selecting and training (the stage manifests), are reported too.
 Imports: compare, config, table, layout, evaluate, io, train; never the CLI.
 """
 
@@ -22,9 +29,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.compare import knee, majority_baselines, paired_markdown, paired_rows
+from coretune.compare import (
+    ACCURACY,
+    LOGLOSS,
+    METRICS,
+    Metric,
+    delta_unit,
+    knee,
+    majority_baselines,
+    paired_markdown,
+    paired_rows,
+)
 from coretune.config import RunConfig, SweepConfig
-from coretune.evaluate import per_example_accuracy
+from coretune.evaluate import per_example_accuracy, per_example_logloss
 from coretune.io import read_json, write_json, write_text
 from coretune.layout import SweepLayout
 from coretune.manifest import MANIFEST
@@ -38,6 +55,7 @@ UNTUNED = "untuned"
 # running that one selection pays all of them); the pool stage is left out: every point,
 # `all` too, needs the pool whether or not it selects.
 SELECTION_STAGES = ("embed", "dedup", "cluster", "target")
+CONTROL_P = 0.01  # the positive control must beat the untuned model at this level
 
 
 @dataclass(frozen=True)
@@ -67,13 +85,16 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
     everything = {UNTUNED: untuned, **runs}
     rows = build_rows(everything, tasks)
     cells = {r["name"]: r["cells"] for r in rows}
-    vs_untuned = {r["name"]: r["cells"] for r in paired_rows(everything, UNTUNED, tasks)}
-    vs_random = {}
-    for label, (_, budget, _) in groups.items():
-        rnd = Point("random", budget, 0).label  # random itself and `all` have no reference
-        if rnd in runs and rnd != label:
-            vs_random[label] = paired_rows({label: runs[label], rnd: runs[rnd]}, rnd,
-                                           tasks)[0]["cells"]
+    vs_untuned, vs_random = _compare(everything, groups, tasks, ACCURACY)
+    losses = _losses(layout, groups)
+    loss_rows = build_rows(losses, tasks, LOGLOSS) if losses else []
+    loss_cells = {r["name"]: r["cells"] for r in loss_rows}
+    loss_untuned, loss_random = _compare(losses, groups, tasks, LOGLOSS) if losses else ({}, {})
+    # log-loss decides unless asked otherwise or the predictions carry no option scores
+    metric = METRICS[spec.metric] if losses else ACCURACY
+    decide = {LOGLOSS.name: (losses, loss_cells, loss_untuned),
+              ACCURACY.name: (everything, cells, vs_untuned)}[metric.name]
+    ctrl = control(decide[2], metric, counts)
     quality = {label: _quality(layout.point(m, b), seeds)
                for label, (m, b, seeds) in groups.items()}
     cost = {label: _cost(layout.point(m, b), seeds) for label, (m, b, seeds) in groups.items()}
@@ -81,62 +102,156 @@ def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,
         "name": cfg.name, "tasks": tasks, "seeds": spec.seeds, "methods": spec.methods,
         "knee_tolerance": spec.knee_tolerance, "budgets": counts,
         "design": design(cfg, spec),
+        "metric": metric.name, "metric_requested": spec.metric,
+        "knee_tolerance_logloss": spec.knee_tolerance_logloss,
+        "control": ctrl,
         "baselines": majority_baselines(ref_preds),
         "untuned": _accuracy(cells[UNTUNED]),
+        "untuned_logloss": _accuracy(loss_cells[UNTUNED], 4) if losses else None,
         "points": [{"label": label, "method": m, "budget": b, "rows": counts[b],
                     "seeds": seeds, "accuracy": _accuracy(cells[label]),
                     "vs_untuned": _deltas(vs_untuned[label]),
                     "vs_random": _deltas(vs_random[label]) if label in vs_random else None,
+                    "logloss": _accuracy(loss_cells[label], 4) if losses else None,
+                    "vs_untuned_logloss": _deltas(loss_untuned[label]) if losses else None,
+                    "vs_random_logloss": _deltas(loss_random[label])
+                    if label in loss_random else None,
                     "quality": quality[label], **cost[label]}
                    for label, (m, b, seeds) in groups.items()],
         "shared_seconds": _shared_seconds(layout),
         "all_train_seconds": cost[ALL]["cost"]["train_seconds"] if ALL in cost else None,
-        "knee": _knees(runs, groups, counts, spec, tasks),
-        "steps": _steps(runs, groups, counts, spec, tasks),
-        "predictors": predictors(quality, {k: cells[k]["avg"].mean for k in runs}),
+        "knee": _knees(decide[0], groups, counts, spec, tasks, metric) if ctrl["ranks"] else {},
+        "steps": _steps(decide[0], groups, counts, spec, tasks, metric),
+        "predictors": predictors(quality, {k: _better(decide[1][k]["avg"].mean, metric)
+                                           for k in runs}) if ctrl["ranks"] else {},
         "power": {"vs_untuned": power(vs_untuned), "vs_random": power(vs_random)},
+        "power_logloss": {"vs_untuned": power(loss_untuned, 4), "vs_random": power(loss_random, 4)}
+        if losses else None,
     }
     write_json(layout.report("json"), doc)
     write_text(layout.report("csv"), _csv(doc))
     md = layout.report("md")
-    write_text(md, _markdown(doc, vs_untuned, vs_random) + "\n" + _cost_markdown(doc))
-    _write_html(layout, doc, rows, cells)
+    write_text(md, _markdown(doc, vs_untuned, vs_random, loss_untuned, loss_random) + "\n"
+               + _cost_markdown(doc))
+    _write_html(layout, doc, rows, cells, loss_rows)
     return md
 
 
-def _write_html(layout: SweepLayout, doc: dict, rows: list[dict], cells: dict) -> None:
-    """report.html: the budget curve per method (bands, knee, untuned and majority lines),
-    the accuracy table, the knees and the training-free predictors."""
+def _compare(runs: dict, groups: dict, tasks: list[str], metric: Metric) -> tuple[dict, dict]:
+    """Every point's Δ cells vs the untuned model and vs random at the same budget."""
+    vs_untuned = {r["name"]: r["cells"] for r in paired_rows(runs, UNTUNED, tasks, metric)}
+    vs_random = {}
+    for label, (_, budget, _) in groups.items():
+        rnd = Point("random", budget, 0).label  # random itself and `all` have no reference
+        if rnd in runs and rnd != label:
+            vs_random[label] = paired_rows({label: runs[label], rnd: runs[rnd]}, rnd,
+                                           tasks, metric)[0]["cells"]
+    return vs_untuned, vs_random
+
+
+def _losses(layout: SweepLayout, groups: dict) -> dict:
+    """Per-seed per-example log-loss of the untuned model and every point; {} when any of
+    their predictions carry no option scores."""
+    out = {UNTUNED: [per_example_logloss(layout.untuned.predictions(0))]}
+    for label, (m, b, seeds) in groups.items():
+        out[label] = [per_example_logloss(layout.point(m, b).predictions(s)) for s in seeds]
+    return out if all(all(run) for run in out.values()) else {}
+
+
+def _better(value: float, metric: Metric) -> float:
+    """`value` turned so that larger is better (log-loss negated)."""
+    return value if metric.higher_is_better else -value
+
+
+def control(vs_untuned: dict, metric: Metric, counts: dict[str, int]) -> dict:
+    """The positive control: budget `all` (every target row) against the untuned model on
+    `metric`. `ranks` is True only when it is better at p < CONTROL_P; `text` is the line
+    the reports print."""
+    unit = f"{metric.label} {metric.unit}"
+    if ALL not in vs_untuned:
+        return {"point": None, "metric": metric.name, "status": "missing", "ranks": False,
+                "delta": None, "text": "**This design cannot rank selections**: it has no "
+                "positive control (budget `all`, every target row, scored against the untuned "
+                "model; add `all` to sweep.budgets), so no knee and no method verdict are given."}
+    d = vs_untuned[ALL]["avg"]
+    status = ("better" if d.delta > 0 else "worse") if d.p < CONTROL_P else "flat"
+    said = (f"`all` ({counts[ALL]:,} rows, every target row) vs untuned: Δ {metric.label} "
+            f"{d.text(metric.digits)} ({unit}, + = better)")
+    if status == "better":
+        text = (f"Positive control passed: {said}, significantly better (p < {CONTROL_P}), so "
+                f"the budgets and methods below are ranked by {metric.label}.")
+    else:
+        how = "significantly worse than" if status == "worse" else \
+            "not significantly better than"
+        text = (f"**This design cannot rank selections**: its positive control is {how} the "
+                f"untuned model (p < {CONTROL_P} needed): {said}; no knee and no method verdict "
+                "are given.")
+    return {"point": ALL, "metric": metric.name, "status": status, "ranks": status == "better",
+            "delta": _deltas({"avg": d})["avg"], "text": text}
+
+
+def _write_html(layout: SweepLayout, doc: dict, rows: list[dict], cells: dict,
+                loss_rows: list[dict]) -> None:
+    """report.html: the budget curves per method, accuracy and log-loss (bands, knee of the
+    deciding metric, untuned and majority lines), both tables, the control line, the knees
+    and the training-free predictors."""
+    knee_rows = {m: k["rows"] for m, k in doc["knee"].items()}
+    majority = float(np.mean([b["majority"] for t, b in doc["baselines"].items()
+                              if t in doc["tasks"]]))
+    figures = {}
+    loss_cells = {r["name"]: r["cells"] for r in loss_rows}
+    for title, by, metric, base in (("Accuracy vs budget", cells, ACCURACY, majority),
+                                    ("Log-loss vs budget", loss_cells, LOGLOSS, None)):
+        if not by:
+            continue
+        png = plot_sweep(_curves(doc, by), knee_rows if doc["metric"] == metric.name else {},
+                         untuned=by[UNTUNED]["avg"].mean, majority=base,
+                         xlabel="training rows (log)", what=metric.label,
+                         ylabel=f"avg {metric.label} (95% band)" if metric is LOGLOSS else
+                         "avg accuracy % (95% band)")
+        if png is not None:
+            figures[title] = png
+    m = METRICS[doc["metric"]]
+    knees = [{"method": name, "knee": f"{k['budget']} ({k['rows']:,} rows)",
+              "best": f"{k['best']} ({k['best_rows']:,} rows)",
+              f"Δ avg {m.label} vs best [95%]": _interval(k["vs_best"], m.digits)}
+             for name, k in doc["knee"].items()]
+    preds = [{"quality number": k, f"Spearman ρ with avg {m.label} (+ = better)": v["spearman"],
+              "p": v["p"], "points": v["n"]} for k, v in doc["predictors"].items()]
+    loss = doc["untuned_logloss"]
+    write_report(layout.root, f"Sweep {doc['name']}", rows, figures,
+                 {"Knee per method": knees, "Training-free predictors": preds,
+                  "Steps and cost per point": cost_rows(doc)},
+                 [_plain(doc["control"]["text"]),
+                  f"Majority-class average {majority:.1f}%; untuned model "
+                  f"{doc['untuned']['avg']['mean']:.1f}%"
+                  + (f", log-loss {loss['avg']['mean']:.3f} nats" if loss else "")
+                  + ". Paired deltas are in sweep.md.", design_text(doc["design"])],
+                 loss_rows=loss_rows)
+
+
+def _plain(text: str) -> str:
+    return text.replace("**", "").replace("`", "")
+
+
+def _interval(d: dict, digits: int) -> str:
+    return f"{d['delta']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+
+
+def _curves(doc: dict, cells: dict) -> dict[str, list]:
+    """Per method, (rows, mean, lo, hi) of its Avg at each budget (`all` on every curve)."""
     curves: dict[str, list] = {}
     for method in doc["methods"]:
         for p in doc["points"]:
             if p["method"] == method or p["budget"] == ALL:
                 a = cells[p["label"]]["avg"]
                 curves.setdefault(method, []).append((p["rows"], a.mean, a.lo, a.hi))
-    majority = float(np.mean([b["majority"] for t, b in doc["baselines"].items()
-                              if t in doc["tasks"]]))
-    png = plot_sweep(curves, {m: k["rows"] for m, k in doc["knee"].items()},
-                     untuned=doc["untuned"]["avg"]["mean"], majority=majority,
-                     xlabel="training rows (log)")
-    knees = [{"method": m, "knee": f"{k['budget']} ({k['rows']:,} rows)",
-              "best": f"{k['best']} ({k['best_rows']:,} rows)",
-              "Δ avg vs best [95%]": f"{k['vs_best']['delta']:+.1f} [{k['vs_best']['lo']:+.1f}, "
-                                     f"{k['vs_best']['hi']:+.1f}]"}
-             for m, k in doc["knee"].items()]
-    preds = [{"quality number": k, "Spearman ρ with avg accuracy": v["spearman"], "p": v["p"],
-              "points": v["n"]} for k, v in doc["predictors"].items()]
-    write_report(layout.root, f"Sweep {doc['name']}", rows,
-                 {"Accuracy vs budget": png} if png is not None else {},
-                 {"Knee per method": knees, "Training-free predictors": preds,
-                  "Steps and cost per point": cost_rows(doc)},
-                 [f"Majority-class average {majority:.1f}%; untuned model "
-                  f"{doc['untuned']['avg']['mean']:.1f}%. Paired deltas are in sweep.md.",
-                  design_text(doc["design"])])
+    return curves
 
 
-def _accuracy(cells: dict) -> dict:
-    return {t: {"mean": round(c.mean, 2), "lo": round(c.lo, 2), "hi": round(c.hi, 2)}
-            for t, c in cells.items()}
+def _accuracy(cells: dict, digits: int = 2) -> dict:
+    return {t: {"mean": round(c.mean, digits), "lo": round(c.lo, digits),
+                "hi": round(c.hi, digits)} for t, c in cells.items()}
 
 
 def _deltas(cells: dict) -> dict:
@@ -287,24 +402,25 @@ def _curve(method: str, runs: dict, groups: dict, counts: dict[str, int]) -> lis
 
 
 def _steps(runs: dict, groups: dict, counts: dict[str, int], spec: SweepConfig,
-           tasks: list[str]) -> dict:
+           tasks: list[str], metric: Metric = ACCURACY) -> dict:
     """Per method, the paired Δ of each budget against the next smaller one (same method)."""
     out = {}
     for method in spec.methods:
         out[method] = []
         for (lo, a, r_lo), (hi, b, r_hi) in pairwise(_curve(method, runs, groups, counts)):
-            d = paired_rows({b: r_hi, a: r_lo}, a, tasks)[0]["cells"]["avg"]
+            d = paired_rows({b: r_hi, a: r_lo}, a, tasks, metric)[0]["cells"]["avg"]
             out[method].append({"from": lo, "to": hi, **_deltas({"avg": d})["avg"]})
     return out
 
 
 def _knees(runs: dict, groups: dict, counts: dict[str, int], spec: SweepConfig,
-           tasks: list[str]) -> dict:
+           tasks: list[str], metric: Metric = ACCURACY) -> dict:
     """Per method, the knee of its curve (its points in budget order, `all` last)."""
+    tol = spec.knee_tolerance if metric is ACCURACY else spec.knee_tolerance_logloss
     out = {}
     for method in spec.methods:
         curve = [(b, run) for b, _, run in _curve(method, runs, groups, counts)]
-        k = knee(curve, tol=spec.knee_tolerance, tasks=tasks)
+        k = knee(curve, tol=tol, tasks=tasks, metric=metric)
         out[method] = {"budget": k.budget, "rows": counts[k.budget], "best": k.best,
                        "best_rows": counts[k.best], "vs_best": _deltas({"avg": k.vs_best})["avg"]}
     return out
@@ -316,16 +432,17 @@ _Z95 = 1.959964
 _Z_POWER = _Z95 + 0.841621
 
 
-def power(comparisons: dict[str, dict]) -> dict:
+def power(comparisons: dict[str, dict], digits: int = 2) -> dict:
     """The smallest true Δ the design detects with 80% power (two-sided, 0.05): 2.80 standard
     errors of the paired Δ, each read from its 95% interval (half-width / 1.96). Per eval set
-    and on average, the median over the comparisons (each point against its reference)."""
+    and on average, the median over the comparisons (each point against its reference), in the
+    comparisons' unit, rounded to `digits`."""
     out = {}
     for task in sorted({t for cells in comparisons.values() for t in cells}):
         half = [(c[task].hi - c[task].lo) / 2 for c in comparisons.values() if task in c]
         h = float(np.median(half))
-        out[task] = {"half_width": round(h, 2), "detectable": round(h / _Z95 * _Z_POWER, 2),
-                     "comparisons": len(half)}
+        out[task] = {"half_width": round(h, digits),
+                     "detectable": round(h / _Z95 * _Z_POWER, digits), "comparisons": len(half)}
     return out
 
 
@@ -347,15 +464,82 @@ def predictors(quality: dict[str, dict[str, float]], accuracy: dict[str, float])
     return out
 
 
-def _markdown(doc: dict, vs_untuned: dict, vs_random: dict) -> str:
+WHY = {"logloss": "log-loss is the default because it sees what accuracy cannot: on RTE and CB "
+                  "dev, two fine-tunes of a 135M model on 100 target rows each moved accuracy "
+                  "by z = -0.25 and -0.61 and log-loss by z = -3.0 and -2.6, + = better; "
+                  "docs/measurement.md",
+       "accuracy": "set by sweep.metric; log-loss is the default (docs/measurement.md)"}
+
+
+def _preamble(doc: dict) -> list[str]:
+    """What log-loss is, which metric decides and why, and the positive control's line."""
+    if doc["metric"] != doc["metric_requested"]:
+        why = (f"sweep.metric is {doc['metric_requested']}, but these predictions carry no "
+               "option scores to compute log-loss from")
+    else:
+        why = WHY[doc["metric"]]
+    return ["Log-loss: -log p(gold option) under the softmax over the options' scores, nats, "
+            "lower is better; a Δ log-loss is the reference's minus the point's, so + is better, "
+            "like every Δ here.", "",
+            f"Deciding metric: **{METRICS[doc['metric']].label}** ({why}).", "",
+            doc["control"]["text"], ""]
+
+
+def _loss_table(doc: dict, vs_untuned: dict, vs_random: dict) -> list[str]:
+    """The points' log-loss per eval set, with Δ Avg vs untuned and vs random."""
+    if not doc["untuned_logloss"]:
+        return []
+    cols, n = [*doc["tasks"], "avg"], LOGLOSS.digits
+
+    def val(a: dict) -> str:
+        return " | ".join(f"{a[c]['mean']:.{n}f} [{a[c]['lo']:.{n}f}, {a[c]['hi']:.{n}f}]"
+                          if c in a else "–" for c in cols)
+
+    lines = ["", "Log-loss (nats, lower is better):", "",
+             "| Point | rows | " + " | ".join(HEADERS.get(c, c) for c in cols)
+             + " | Δ Avg vs untuned | Δ Avg vs random |", "|---|---|" + "---|" * (len(cols) + 2),
+             f"| {UNTUNED} | 0 | {val(doc['untuned_logloss'])} | – | – |"]
+    for p in doc["points"]:
+        rnd = vs_random[p["label"]]["avg"].text(n) if p["label"] in vs_random else "–"
+        lines.append(f"| {p['label']} | {p['rows']:,} | {val(p['logloss'])} "
+                     f"| {vs_untuned[p['label']]['avg'].text(n)} | {rnd} |")
+    return lines
+
+
+def _loss_paired(tasks: list[str], vs_untuned: dict, vs_random: dict) -> list[str]:
+    out = []
+    for ref, cells in ((UNTUNED, vs_untuned), ("random at the same budget", vs_random)):
+        if cells:
+            out.append(paired_markdown([{"name": k, "cells": c} for k, c in cells.items()],
+                                       ref, tasks, metric=LOGLOSS))
+    return out
+
+
+def _power_lines(power_doc: dict, metric: Metric) -> list[str]:
+    lines, n = [], metric.digits
+    what = "" if metric is ACCURACY else f" {metric.label}"
+    for ref, pw in power_doc.items():
+        if "avg" in pw:
+            sets = ", ".join(f"{HEADERS.get(t, t)} {v['detectable']:.{n}f}"
+                             for t, v in pw.items() if t != "avg")
+            lines.append(f"- Power, Δ{what} {ref.replace('_', ' ')}: 95% paired intervals of ±"
+                         f"{pw['avg']['half_width']:.{n}f} {metric.unit} on the Avg (median of "
+                         f"{pw['avg']['comparisons']}); the smallest true Δ found 80% of the time "
+                         f"at p<0.05 is {pw['avg']['detectable']:.{n}f} {metric.unit} ({sets}).")
+    return lines
+
+
+def _markdown(doc: dict, vs_untuned: dict, vs_random: dict, loss_untuned: dict,
+              loss_random: dict) -> str:
     tasks, base = doc["tasks"], doc["baselines"]
     cols = [*tasks, "avg"]
+    m = METRICS[doc["metric"]]
     lines = [f"# Sweep `{doc['name']}`", "", design_text(doc["design"]), "",
              f"{len(doc['points'])} points (budgets {', '.join(doc['budgets'])}; methods "
              f"{', '.join(doc['methods'])}; seeds {doc['seeds']}), every one scored on the same "
              "examples as the untuned model. Accuracy % with 95% intervals over examples and "
              "seeds; Δ in points with 95% paired intervals and sign-flip p.", "",
-             "| Point | rows | " + " | ".join(HEADERS.get(c, c) for c in cols)
+             *_preamble(doc), "| Point | rows | " + " | ".join(HEADERS.get(c, c) for c in cols)
              + " | Δ Avg vs untuned | Δ Avg vs random |", "|---|---|" + "---|" * (len(cols) + 2)]
 
     def acc(a: dict) -> list[str]:
@@ -370,36 +554,36 @@ def _markdown(doc: dict, vs_untuned: dict, vs_random: dict) -> str:
     for kind in ("majority", "chance"):
         vals = [f"{base[t][kind]:.1f}" if t in base else "–" for t in tasks]
         lines.append(f"| {kind} | | " + " | ".join(vals) + " | | | |")
-    lines += ["", f"Knee: the smallest budget whose average is not significantly below the best "
-              f"budget's (paired sign-flip p ≥ 0.05) and within {doc['knee_tolerance']:.1f} "
-              "points of it.", ""]
+    lines += _loss_table(doc, loss_untuned, loss_random)
+    if doc["knee"]:
+        tol = doc["knee_tolerance"] if m is ACCURACY else doc["knee_tolerance_logloss"]
+        lines += ["", f"Knee by {m.label}: the smallest budget whose average is not "
+                  "significantly worse than the best budget's (paired sign-flip p ≥ 0.05) and "
+                  f"within {tol:g} {m.unit} of it.", ""]
     for method, k in doc["knee"].items():
         d = k["vs_best"]
         lines.append(f"- {method}: **{k['budget']}** ({k['rows']:,} rows); best {k['best']} "
-                     f"({k['best_rows']:,} rows); Δ vs best {d['delta']:+.1f} "
-                     f"[{d['lo']:+.1f}, {d['hi']:+.1f}] p={d['p']:.3g}")
-    lines += ["", "Δ Avg between budgets (each budget against the next smaller one of the "
-              "same method, paired):", ""]
+                     f"({k['best_rows']:,} rows); Δ vs best {_interval(d, m.digits)} "
+                     f"p={d['p']:.3g}")
+    lines += ["", f"Δ Avg {m.label} between budgets (each budget against the next smaller one "
+              f"of the same method, paired; {delta_unit(m)}):", ""]
     for method, steps in doc["steps"].items():
         lines.append(f"- {method}: " + "; ".join(
-            f"{st['from']} → {st['to']} {st['delta']:+.1f} [{st['lo']:+.1f}, {st['hi']:+.1f}] "
-            f"p={st['p']:.3g}" for st in steps) if steps else f"- {method}: one budget")
-    lines.append("")
-    for ref, pw in doc["power"].items():
-        if "avg" in pw:
-            sets = ", ".join(f"{HEADERS.get(t, t)} {v['detectable']:.1f}"
-                             for t, v in pw.items() if t != "avg")
-            lines.append(f"- Power, Δ {ref.replace('_', ' ')}: 95% paired intervals of ±"
-                         f"{pw['avg']['half_width']:.1f} points on the Avg (median of "
-                         f"{pw['avg']['comparisons']}); the smallest true Δ found 80% of the time "
-                         f"at p<0.05 is {pw['avg']['detectable']:.1f} points ({sets}).")
+            f"{st['from']} → {st['to']} {_interval(st, m.digits)} p={st['p']:.3g}"
+            for st in steps) if steps else f"- {method}: one budget")
+    lines += ["", *_power_lines(doc["power"], ACCURACY),
+              *_power_lines(doc["power_logloss"] or {}, LOGLOSS)]
     lines += ["", paired_markdown([{"name": n, "cells": c} for n, c in vs_untuned.items()],
                                   UNTUNED, tasks, base)]
     if vs_random:
         lines.append(paired_markdown([{"name": n, "cells": c} for n, c in vs_random.items()],
                                      "random at the same budget", tasks))
+    lines += _loss_paired(tasks, loss_untuned, loss_random)
+    if not doc["control"]["ranks"]:  # no ranking of the points either
+        return "\n".join(lines) + "\n"
     lines += ["Training-free predictors: Spearman rank correlation of each selection-quality "
-              "number (select stage, mean over seeds) with the Avg accuracy over the points.", ""]
+              f"number (select stage, mean over seeds) with the Avg {m.label} over the points"
+              + ("" if m.higher_is_better else ", negated: + means lower log-loss") + ".", ""]
     if doc["predictors"]:
         lines += ["| quality number | ρ | p | points |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['spearman']:+.2f} | {v['p']:.3g} | {v['n']} |"
@@ -415,7 +599,7 @@ def _csv(doc: dict) -> str:
     w.writerow(["point", "method", "budget", "rows", "task", "mean", "ci_low", "ci_high",
                 "delta_untuned", "delta_untuned_low", "delta_untuned_high", "p_untuned",
                 "delta_random", "delta_random_low", "delta_random_high", "p_random",
-                "steps", "epochs", "select_seconds", "train_seconds"])
+                *_LOSS_COLUMNS, "steps", "epochs", "select_seconds", "train_seconds"])
     for p in doc["points"]:
         tr, c = p["training"] or {}, p["cost"]
         cost = ["" if v is None else _fmt(v, "") for v in (
@@ -426,5 +610,21 @@ def _csv(doc: dict) -> str:
             for ref in ("vs_untuned", "vs_random"):
                 d = (p[ref] or {}).get(t)
                 row += [d["delta"], d["lo"], d["hi"], d["p"]] if d else ["", "", "", ""]
-            w.writerow(row + cost)
+            w.writerow(row + _loss_cells(p, t) + cost)
     return out.getvalue()
+
+
+# log-loss (nats, lower is better) and its Δs (the reference's minus the point's: + is better)
+_LOSS_COLUMNS = ["logloss", "logloss_low", "logloss_high",
+                 "dlogloss_untuned", "dlogloss_untuned_low", "dlogloss_untuned_high",
+                 "p_logloss_untuned", "dlogloss_random", "dlogloss_random_low",
+                 "dlogloss_random_high", "p_logloss_random"]
+
+
+def _loss_cells(p: dict, task: str) -> list:
+    a = (p["logloss"] or {}).get(task)
+    row = [a["mean"], a["lo"], a["hi"]] if a else ["", "", ""]
+    for ref in ("vs_untuned_logloss", "vs_random_logloss"):
+        d = (p[ref] or {}).get(task)
+        row += [d["delta"], d["lo"], d["hi"], d["p"]] if d else ["", "", "", ""]
+    return row

@@ -1,4 +1,5 @@
-"""The paper-style table: accuracy per eval set, mean ± 95% interval over seeds and examples.
+"""The paper-style table: accuracy per eval set, mean ± 95% interval over seeds and examples;
+the same for the gold-option log-loss (nats, lower is better) in table.md, not table.csv.
 
 The interval is a two-level bootstrap: resample seeds (runs) with replacement and the evaluation
 examples with replacement (one draw shared by all seeds, since every run scores the same
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coretune.compare import replicates
+from coretune.compare import ACCURACY, Metric, replicates
 
 TASKS = ["rte", "cb", "anli_r1", "anli_r2", "anli_r3"]
 HEADERS = {"rte": "RTE", "cb": "CB", "anli_r1": "ANLI R1", "anli_r2": "ANLI R2",
@@ -39,44 +40,52 @@ class Cell:
     hi: float
     n_seeds: int
     n_examples: int
+    digits: int = 1
 
     def text(self) -> str:
-        return f"{self.mean:.1f} [{self.lo:.1f}, {self.hi:.1f}]"
+        d = self.digits
+        return f"{self.mean:.{d}f} [{self.lo:.{d}f}, {self.hi:.{d}f}]"
 
 
-def bootstrap(per_seed: list[np.ndarray], reps: int = 2000, seed: int = 0) -> Cell:
-    """`per_seed`: for each seed, per-example accuracy in [0, 1] (templates averaged)."""
+def bootstrap(per_seed: list[np.ndarray], reps: int = 2000, seed: int = 0,
+              metric: Metric = ACCURACY) -> Cell:
+    """`per_seed`: for each seed, per-example accuracy in [0, 1] (templates averaged), or the
+    per-example values of `metric`."""
     means = replicates([[{"x": x} for x in per_seed]], ["x"], reps,
                        np.random.default_rng(seed))[:, 0]
     point = float(np.mean([x.mean() for x in per_seed]))
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return Cell(100 * point, 100 * lo, 100 * hi, len(per_seed),
-                int(np.mean([len(x) for x in per_seed])))
+    f = metric.scale
+    return Cell(f * point, f * lo, f * hi, len(per_seed),
+                int(np.mean([len(x) for x in per_seed])), metric.digits)
 
 
-def build_rows(runs: dict[str, list[dict[str, np.ndarray]]], tasks=TASKS) -> list[dict]:
-    """`runs`: row name -> one dict per seed of {task: per-example accuracy}. Avg = mean of the
-    task means (over the tasks the row was evaluated on); its interval resamples the same
-    way, task by task."""
+def build_rows(runs: dict[str, list[dict[str, np.ndarray]]], tasks=TASKS,
+               metric: Metric = ACCURACY) -> list[dict]:
+    """`runs`: row name -> one dict per seed of {task: per-example accuracy} (or `metric`'s
+    values). Avg = mean of the task means (over the tasks the row was evaluated on); its
+    interval resamples the same way, task by task."""
     rows = []
     for name, seeds in runs.items():
         row = {"name": name, "cells": {}}
         for t in tasks:
             per_seed = [s[t] for s in seeds if t in s]
             if per_seed:
-                row["cells"][t] = bootstrap(per_seed)
+                row["cells"][t] = bootstrap(per_seed, metric=metric)
         present = [t for t in tasks if t in row["cells"]]
         if present:
-            row["cells"]["avg"] = _avg_cell(seeds, present)
+            row["cells"]["avg"] = _avg_cell(seeds, present, metric=metric)
         rows.append(row)
     return rows
 
 
-def _avg_cell(seeds: list[dict[str, np.ndarray]], tasks, reps: int = 2000) -> Cell:
+def _avg_cell(seeds: list[dict[str, np.ndarray]], tasks, reps: int = 2000,
+              metric: Metric = ACCURACY) -> Cell:
     means = replicates([seeds], tasks, reps, np.random.default_rng(1))[:, 0]
     point = float(np.mean([np.mean([s[t].mean() for t in tasks]) for s in seeds]))
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return Cell(100 * point, 100 * lo, 100 * hi, len(seeds), 0)
+    f = metric.scale
+    return Cell(f * point, f * lo, f * hi, len(seeds), 0, metric.digits)
 
 
 def to_markdown(rows: list[dict], tasks=TASKS, paper: bool = True) -> str:
@@ -131,14 +140,24 @@ def stage_table(facts: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LOGLOSS_TITLE = ("Gold-option log-loss (nats, lower is better): -log p(gold) under the softmax "
+                 "over the options' scores, mean over examples with a 95% interval over seeds "
+                 "and examples:")
+
+
 def write_table(rows: list[dict], out_dir: Path, tasks=TASKS,
-                facts: list[dict] = (), paired: str = "") -> tuple[Path, Path]:
-    """table.md (accuracy, the paper's rows, the `paired` comparison text and the stage table
-    when `facts` are given) and table.csv (accuracy)."""
+                facts: list[dict] = (), paired: str = "",
+                loss_rows: list[dict] = ()) -> tuple[Path, Path]:
+    """table.md (accuracy, the paper's rows, the log-loss of `loss_rows` when given, the
+    `paired` comparison text and the stage table when `facts` are given) and table.csv
+    (accuracy)."""
     from coretune.io import write_text
 
     md, csv_path = out_dir / "table.md", out_dir / "table.csv"
-    text = to_markdown(rows, tasks) + ("\n" + paired if paired else "")
+    text = to_markdown(rows, tasks)
+    if loss_rows:
+        text += "\n" + LOGLOSS_TITLE + "\n\n" + to_markdown(list(loss_rows), tasks, paper=False)
+    text += "\n" + paired if paired else ""
     write_text(md, text + ("\n" + stage_table(facts) if facts else ""))
     write_text(csv_path, to_csv(rows, tasks))
     return md, csv_path

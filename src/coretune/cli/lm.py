@@ -70,7 +70,8 @@ def evaluate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace metrics.json and "
                                    "predictions.parquet in --output if they exist."),
 ) -> None:
-    """Rank-classification accuracy per template, mean/median and bootstrap 95% intervals."""
+    """Rank-classification accuracy per template, mean/median and bootstrap 95% intervals;
+    the gold option's log-loss (nats, lower is better) with its interval on a second line."""
     from coretune.evaluate import TASKS, format_row, parse_eval_file, register_eval_set
     from coretune.evaluate import evaluate as run_eval
     from coretune.outputs import Inputs, check_output_folder, check_outputs
@@ -95,8 +96,11 @@ def evaluate(
     for name, t in m["tasks"].items():
         typer.echo(f"{name}: {t['n_examples']}/{t['n_examples_total']} examples x "
                    f"{len(t['templates'])}/{t['n_templates_total']} templates; "
-                   f"mean {t['mean']:.1f}, median {t['median']:.1f}", err=True)
+                   f"mean {t['mean']:.1f}, median {t['median']:.1f}; gold-option log-loss "
+                   f"{t['logloss']:.3f} nats (lower is better), p(gold) {t['p_gold']:.3f}",
+                   err=True)
     typer.echo(format_row(m))
+    typer.echo(format_row(m, "log-loss", metric="logloss"))
     if output is not None:
         typer.echo(f"wrote {output / 'metrics.json'} and {output / 'predictions.parquet'}",
                    err=True)

@@ -16,6 +16,11 @@ prompt's last position, so options of one token (most NLI verbalisers) cost no e
 forward at all. Explicit position ids and attention masks make left and right padding give
 the same scores (tested against an unbatched reference).
 
+Beside accuracy, each item's gold-option log-loss: -log of the gold option's probability under
+the softmax over the options' ranking scores (the ones the argmax takes), in nats, lower is
+better (`statistics`); and that probability, `p_gold`. Both are averaged over templates per
+example, like accuracy.
+
 Intervals: 95% percentile bootstrap over EXAMPLES (2,000 replicates, seeded). Each example's
 accuracy is first averaged over the evaluated templates, so an interval says how much the
 mean-over-templates accuracy would move with another draw of examples. The Avg interval
@@ -37,7 +42,9 @@ from coretune.evaluate.statistics import (
     BOOTSTRAP_REPS,
     avg_ci,
     bootstrap_ci,
+    gold_logloss,
     per_example_accuracy,
+    per_example_logloss,
     task_metrics,
 )
 from coretune.evaluate.tasks import (
@@ -52,9 +59,9 @@ from coretune.io import atomic_path, write_json
 from coretune.models import encode_prompt, encode_target, load_model
 
 __all__ = ["BOOTSTRAP_REPS", "HEADERS", "TASKS", "Item", "Request", "avg_ci", "bootstrap_ci",
-           "build_items", "eval_sets", "evaluate", "example_cap", "format_row", "parse_eval_file",
-           "per_example_accuracy", "register_eval_set", "resolve_tasks", "score_requests",
-           "score_unbatched"]
+           "build_items", "eval_sets", "evaluate", "example_cap", "format_row", "gold_logloss",
+           "parse_eval_file", "per_example_accuracy", "per_example_logloss", "register_eval_set",
+           "resolve_tasks", "score_requests", "score_unbatched"]
 
 TASKS = ("rte", "cb", "anli_r1", "anli_r2", "anli_r3")
 HEADERS = {"rte": "RTE", "cb": "CB", "anli_r1": "ANLI R1", "anli_r2": "ANLI R2",
@@ -121,6 +128,7 @@ def evaluate(
     ranked = [s / n if length_norm else s for s, n in zip(scores, n_tokens, strict=True)]
     preds = np.array([int(np.argmax(s)) for s in ranked])
     correct = preds == np.array([it.gold for it in items])
+    logloss = np.array([gold_logloss(s, it.gold) for s, it in zip(ranked, items, strict=True)])
 
     metrics: dict[str, Any] = {
         "model": model_name, "length_norm": length_norm, "seed": seed,
@@ -131,21 +139,28 @@ def evaluate(
                     f"{BOOTSTRAP_REPS} replicates, seed {seed}",
         "tasks": {},
     }
-    per_task = []
+    per_task, per_task_loss = [], []
     for ds in datasets:
         sel = [k for k, it in enumerate(items) if it.task == ds.name]
-        m = task_metrics([items[k] for k in sel], correct[sel], used[ds.name], seed)
+        m = task_metrics([items[k] for k in sel], correct[sel], used[ds.name], seed,
+                         logloss[sel])
         per_task.append(m.pop("_per_example"))
+        per_task_loss.append(m.pop("_per_example_logloss"))
         metrics["tasks"][ds.name] = m
     means = [metrics["tasks"][ds.name]["mean"] for ds in datasets]
     lo, hi = avg_ci(per_task, seed=seed)
-    metrics["avg"] = {"mean": float(np.mean(means)), "ci95": [lo, hi]}
+    metrics["avg"] = {"mean": float(np.mean(means)), "ci95": [lo, hi],
+                      "logloss": float(np.mean([t["logloss"] for t in metrics["tasks"].values()])),
+                      "logloss_ci95": list(avg_ci(per_task_loss, seed=seed, scale=1)),
+                      "p_gold": float(np.mean([t["p_gold"] for t in metrics["tasks"].values()]))}
+    metrics["logloss_of"] = ("-log p(gold option), p the softmax over the options' ranking "
+                             "scores; nats, lower is better; per example the mean over templates")
     if output_dir is not None:
-        _write(Path(output_dir), items, scores, n_tokens, preds, correct, metrics)
+        _write(Path(output_dir), items, scores, n_tokens, preds, correct, logloss, metrics)
     return metrics
 
 
-def _write(out: Path, items, scores, n_tokens, preds, correct, metrics) -> None:
+def _write(out: Path, items, scores, n_tokens, preds, correct, logloss, metrics) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -159,6 +174,8 @@ def _write(out: Path, items, scores, n_tokens, preds, correct, metrics) -> None:
         "correct": pa.array(correct.tolist(), pa.bool_()),
         "logprob": pa.array([s.tolist() for s in scores], pa.list_(pa.float64())),
         "n_tokens": pa.array([n.tolist() for n in n_tokens], pa.list_(pa.int64())),
+        "logloss": pa.array(logloss.tolist(), pa.float64()),
+        "p_gold": pa.array(np.exp(-logloss).tolist(), pa.float64()),
     })
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "predictions.parquet") as tmp:
@@ -166,14 +183,21 @@ def _write(out: Path, items, scores, n_tokens, preds, correct, metrics) -> None:
     write_json(out / "metrics.json", metrics)
 
 
-def format_row(metrics: dict, name: str = "") -> str:
-    """The paper-style table row: each task's mean accuracy with its 95% interval, then Avg."""
+def format_row(metrics: dict, name: str = "", metric: str = "accuracy") -> str:
+    """The paper-style table row: each task's mean accuracy (`metric="logloss"`: gold-option
+    log-loss, nats) with its 95% interval, then Avg; "" for a log-loss row of metrics written
+    without log-loss."""
+    key, ci, digits = ("mean", "ci95", 1) if metric == "accuracy" else ("logloss",
+                                                                        "logloss_ci95", 3)
+    if key not in metrics["avg"]:
+        return ""
     cells = []
     order = {t: i for i, t in enumerate(TASKS)}
     for task in sorted(metrics["tasks"], key=lambda t: order.get(t, len(order))):
         m = metrics["tasks"][task]
-        lo, hi = m["ci95"]
-        cells.append(f"{HEADERS.get(task, task)} {m['mean']:.1f} [{lo:.1f}, {hi:.1f}]")
-    lo, hi = metrics["avg"]["ci95"]
-    cells.append(f"Avg {metrics['avg']['mean']:.1f} [{lo:.1f}, {hi:.1f}]")
+        lo, hi = m[ci]
+        cells.append(f"{HEADERS.get(task, task)} {m[key]:.{digits}f} [{lo:.{digits}f}, "
+                     f"{hi:.{digits}f}]")
+    lo, hi = metrics["avg"][ci]
+    cells.append(f"Avg {metrics['avg'][key]:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
     return (f"{name} | " if name else "") + " | ".join(cells)
