@@ -199,6 +199,25 @@ def test_full_and_read_only_filesystems_are_one_line_and_leave_nothing(cli, tmp_
     assert _tree(small_fs) == []
 
 
+def test_short_writes_without_an_errno_are_named(small_fs):
+    """numpy and torch report a full disk as a short write, with no errno."""
+    import numpy as np
+    import torch
+
+    def np_save(p):
+        with open(p, "wb") as f:
+            np.save(f, np.zeros(1 << 18))
+
+    for write in (np_save, lambda p: torch.save({"w": torch.zeros(1 << 18)}, p)):
+        with pytest.raises(CoretuneError, match="x.bin: cannot write: No space left"):
+            with atomic_path(small_fs / "x.bin") as tmp:
+                write(tmp)
+    with pytest.raises(RuntimeError, match="not a write"):  # a bug stays a bug
+        with atomic_path(small_fs / "x.bin"):
+            raise RuntimeError("not a write")
+    assert _tree(small_fs) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
 def test_read_only_folder_is_one_line(cli, tmp_path):
     (tmp_path / "p.jsonl").write_text(POOL)

@@ -75,14 +75,17 @@ def _new_folder(p: Path) -> None:
     os.mkdir(p, 0o777)
 
 
-def _probe(folder: Path) -> int | None:
-    """Why a write in `folder` fails right now (full disk, file-size limit, read-only), or
-    None when it does not: for libraries whose failed writes carry no errno."""
-    probe = folder / f".probe.{secrets.token_hex(4)}.tmp"
+def _probe(tmp: Path) -> int | None:
+    """Why writing `tmp` (a temporary file or folder) fails right now: a file of it at the
+    file-size limit, or a new write refused (full disk, read-only); None when neither. For
+    libraries whose failed writes carry no errno."""
+    files = [p for p in tmp.rglob("*") if p.is_file()] if tmp.is_dir() else [tmp]
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and any(p.stat().st_size >= limit for p in files):
+        return errno.EFBIG
+    probe = (tmp if tmp.is_dir() else tmp.parent) / f".probe.{secrets.token_hex(4)}.tmp"
     try:
         with open(probe, "wb") as f:
-            f.seek(0 if limit == resource.RLIM_INFINITY else limit)  # sparse up to a limit
             f.write(bytes(1 << 20))
             f.flush()
             os.fsync(f.fileno())
@@ -105,7 +108,7 @@ def _write_errno(e: Exception, tmp: Path) -> int | None:
         code = re.search(r"(?:os error|errno) (\d+)", str(e), re.IGNORECASE)
         if code and int(code[1]) in WRITE_ERRORS:
             return int(code[1])
-        return _probe(tmp if tmp.is_dir() else tmp.parent)
+        return _probe(tmp)
     return None
 
 
