@@ -54,7 +54,7 @@ def save_checkpoint(work: Path, model, optimizer, scheduler, step: int, key: str
 def _damage(ck: Path) -> str | None:
     """What is wrong with checkpoint folder `ck`, or None when its files match their sums."""
     try:
-        sums = read_json(ck / "progress.json")["sha256"]
+        sums = dict(read_json(ck / "progress.json")["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return "progress.json is missing or unreadable"
     for f in FILES:
