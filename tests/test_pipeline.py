@@ -72,7 +72,7 @@ def test_killed_run_resumes_with_the_same_selection(tmp_path):
     cfg.write_text(TINY)
     runs = tmp_path / "runs"
     proc = _run(cfg, runs)
-    checkpoint = runs / "tiny/seed-0/train/model/checkpoint"
+    checkpoint = runs / "tiny/seed-0/train/model.partial/checkpoint"
     deadline = time.time() + 600
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)

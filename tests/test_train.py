@@ -179,8 +179,10 @@ def test_lora_run_resumes_from_checkpoint_to_the_same_weights(tmp_path):
 
     with pytest.raises(_Stop):
         train(pool, "default", cfg, tmp_path / "cut", quiet=True, on_step=stop_at_3)
-    progress = json.loads((tmp_path / "cut" / "checkpoint" / "progress.json").read_text())
+    progress = json.loads((tmp_path / "cut.partial" / "checkpoint" / "progress.json")
+                          .read_text())
     assert progress["step"] == 2
+    assert not (tmp_path / "cut").exists()  # no model folder until the run is done
     with pytest.raises(CoretuneError, match="different training run"):
         train(pool, "default", cfg.model_copy(update={"lr": 2e-3}), tmp_path / "cut",
               quiet=True)
@@ -193,6 +195,62 @@ def test_lora_run_resumes_from_checkpoint_to_the_same_weights(tmp_path):
     log_a = (whole / "train_log.jsonl").read_text().splitlines()
     log_b = (resumed / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(x)["loss"] for x in log_a] == [json.loads(x)["loss"] for x in log_b]
+    assert not (tmp_path / "cut.partial").exists()
+
+
+def _same_run(a, b):
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(d / "adapter_model.safetensors") for d in (a, b))
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    la, lb = ([json.loads(x)["loss"] for x in (d / "train_log.jsonl").read_text().splitlines()]
+              for d in (a, b))
+    assert la == lb and len(la) == 4
+
+
+@pytest.mark.slow
+def test_damaged_checkpoints_are_passed_over_to_the_same_weights(tmp_path, capsys):
+    """A run stopped after its step-2 checkpoint, then the checkpoint damaged (as by kill -9
+    or a full disk): one warning line naming it, and the re-run ends with the weights and
+    losses of an uninterrupted run, from the checkpoint before it or from step 0."""
+    import shutil
+
+    pool = Pool.from_records([{"uid": str(i), "task": "t", **r} for i, r in enumerate(_rows())])
+    cfg = TrainConfig(lora=True, max_steps=4, batch_size=2, grad_accum=2, lr=1e-3,
+                      max_length=48, save_every=2, seed=1)
+    whole = train(pool, "default", cfg, tmp_path / "whole", quiet=True)
+
+    def stop_at_3(step, loss):
+        if step == 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(pool, "default", cfg, tmp_path / "a", quiet=True, on_step=stop_at_3)
+    work = tmp_path / "a.partial"
+    shutil.copytree(work, tmp_path / "b.partial")
+    # a: one flipped byte in the weights (they would still load), and the checkpoint before
+    # it kept at .checkpoint.old as a crash while it was replaced leaves it
+    shutil.copytree(work / "checkpoint", work / ".checkpoint.old")
+    weights = work / "checkpoint" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    # b: state.pt cut short, nothing else to resume from
+    state = tmp_path / "b.partial" / "checkpoint" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    capsys.readouterr()
+
+    for name, damaged, steps_run in (("a", weights, [3, 4]), ("b", state, [1, 2, 3, 4])):
+        steps = []
+        out = train(pool, "default", cfg, tmp_path / name, quiet=True,
+                    on_step=lambda step, loss, seen=steps: seen.append(step))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert err[0].startswith("coretune: warning: ") and str(damaged.parent) in err[0]
+        assert f"{damaged.name} does not match its checksum" in err[0]
+        assert steps == steps_run
+        _same_run(whole, out)
+        assert not (tmp_path / f"{name}.partial").exists()
 
 
 def test_cli_train_bad_data_fails_cleanly(cli, tmp_path):

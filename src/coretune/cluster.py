@@ -154,7 +154,6 @@ class KMeansClusters:
         if len(uids) != len(self.labels_):
             raise CoretuneError(f"{len(uids)} uids for {len(self.labels_)} rows", field="uid")
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         table = pa.table({"uid": pa.array(list(uids), pa.string()),
                           "cluster": pa.array(self.labels_, pa.int64()),
                           "dist": pa.array(self.distances_, pa.float32())})

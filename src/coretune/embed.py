@@ -133,7 +133,6 @@ class EmbeddingCache:
         """Write one shard: vectors first, keys last (the keys file is the commit marker)."""
         if len(digests) == 0:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         # Content-named: two processes adding the same rows write the same shard name.
         shard_id = hashlib.sha256(digests.tobytes()).hexdigest()[:24]
         vec_path = self.folder / f"{shard_id}.npy"
@@ -258,7 +257,6 @@ class Embedder:
         neither the prompts nor the array are ever held whole. Returns the written array,
         memory-mapped read-only (what clustering and selection read)."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "embeddings.npy") as tmp:
             writer = _NpyRows(tmp, (rows, self.encoder.dim))
             try:

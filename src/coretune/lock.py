@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from coretune.errors import CoretuneError
+from coretune.io import WRITE_ERRORS, cannot_write, make_dir
 
 LOCK_NAME = ".lock"
 
@@ -21,10 +22,13 @@ LOCK_NAME = ".lock"
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold `run_dir`'s lock for the block; CoretuneError naming the holder's pid if taken."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    path = make_dir(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        raise cannot_write(path, e.errno) from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

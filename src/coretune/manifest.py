@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coretune.errors import CoretuneError
-from coretune.io import read_json, sha256_file, write_json
+from coretune.io import make_dir, read_json, sha256_file, write_json, write_text
 from coretune.memory import peak_memory
 
 MANIFEST = "manifest.json"
@@ -108,8 +108,8 @@ class Stage:
         resuming = marker.is_file() and marker.read_text() == key
         if self.folder.exists() and not resuming:  # another config's work: start clean
             shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(key)
+        make_dir(self.folder)
+        write_text(marker, key)
         log(f"[{self.name}] {'resuming' if resuming else 'running'} -> {self.folder}")
         start = time.time()
         with peak_memory() as peak:

@@ -75,7 +75,7 @@ def check_outputs(outputs: Iterable[str | Path], inputs: Inputs | None = None, *
                 raise CoretuneError(f"output matches the pool source pattern '{pattern}'",
                                     path=out)
         if out.is_dir():
-            raise CoretuneError("output is a folder; give a file path", path=out)
+            raise CoretuneError("cannot write: Is a directory (give a file path)", path=out)
         if out.exists() and not overwrite:
             raise CoretuneError("output exists; pass --overwrite to replace it", path=out)
 

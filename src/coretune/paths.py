@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from coretune.errors import CoretuneError
+from coretune.io import make_dir
 
 
 def data_dir() -> Path:
@@ -26,5 +27,4 @@ def cache_dir() -> Path:
     """Cache for embeddings and converted models: $CORETUNE_CACHE or ~/.cache/coretune."""
     env = os.environ.get("CORETUNE_CACHE")
     path = Path(env) if env else Path.home() / ".cache" / "coretune"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_dir(path)

@@ -169,7 +169,6 @@ def write_report(out_dir: Path, title: str, rows: list[dict], figures: dict[str,
     """Write report.html (self-contained) and report.md (+ PNGs next to it) into `out_dir`.
     `tables`: title -> rows (flat dicts) shown after the figures, e.g. the run facts;
     `loss_rows`: the gold-option log-loss table, after the accuracy table."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<h2>Results</h2><p>Accuracy % on each evaluation set, mean over seeds with a 95% "

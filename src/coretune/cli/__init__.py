@@ -8,7 +8,6 @@ coretune; nothing in coretune imports it (except `__main__`).
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 
@@ -17,6 +16,7 @@ import typer
 from coretune import __version__
 from coretune.cli import pool as pool_cmd
 from coretune.errors import CoretuneError
+from coretune.io import NO_SPACE
 
 # No hub access at run time: models come from installed packages or local paths.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,7 +62,6 @@ def _root(
     """coretune: data-efficient instruction tuning."""
 
 
-_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _NO_SPACE_TEXT = ("No space left", "File too large", "Disk quota exceeded")
 
 
@@ -76,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except OSError as e:  # a full disk or a file-size limit: one line (atomic writes left nothing)
-        if e.errno not in _NO_SPACE and not any(m in str(e) for m in _NO_SPACE_TEXT):
+    except OSError as e:  # a full disk outside coretune.io's writes (a library's cache): one line
+        if e.errno not in NO_SPACE and not any(m in str(e) for m in _NO_SPACE_TEXT):
             raise
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"coretune: error: {where}cannot write: {e.strerror or str(e).strip()} "

@@ -10,9 +10,11 @@
   the same) and `gradient_checkpointing`.
 - Full fine-tuning or LoRA (peft). float32 on CPU; on a GPU float32 weights with bfloat16
   autocast.
-- Checkpoints every `save_every` steps (`checkpoint.py`); running the same command again
-  resumes, and a finished run is not redone. Data order depends only on seed and epoch, so
-  a resumed run sees the same batches as an uninterrupted one.
+- Checkpoints every `save_every` steps into `<output>.partial/` (`checkpoint.py`), each
+  with the sha256 of its files; running the same command again resumes from the newest
+  intact one (a damaged one is passed over with a warning), and a finished run is not
+  redone. The output folder appears only whole, when training is done. Data order depends
+  only on seed and epoch, so a resumed run sees the same batches as an uninterrupted one.
 
 Modules: `data` (settings, rows, batches, order), `loss`, `checkpoint`, `loop` (`train()`:
 setup, the step loop, finishing).

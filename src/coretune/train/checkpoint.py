@@ -1,7 +1,11 @@
-"""Checkpoints, the training log and the final model folder, each written atomically.
+"""Checkpoints and the final model folder, each written atomically.
 
-Every `save_every` steps a checkpoint (trainable weights, optimizer, scheduler, RNG state,
-step) replaces `output/checkpoint/`; running the same command again resumes from it.
+While training, `<output>.partial/` holds the work: every `save_every` steps a checkpoint
+(trainable weights, optimizer, scheduler, RNG state, the log so far) replaces its
+`checkpoint/`; running the same command again resumes from it. Its `progress.json`, written
+last, records the sha256 of each of its files: a checkpoint whose files do not match (a crash,
+a full disk) is passed over with a warning, for the one before it or step 0. The model folder
+itself appears only whole, at the end, renamed from a folder built inside the work folder.
 """
 
 from __future__ import annotations
@@ -9,11 +13,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 from coretune.errors import CoretuneError
-from coretune.io import write_json, write_text
+from coretune.io import atomic_dir, read_json, sha256_file, write_json, write_text
+
+FILES = ("weights.safetensors", "state.pt", "log.jsonl")
+
+
+def work_dir(out: Path) -> Path:
+    """Where the training of model folder `out` keeps its checkpoints: `<out>.partial`."""
+    out = Path(out)
+    if out.name in ("", ".."):  # `-o .`: name the folder
+        out = Path(os.path.abspath(out))
+    return out.with_name(out.name + ".partial")
 
 
 def _trainable_state(model) -> dict:
@@ -21,68 +35,91 @@ def _trainable_state(model) -> dict:
             if v.requires_grad}
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, key: str) -> None:
+def save_checkpoint(work: Path, model, optimizer, scheduler, step: int, key: str,
+                    log: list[dict]) -> None:
     import torch
     from safetensors.torch import save_file
 
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
-    try:
+    with atomic_dir(work / "checkpoint") as tmp:
         save_file(_trainable_state(model), tmp / "weights.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
                     else []}, tmp / "state.pt")
-        write_json(tmp / "progress.json", {"step": step, "key": key})
-        final, old = out / "checkpoint", out / ".checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_log(tmp / "log.jsonl", log)
+        write_json(tmp / "progress.json", {"step": step, "key": key,
+                                           "sha256": {f: sha256_file(tmp / f) for f in FILES}})
 
 
-def load_checkpoint(out: Path, model, optimizer, scheduler, key: str) -> int:
+def _damage(ck: Path) -> str | None:
+    """What is wrong with checkpoint folder `ck`, or None when its files match their sums."""
+    try:
+        sums = dict(read_json(ck / "progress.json")["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "progress.json is missing or unreadable"
+    for f in FILES:
+        if not (ck / f).is_file():
+            return f"{f} is missing"
+        if sha256_file(ck / f) != sums.get(f):
+            return f"{f} does not match its checksum"
+    return None
+
+
+def load_checkpoint(work: Path, model, optimizer, scheduler, key: str) -> tuple[int, list[dict]]:
+    """Restore the newest intact checkpoint in `work`: its step and log; (0, []) if none."""
     import torch
     from safetensors.torch import load_file
 
-    ck = out / "checkpoint"
-    if not (ck / "progress.json").is_file():
-        old = out / ".checkpoint.old"  # crashed between the two renames
-        if not (old / "progress.json").is_file():
-            return 0
-        ck = old
-    progress = json.loads((ck / "progress.json").read_text())
-    if progress["key"] != key:
-        raise CoretuneError("output folder holds a checkpoint of a different training run "
-                            "(other data or settings); choose another output or remove it",
-                            path=out)
-    weights = load_file(ck / "weights.safetensors")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for k, v in weights.items():
-            params[k].copy_(v)
-    state = torch.load(ck / "state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"]:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(progress["step"])
+    damaged = []
+    # `.checkpoint.old` is there only after a crash while a new checkpoint replaced it
+    for ck in (work / "checkpoint", work / ".checkpoint.old"):
+        if not ck.exists():
+            continue
+        why = _damage(ck)
+        if why is not None:
+            damaged.append((ck, why))
+            continue
+        progress = read_json(ck / "progress.json")
+        if progress["key"] != key:
+            raise CoretuneError("output folder holds a checkpoint of a different training run "
+                                "(other data or settings); choose another output or remove it",
+                                path=work)
+        weights = load_file(ck / "weights.safetensors")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for k, v in weights.items():
+                params[k].copy_(v)
+        state = torch.load(ck / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        step = int(progress["step"])
+        _warn(damaged, step)
+        return step, read_log(ck / "log.jsonl", step)
+    _warn(damaged, 0)
+    return 0, []
 
 
-def save_final(out: Path, lm, tok, config: dict) -> None:
-    """Model (or adapter) + tokenizer into a temporary folder, then moved in file by file."""
-    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
-    try:
+def _warn(damaged: list[tuple[Path, str]], step: int) -> None:
+    then = f"resumes from step {step}" if step else "starts again from step 0"
+    for ck, why in damaged:
+        print(f"coretune: warning: {ck}: damaged checkpoint ({why}), not used; training {then}",
+              file=sys.stderr)
+
+
+def save_final(out: Path, work: Path, lm, tok, config: dict, log: list[dict],
+               state: dict) -> None:
+    """Model (or adapter), tokenizer, config, log and the done marker, built in a folder
+    inside `work` and renamed to `out` in one step."""
+    with atomic_dir(out, work=work) as tmp:
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_json(tmp / "train_config.json", config)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_log(tmp / "train_log.jsonl", log)
+        write_json(tmp / "train_state.json", state)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def read_log(path: Path, upto: int) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -13,14 +14,8 @@ from typing import Any
 
 from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
-from coretune.io import sha256_text, write_json
-from coretune.train.checkpoint import (
-    load_checkpoint,
-    read_log,
-    save_checkpoint,
-    save_final,
-    write_log,
-)
+from coretune.io import make_dir, sha256_text
+from coretune.train.checkpoint import load_checkpoint, save_checkpoint, save_final, work_dir
 from coretune.train.data import (
     IGNORE,
     TrainConfig,
@@ -56,6 +51,10 @@ class Session:
     def params(self) -> list:
         return [p for p in self.lm.parameters() if p.requires_grad]
 
+    @property
+    def work(self) -> Path:
+        return work_dir(self.out)
+
 
 def train(
     data: Pool | str | Path | Sequence[dict],
@@ -67,7 +66,9 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
 ) -> Path:
     """Fine-tune `model` (default: config.model) on `data`; write the model or adapter with its
-    tokenizer, `train_log.jsonl` and `train_config.json` into `output_dir`; return it.
+    tokenizer, `train_log.jsonl` and `train_config.json` into `output_dir`; return it. Until
+    it is done, the work (checkpoints) is in `<output_dir>.partial` and `output_dir` does not
+    exist: it appears whole at the end.
 
     `on_step(step, loss)` is called after each optimizer step (after any checkpoint), e.g.
     for a pipeline's own progress report or to stop early by raising."""
@@ -78,9 +79,14 @@ def train(
                                  ensure_ascii=False))
     if _finished(out, key, quiet):
         return out
-    session = setup(cfg, out, rows, key)
-    run_steps(session, quiet=quiet, on_step=on_step)
-    finish(session)
+    work = make_dir(work_dir(out), output=out)  # before the model loads: fail fast
+    try:
+        session = setup(cfg, out, rows, key)
+        run_steps(session, quiet=quiet, on_step=on_step)
+        finish(session)
+    finally:
+        with contextlib.suppress(OSError):
+            work.rmdir()  # a failure before the first checkpoint leaves nothing
     return out
 
 
@@ -89,6 +95,7 @@ def _finished(out: Path, key: str, quiet: bool) -> bool:
     if (out / "train_state.json").is_file():
         state = json.loads((out / "train_state.json").read_text())
         if state.get("key") == key and state.get("done"):
+            shutil.rmtree(work_dir(out), ignore_errors=True)  # a crash just after the rename
             if not quiet:
                 print(f"{out}: already trained with these data and settings")
             return True
@@ -96,14 +103,17 @@ def _finished(out: Path, key: str, quiet: bool) -> bool:
                             "choose another output or remove it", path=out)
     if out.exists() and not out.is_dir():
         raise CoretuneError("output exists and is not a folder", path=out)
+    if out.is_dir() and any(out.iterdir()):
+        raise CoretuneError("output folder holds files but no trained model; choose another "
+                            "output or remove it", path=out)
     return False
 
 
 def setup(cfg: TrainConfig, out: Path, rows: list[tuple[str, str]], key: str,
           full_logits: bool = False) -> Session:
     """Load the model (LoRA-wrapped if asked), encode the rows, build AdamW and the schedule,
-    and resume from `out/checkpoint` if it holds this run. `full_logits` selects the old
-    loss (logits at every position), for the benchmark."""
+    and resume from the newest intact checkpoint of `out`'s work folder if it holds this run.
+    `full_logits` selects the old loss (logits at every position), for the benchmark."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -133,12 +143,10 @@ def setup(cfg: TrainConfig, out: Path, rows: list[tuple[str, str]], key: str,
          {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
 
-    out.mkdir(parents=True, exist_ok=True)
-    step = load_checkpoint(out, lm, optimizer, scheduler, key)
+    step, log = load_checkpoint(work_dir(out), lm, optimizer, scheduler, key)
     use_target = not full_logits and supports_target_logits(lm)
     return Session(cfg, out, key, len(rows), examples, lm, tok, dev, optimizer, scheduler,
-                   total, step, read_log(out / "train_log.jsonl", step),
-                   target_loss if use_target else full_logit_loss)
+                   total, step, log, target_loss if use_target else full_logit_loss)
 
 
 def train_step(s: Session) -> tuple[float, int]:
@@ -184,17 +192,13 @@ def run_steps(s: Session, quiet: bool = False,
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{n_tokens / dt:.0f}")
         if s.step % s.cfg.save_every == 0 and s.step < s.total:
-            save_checkpoint(s.out, s.lm, s.optimizer, s.scheduler, s.step, s.key)
-            write_log(s.out / "train_log.jsonl", s.log)
+            save_checkpoint(s.work, s.lm, s.optimizer, s.scheduler, s.step, s.key, s.log)
         if on_step is not None:
             on_step(s.step, loss)
     bar.close()
 
 
 def finish(s: Session) -> None:
-    """The model (or adapter), the log and the done marker; the checkpoint goes."""
-    save_final(s.out, s.lm, s.tok, s.cfg.settings())
-    write_log(s.out / "train_log.jsonl", s.log)
-    write_json(s.out / "train_state.json", {"key": s.key, "done": True, "steps": s.total,
-                                            "rows": s.rows})
-    shutil.rmtree(s.out / "checkpoint", ignore_errors=True)
+    """The model folder (model or adapter, the log, the done marker) at once; the work goes."""
+    save_final(s.out, s.work, s.lm, s.tok, s.cfg.settings(), s.log,
+               {"key": s.key, "done": True, "steps": s.total, "rows": s.rows})
