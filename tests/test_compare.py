@@ -105,6 +105,11 @@ def test_baselines():
     b = baselines([0, 0, 0, 1, 2, 0], n_choices=3)
     assert b["majority"] == pytest.approx(100 * 4 / 6)
     assert b["chance"] == pytest.approx(100 / 3)
+    # label frequencies 4/6, 1/6, 1/6: the best constant guess's log-loss is their entropy
+    p = np.array([4, 1, 1]) / 6
+    assert b["prior_logloss"] == pytest.approx(-(p * np.log(p)).sum())
+    assert b["uniform_logloss"] == pytest.approx(np.log(3))
+    assert b["prior_logloss"] < b["uniform_logloss"]
 
 
 def _curve(levels, n=400, seeds=2, noise=0.0, seed=0):

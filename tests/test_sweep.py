@@ -260,7 +260,9 @@ def test_sweep_report_on_constructed_points(tmp_path):
     r = by["kcenter 10"]["vs_random"]["avg"]  # 10 examples apart, all one way: exact p
     assert r["delta"] == 25.0 and r["p"] == pytest.approx(2 / 2**10, abs=1e-4)
     assert by["random 10"]["vs_random"] is None and by["all"]["vs_random"] is None
-    assert doc["baselines"] == {"rte": {"majority": 50.0, "chance": 50.0}}
+    assert doc["baselines"] == {"rte": {"majority": 50.0, "chance": 50.0,
+                                        "prior_logloss": pytest.approx(np.log(2)),
+                                        "uniform_logloss": pytest.approx(np.log(2))}}
     assert doc["knee"]["kcenter"]["budget"] == "10"  # as good as `all`
     assert doc["knee"]["random"]["budget"] == "all"  # 25 points short at 10 rows
     assert doc["predictors"]["probe_mean"]["spearman"] == pytest.approx(-1.0)

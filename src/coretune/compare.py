@@ -158,12 +158,18 @@ def sign_flip_p(diffs: Sequence[np.ndarray], *, flips: int = 10000, rng=None) ->
 
 
 def baselines(labels: Sequence[int], n_choices: int) -> dict[str, float]:
-    """Accuracy (points) of always answering the most common label, and of uniform chance."""
+    """Accuracy (points) of always answering the most common label, and of uniform chance;
+    and the log-loss (nats) of the best constant guess, the set's own label frequencies
+    (`prior_logloss`: what calibration alone can reach, with no example read), and of the
+    uniform guess (`uniform_logloss`, ln of the number of options)."""
     labels = np.asarray(labels)
     if len(labels) == 0 or n_choices < 1:
         raise CoretuneError("baselines need at least one label and one choice")
-    majority = np.bincount(labels, minlength=n_choices).max() / len(labels)
-    return {"majority": 100 * float(majority), "chance": 100.0 / n_choices}
+    freq = np.bincount(labels, minlength=n_choices) / len(labels)
+    seen = freq[freq > 0]
+    return {"majority": 100 * float(freq.max()), "chance": 100.0 / n_choices,
+            "prior_logloss": float(-(seen * np.log(seen)).sum()),
+            "uniform_logloss": float(np.log(n_choices))}
 
 
 @dataclass(frozen=True)

@@ -503,6 +503,12 @@ def _loss_table(doc: dict, vs_untuned: dict, vs_random: dict) -> list[str]:
         rnd = vs_random[p["label"]]["avg"].text(n) if p["label"] in vs_random else "–"
         lines.append(f"| {p['label']} | {p['rows']:,} | {val(p['logloss'])} "
                      f"| {vs_untuned[p['label']]['avg'].text(n)} | {rnd} |")
+    base = doc["baselines"]
+    for kind, what in (("prior_logloss", "label prior"), ("uniform_logloss", "uniform")):
+        vals = [f"{base[t][kind]:.{n}f}" if t in base else "–" for t in doc["tasks"]]
+        lines.append(f"| {what} | | " + " | ".join(vals) + " | | | |")
+    lines += ["", "The label prior is the best constant guess (each set's own label "
+              "frequencies): a log-loss below it needs the examples, not calibration alone."]
     return lines
 
 
