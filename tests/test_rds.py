@@ -146,6 +146,10 @@ def test_select_encoder_config():
     with pytest.raises(CoretuneError, match="unknown encoder 'nope'"):
         validate({"name": "c", "select": {"encoder": "nope"}})
     assert RunConfig(name="c").select.encoder is None
+    from coretune.stages import make_target_finder
+
+    with pytest.raises(CoretuneError, match="no example prompts"):  # rds needs probes
+        make_target_finder(RunConfig(name="c", target={"spec": "tasks:rte"})).probe_prompts()
 
 
 def test_select_encoder_is_in_the_select_key_only_where_the_method_reads_it(tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 from coretune.errors import CoretuneError
 
 DEFAULT_MAX_TOKENS = 256
-RESPONSE = "+response"  # an encoder kind ending so reads `with_response` texts
+RESPONSE = "+response"  # an encoder kind with this ending reads `with_response` texts
 
 
 @runtime_checkable

@@ -126,9 +126,11 @@ def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = 
     """The rows a config selects for `seed`: inside the target clusters (the backend runs the
     method per cluster), or from the whole pool (`scope: pool`: random, all and pool without
     embeddings, a method that reads them over every cluster). `embedder` embeds the target
-    examples of a method that reads them (rds). The target rows are those of the clusters
-    `targets`, or `mask` (bool [n], `TargetClusters.mask_`: whole clusters, or whole tasks
-    with `target.by_task`); rows outside them are never picked."""
+    examples of a method that reads them (rds); with `select.encoder` that method compares
+    the candidate rows and examples under its own encoder instead (`own_vectors`). The target
+    rows are those of the clusters `targets`, or `mask` (bool [n], `TargetClusters.mask_`:
+    whole clusters, or whole tasks with `target.by_task`); rows outside them are never
+    picked."""
     n = len(pool)
     method, scope = cfg.select.method, cfg.select.scope
     if method == "pool" or (method == "all" and scope == "pool"):
@@ -145,16 +147,17 @@ def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = 
         return SelectionResult(idx.astype(np.int64), np.full(len(idx), -1, np.int64),
                                np.full(len(idx), np.nan, np.float32))
     extra = {}  # only such methods pass queries: a backend written before them still works
+    own = select_encoder(cfg)
     if get_method(method).reads_queries:
         if embedder is None:
             raise ValueError("a method that reads target examples needs the embedder")
-        if select_encoder(cfg) is None:
+        if own is None:
             extra["queries"] = make_target_finder(cfg).probe_vectors(clusters, embedder)[0]
     labels = clusters.labels_
     if mask is not None and scope == "target":
         labels = np.where(mask, labels, -1)  # no target cluster is -1
         targets = np.unique(labels[mask]).tolist()
-    if select_encoder(cfg) is not None:
+    if own is not None:
         rows, xs, queries = own_vectors(cfg, pool, np.isin(labels, targets), embedder, quiet)
         r = backend(cfg).select(xs, labels[rows], targets, budget, method, seed, quiet=quiet,
                                 queries=queries)

@@ -327,6 +327,9 @@ class TargetClusters:
 
     def probe_prompts(self) -> tuple[list[str], list[str]]:
         """The probe prompts and the set each came from."""
+        if not self.spec.probing:
+            raise CoretuneError(f"target '{self.spec}' has no example prompts (a probing "
+                                "target has: nli or probe:FILE.jsonl)", field="target")
         if self.spec.kind == "nli":
             return nli_probe_prompts(self.n_probes, self.seed)
         prompts = read_probe_file(self.spec.path)
