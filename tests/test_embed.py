@@ -224,3 +224,30 @@ def test_weighted_pool_is_the_position_weighted_mean(prompts):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     mean = make_encoder(f"hf:{path}", max_tokens=64, device="cpu").encode([text], 1)[0]
     assert not np.allclose(got, mean, atol=1e-3)  # the weighting changes the vector
+
+
+@pytest.mark.slow
+def test_response_encoder_joins_prompt_and_response_as_training_does(prompts):
+    """`hf-weighted+response`: the ids training makes of (prompt, target) (target + EOS, the
+    prompt cut on the left to fit), position-weighted; an empty response is the prompt alone."""
+    import torch
+
+    from coretune.embed import with_response
+    from coretune.models import default_model_dir
+    from coretune.train.data import encode_example
+
+    folder = default_model_dir()
+    enc = make_encoder(f"hf-weighted+response:{folder}", max_tokens=48, device="cpu")
+    plain = make_encoder(f"hf-weighted:{folder}", max_tokens=48, device="cpu")
+    assert enc.pooling == "weighted+response" and cache_key(enc) != cache_key(plain)
+    prompt = max(prompts, key=len)  # longer than 48 tokens: the prompt is cut
+    ids = encode_example(enc.tokenizer, prompt, "yes", 48)[0]
+    assert len(ids) == 48 and ids[-1] == enc.tokenizer.eos_token_id
+    with torch.inference_mode():
+        hidden = enc.model(input_ids=torch.tensor([ids])).last_hidden_state[0].numpy()
+    w = np.arange(1, len(ids) + 1, dtype=np.float64)
+    expected = (hidden * w[:, None]).sum(0) / w.sum()
+    got = enc.encode([with_response(prompt, "yes"), with_response(prompts[1], "no")], 2)[0]
+    np.testing.assert_allclose(got, expected / np.linalg.norm(expected), atol=1e-5)
+    alone = enc.encode([with_response(prompts[1], ""), with_response(prompt, "yes")], 2)[0]
+    np.testing.assert_allclose(alone, plain.encode([prompts[1]], 1)[0], atol=1e-5)

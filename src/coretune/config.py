@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from coretune.backends import backend_names
-from coretune.encoders import check_encoder_spec
+from coretune.encoders import RESPONSE, check_encoder_spec
 from coretune.errors import CoretuneError
 from coretune.select.budget import ALL, check_budget
 from coretune.select.methods import budgeted_methods, get_method, method_names
@@ -58,6 +58,14 @@ class EmbedConfig(_Section):
     def _known_encoder(cls, v: str) -> str:
         return _value_error(check_encoder_spec, v)
 
+    @field_validator("encoder")
+    @classmethod
+    def _prompts_only(cls, v: str) -> str:
+        if v.partition(":")[0].endswith(RESPONSE):
+            raise ValueError(f"'{v}' embeds prompt and response together, for the rows a "
+                             "method compares with target examples: set it as select.encoder")
+        return v
+
 
 class ClusterConfig(_Section):
     k: int = Field(100, ge=1)
@@ -96,6 +104,16 @@ class SelectConfig(_Section):
     budget: str = Field("0.5%", description="Share of the whole pool ('0.5%') or a row count.")
     scope: Literal["target", "pool"] = Field(
         "target", description="Select inside the target clusters, or from the whole pool.")
+    encoder: str | None = Field(
+        None, description="The encoder of a method that compares rows with target examples "
+        "(rds): its candidate rows and the examples are embedded with it (at embed.max_tokens, "
+        "through the cache); e.g. smollm2-weighted+response, RDS+'s own. null: the embed "
+        "stage's vectors. Other methods ignore it.")
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, v: str | None) -> str | None:
+        return v if v is None else _value_error(check_encoder_spec, v)
 
     @field_validator("method")
     @classmethod

@@ -23,6 +23,7 @@ import numpy as np
 
 from coretune.encoders import (  # noqa: F401  (re-exported: the embedding API in one place)
     DEFAULT_MAX_TOKENS,
+    RESPONSE,
     Encoder,
     MeanPoolEncoder,
     SentenceTransformerEncoder,
@@ -32,6 +33,7 @@ from coretune.encoders import (  # noqa: F401  (re-exported: the embedding API i
     normalise_rows,
     register_encoder,
     smollm2_path,
+    with_response,
 )
 from coretune.errors import CoretuneError
 from coretune.io import atomic_path, read_json, sha256_file, write_json
@@ -187,6 +189,7 @@ class Embedder:
         self.chunk_size = chunk_size  # rows encoded between cache commits (crash = lose one)
         self.quiet = quiet
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "embeddings"
+        self.cache_root = root  # every encoder's cache folder is in it
         self.cache = EmbeddingCache(root / cache_key(encoder), encoder.dim)
         self.n_cached_ = 0
         self.n_encoded_ = 0

@@ -4,9 +4,12 @@ Every encoder returns float32 rows, L2-normalised, one per input text, in input 
 are batched longest first (an out-of-memory error shows up on the first batch, not after an
 hour) and restored to input order. A zero or non-finite vector is an error, never silent.
 Shipped: `minilm` (sentence-transformers all-MiniLM-L6-v2), `smollm2` and `hf:MODEL`
-(mean-pooled causal/any HF model, the paper's method), `st:MODEL`, and `minilm-int8` /
+(mean-pooled causal/any HF model, the paper's method), `smollm2-weighted` and
+`hf-weighted:MODEL` (RDS+'s position-weighted pool), `st:MODEL`, and `minilm-int8` /
 `st-int8:MODEL` (int8 under ONNX Runtime, onnx_encoder.py); `register_encoder` adds more.
-Imports: numpy, coretune.errors; torch and transformers lazily.
+`smollm2-weighted+response` and `hf-weighted+response:MODEL` embed a row's prompt and response
+together (texts made by `with_response`), as RDS+ embeds its pool: for `select.encoder`.
+Imports: numpy, coretune.errors; torch, transformers and coretune.train lazily.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from coretune.errors import CoretuneError
 
 DEFAULT_MAX_TOKENS = 256
+RESPONSE = "+response"  # an encoder kind with this ending reads `with_response` texts
 
 
 @runtime_checkable
@@ -47,6 +51,21 @@ def normalise_rows(x: np.ndarray, order: np.ndarray) -> np.ndarray:
         raise CoretuneError(f"encoder produced a zero or NaN vector for text {i + 1} "
                             "(empty after tokenisation, or a numerically broken model?)", row=i + 1)
     return x / norms[:, None]
+
+
+def with_response(prompt: str, response: str) -> str:
+    """The text a `...+response` encoder reads for one row: the prompt's length, then the
+    prompt and the response, so the embedding cache keys the pair unambiguously. An empty
+    response embeds the prompt alone."""
+    return f"{len(prompt)}:{prompt}{response}"
+
+
+def split_response(text: str) -> tuple[str, str]:
+    """(prompt, response) of a `with_response` text."""
+    head, sep, rest = text.partition(":")
+    if not (sep and head.isdigit() and int(head) <= len(rest)):
+        raise ValueError("not a with_response text")
+    return rest[:int(head)], rest[int(head):]
 
 
 def length_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
@@ -135,14 +154,20 @@ class MeanPoolEncoder(_BatchEncoder):
 
     `pooling="weighted"`: RDS+'s position-weighted mean (Ivison et al. 2025): token i of n
     weighs i / (1 + ... + n), so later tokens, which a causal model has let see more of the
-    prompt, count more."""
+    prompt, count more.
+
+    `response=True`: texts are `with_response(prompt, response)`, tokenised as training joins
+    them (`coretune.train.data.encode_example`: prompt, then response + EOS, the prompt cut on
+    the left to fit `max_tokens`); one with an empty response is its prompt alone, as without
+    `response`. Its cache is its own (`pooling` gains `+response`)."""
 
     def __init__(self, model: str | Path, *, max_tokens: int = DEFAULT_MAX_TOKENS,
                  device: str | None = None, dtype: str = "float32", gguf_file: str | None = None,
-                 pooling: str = "mean"):
+                 pooling: str = "mean", response: bool = False):
         if pooling not in ("mean", "weighted"):
             raise ValueError(f"pooling must be mean or weighted, not {pooling!r}")
-        self.pooling = pooling
+        self.weighted, self.response = pooling == "weighted", response
+        self.pooling = pooling + (RESPONSE if response else "")
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -170,16 +195,28 @@ class MeanPoolEncoder(_BatchEncoder):
 
     def forward_batch(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                               return_tensors="pt").to(self.device)
+        if self.response:
+            ids = [self._pair_ids(*split_response(t)) for t in texts]
+            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        else:
+            batch = self.tokenizer(texts, padding=True, truncation=True,
+                                   max_length=self.max_tokens, return_tensors="pt")
+        batch = batch.to(self.device)
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            if self.pooling == "weighted":  # right padding: real tokens are positions 1..n
+            if self.weighted:  # right padding: real tokens are positions 1..n
                 mask = mask * torch.arange(1, mask.shape[1] + 1, dtype=hidden.dtype,
                                            device=hidden.device)[None, :, None]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         return pooled.float().cpu().numpy()
+
+    def _pair_ids(self, prompt: str, response: str) -> list[int]:
+        if not response:
+            return self.tokenizer(prompt, truncation=True, max_length=self.max_tokens)["input_ids"]
+        from coretune.train.data import encode_example
+
+        return encode_example(self.tokenizer, prompt, response, self.max_tokens)[0]
 
 
 def _model_name(model: str | Path) -> str:
@@ -251,11 +288,11 @@ def _needs_model(kind: str, cls, **kw) -> Callable[[str, int, str | None], Encod
     return make
 
 
-def _smollm2(pooling: str) -> Callable[[str, int, str | None], Encoder]:
+def _smollm2(pooling: str, response: bool = False) -> Callable[[str, int, str | None], Encoder]:
     def make(arg: str, max_tokens: int, device: str | None) -> Encoder:
         folder, gguf = smollm2_path()
         return MeanPoolEncoder(folder, gguf_file=gguf, max_tokens=max_tokens, device=device,
-                               pooling=pooling)
+                               pooling=pooling, response=response)
     return make
 
 
@@ -265,7 +302,8 @@ def _int8(model: str | None, *, max_tokens: int, device: str | None) -> Encoder:
     return OnnxInt8Encoder(model, max_tokens=max_tokens, device=device)
 
 
-_HELP = {"hf": "hf:MODEL", "hf-weighted": "hf-weighted:MODEL", "st": "st:MODEL",
+_HELP = {"hf": "hf:MODEL", "hf-weighted": "hf-weighted:MODEL",
+         "hf-weighted+response": "hf-weighted+response:MODEL", "st": "st:MODEL",
          "st-int8": "st-int8:MODEL"}
 register_encoder("minilm", lambda arg, max_tokens, device: SentenceTransformerEncoder(
     max_tokens=max_tokens, device=device))
@@ -273,6 +311,10 @@ register_encoder("smollm2", _smollm2("mean"))
 register_encoder("smollm2-weighted", _smollm2("weighted"))  # RDS+'s encoder on the default LM
 register_encoder("hf", _needs_model("hf", MeanPoolEncoder))
 register_encoder("hf-weighted", _needs_model("hf-weighted", MeanPoolEncoder, pooling="weighted"))
+# RDS+'s pool rows: prompt and response together (`with_response` texts; select.encoder)
+register_encoder("smollm2-weighted+response", _smollm2("weighted", response=True))
+register_encoder("hf-weighted+response", _needs_model(
+    "hf-weighted+response", MeanPoolEncoder, pooling="weighted", response=True))
 register_encoder("st", _needs_model("st", SentenceTransformerEncoder))
 # MiniLM / any mean-pooling ST model with int8 weights under ONNX Runtime: the fast CPU path
 register_encoder("minilm-int8", lambda arg, max_tokens, device: _int8(

@@ -85,7 +85,9 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
                 unset.add("by_task")
             add("target", {**t.model_dump(exclude=unset), **step},
                 lambda d: stages.target_stage(cfg, run, d, quiet), probe_files(cfg))
-        add("select", {**cfg.select.model_dump(), "seed": seed},
+        # unset, or for a method that does not read it, `encoder` leaves the key as before it
+        own = set() if stages.select_encoder(cfg) else {"encoder"}
+        add("select", {**cfg.select.model_dump(exclude=own), "seed": seed},
             lambda d: stages.select_stage(cfg, run, seed, d, quiet))
         add("train", {**cfg.train.settings(exclude={"save_every", "log_every"}), "seed": seed},
             lambda d: stages.train_stage(cfg, run, seed, d, quiet))

@@ -19,12 +19,12 @@ from coretune.cluster import KMeansClusters
 from coretune.config import RunConfig
 from coretune.data.pool import Pool, load_pool, prompt_batches
 from coretune.data.sources import build_pool, parse_template_mode, sample_rows
-from coretune.embed import Embedder, load_embeddings
+from coretune.embed import RESPONSE, Embedder, load_embeddings, with_response
 from coretune.errors import CoretuneError
 from coretune.evaluate import evaluate, parse_eval_file, register_eval_set
 from coretune.io import atomic_path, write_json
 from coretune.layout import RunLayout
-from coretune.select import SelectionResult, get_method, resolve_budget
+from coretune.select import SelectionResult, get_method, method_names, resolve_budget
 from coretune.select.dedup import DedupResult, dedup
 from coretune.select.output import write_subset
 from coretune.select.quality import answer_balance, flatten, selection_quality, task_mix
@@ -82,10 +82,21 @@ def backend(cfg: RunConfig) -> Backend:
 
 
 def make_embedder(cfg: RunConfig, *, quiet: bool = False, device: str | None = None,
-                  cache_dir: str | Path | None = None) -> Embedder:
+                  cache_dir: str | Path | None = None, encoder: str | None = None) -> Embedder:
+    """The embed stage's embedder, or with `encoder` another at the same settings."""
     e = cfg.embed
-    return backend(cfg).embedder(e.encoder, max_tokens=e.max_tokens, batch_size=e.batch_size,
-                                 device=device, cache_dir=cache_dir, quiet=quiet)
+    return backend(cfg).embedder(encoder or e.encoder, max_tokens=e.max_tokens,
+                                 batch_size=e.batch_size, device=device, cache_dir=cache_dir,
+                                 quiet=quiet)
+
+
+def select_encoder(cfg: RunConfig) -> str | None:
+    """`select.encoder` where the method reads it (one that compares rows with target
+    examples); None where the embed stage's vectors are used."""
+    method = cfg.select.method
+    if cfg.select.encoder is None or method not in method_names():
+        return None
+    return cfg.select.encoder if get_method(method).reads_queries else None
 
 
 def apply_dedup(cfg: RunConfig, pool: Pool, x: np.ndarray
@@ -115,9 +126,11 @@ def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = 
     """The rows a config selects for `seed`: inside the target clusters (the backend runs the
     method per cluster), or from the whole pool (`scope: pool`: random, all and pool without
     embeddings, a method that reads them over every cluster). `embedder` embeds the target
-    examples of a method that reads them (rds). The target rows are those of the clusters
-    `targets`, or `mask` (bool [n], `TargetClusters.mask_`: whole clusters, or whole tasks
-    with `target.by_task`); rows outside them are never picked."""
+    examples of a method that reads them (rds); with `select.encoder` that method compares
+    the candidate rows and examples under its own encoder instead (`own_vectors`). The target
+    rows are those of the clusters `targets`, or `mask` (bool [n], `TargetClusters.mask_`:
+    whole clusters, or whole tasks with `target.by_task`); rows outside them are never
+    picked."""
     n = len(pool)
     method, scope = cfg.select.method, cfg.select.scope
     if method == "pool" or (method == "all" and scope == "pool"):
@@ -134,16 +147,43 @@ def select_subset(cfg: RunConfig, pool: Pool, seed: int, x: np.ndarray | None = 
         return SelectionResult(idx.astype(np.int64), np.full(len(idx), -1, np.int64),
                                np.full(len(idx), np.nan, np.float32))
     extra = {}  # only such methods pass queries: a backend written before them still works
+    own = select_encoder(cfg)
     if get_method(method).reads_queries:
         if embedder is None:
             raise ValueError("a method that reads target examples needs the embedder")
-        extra["queries"] = make_target_finder(cfg).probe_vectors(clusters, embedder)[0]
+        if own is None:
+            extra["queries"] = make_target_finder(cfg).probe_vectors(clusters, embedder)[0]
     labels = clusters.labels_
     if mask is not None and scope == "target":
         labels = np.where(mask, labels, -1)  # no target cluster is -1
         targets = np.unique(labels[mask]).tolist()
+    if own is not None:
+        rows, xs, queries = own_vectors(cfg, pool, np.isin(labels, targets), embedder, quiet)
+        r = backend(cfg).select(xs, labels[rows], targets, budget, method, seed, quiet=quiet,
+                                queries=queries)
+        return SelectionResult(rows[r.indices], r.cluster, r.radius)
     return backend(cfg).select(x, labels, targets, budget, method, seed,
                                centroids=clusters.centroids_, quiet=quiet, **extra)
+
+
+def own_vectors(cfg: RunConfig, pool: Pool, candidates: np.ndarray, embedder: Embedder,
+                quiet: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For `select.encoder`: the candidate rows (bool [n] -> their ascending indices), their
+    vectors and the target examples' under that encoder, through the embedding cache in
+    `embedder`'s folder; only the candidates are embedded. An encoder `...+response` reads a
+    row as its prompt and target, a target example as its prompt and answer (`nli`: none)."""
+    spec = select_encoder(cfg)
+    own = make_embedder(cfg, quiet=quiet, cache_dir=embedder.cache_root, encoder=spec)
+    rows = np.flatnonzero(candidates).astype(np.int64)
+    finder = make_target_finder(cfg)
+    prompts = pool.table.column("prompt").take(rows).to_pylist()
+    queries = finder.probe_prompts()[0]
+    if spec.partition(":")[0].endswith(RESPONSE):
+        targets = pool.table.column("target").take(rows).to_pylist()
+        prompts = [with_response(p, t) for p, t in zip(prompts, targets, strict=True)]
+        queries = [with_response(p, a) for p, a in
+                   zip(queries, finder.probe_answers(), strict=True)]
+    return rows, own.embed(prompts), own.embed(queries)
 
 
 def held_out_probes(cfg: RunConfig, embedder: Embedder) -> np.ndarray | None:

@@ -163,6 +163,17 @@ def read_probe_file(path: str | Path) -> list[str]:
     return prompts
 
 
+def read_probe_answers(path: str | Path) -> list[str]:
+    """Each line's optional string `target` ('' where none) of a probe file."""
+    answers = []
+    for rec, line in zip(*read_jsonl(path), strict=True):
+        t = rec.get("target", "")
+        if not isinstance(t, str):
+            raise CoretuneError("must be a string", path=path, line=line, field="target")
+        answers.append(t)
+    return answers
+
+
 def metadata_mask(pool: Pool, spec: TargetSpec) -> np.ndarray:
     """Rows of the pool that the metadata spec names (bool [n])."""
     t = pool.table
@@ -305,11 +316,7 @@ class TargetClusters:
         if embedder is None:
             raise CoretuneError(f"target '{self.spec}' probes with embeddings: give an embedder",
                                 field="target")
-        if self.spec.kind == "nli":
-            prompts, sets = nli_probe_prompts(self.n_probes, self.seed)
-        else:
-            prompts = read_probe_file(self.spec.path)
-            sets = [self.spec.path.name] * len(prompts)
+        prompts, sets = self.probe_prompts()
         vecs = embedder.embed(prompts)
         d = clusters.centroids_.shape[1]
         if vecs.ndim != 2 or vecs.shape[1] != d:
@@ -317,6 +324,23 @@ class TargetClusters:
                                 f"clusters {d} (embed probes with the pool's encoder)",
                                 path=self.spec.path, field="target")
         return vecs, sets
+
+    def probe_prompts(self) -> tuple[list[str], list[str]]:
+        """The probe prompts and the set each came from."""
+        if not self.spec.probing:
+            raise CoretuneError(f"target '{self.spec}' has no example prompts (a probing "
+                                "target has: nli or probe:FILE.jsonl)", field="target")
+        if self.spec.kind == "nli":
+            return nli_probe_prompts(self.n_probes, self.seed)
+        prompts = read_probe_file(self.spec.path)
+        return prompts, [self.spec.path.name] * len(prompts)
+
+    def probe_answers(self) -> list[str]:
+        """Each probe's answer, '' where none. The `nli` probes are evaluation prompts without
+        their labels, so never with answers; a probe file's lines may give a `target`."""
+        if self.spec.kind == "nli":
+            return [""] * len(self.probe_prompts()[0])
+        return read_probe_answers(self.spec.path)
 
     def _probe(self, clusters, embedder, sizes):
         vecs, sets = self.probe_vectors(clusters, embedder)
