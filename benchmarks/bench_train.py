@@ -33,20 +33,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 GB = 1 << 30
-# variant -> (loss over all positions?, micro-batch rows, gradient checkpointing, LoRA r=16)
+# variant -> (loss over all positions?, micro-batch rows, gradient checkpointing, LoRA r=16,
+# precision: TrainConfig.precision)
 VARIANTS = {
-    "before": (True, 8, False, False),
-    "after": (False, 8, False, False),
-    "after_micro4": (False, 4, False, False),
-    "after_micro2": (False, 2, False, False),
-    "after_micro1": (False, 1, False, False),
-    "after_micro2_checkpointing": (False, 2, True, False),
-    "after_micro2_lora": (False, 2, False, True),
+    "before": (True, 8, False, False, "float32"),
+    "after": (False, 8, False, False, "float32"),
+    "after_micro4": (False, 4, False, False, "float32"),
+    "after_micro2": (False, 2, False, False, "float32"),
+    "after_micro1": (False, 1, False, False, "float32"),
+    "after_micro2_checkpointing": (False, 2, True, False, "float32"),
+    "after_micro2_lora": (False, 2, False, True, "float32"),
+    "after_micro2_bf16": (False, 2, False, False, "bf16"),
 }
+GRAD_SAMPLE = 4096  # gradient coordinates kept per parameter tensor for the comparison
 # facebook/galactica-1.3b (the paper's model; OPT layout, plain 4x MLP) for the README note.
 GALACTICA_1_3B = {"hidden_size": 2048, "num_hidden_layers": 24, "intermediate_size": 8192,
                   "vocab_size": 50000, "gated_mlp": False, "tie_word_embeddings": True}
@@ -92,13 +97,14 @@ def child(variant: str, rows_file: str, steps: int) -> dict:
     from coretune.train.data import TrainConfig
     from coretune.train.loop import setup, train_step
 
-    full, micro, ckpt, lora = VARIANTS[variant]
+    full, micro, ckpt, lora, precision = VARIANTS[variant]
     rows = [(r["prompt"], r["target"]) for r in json.loads(Path(rows_file).read_text())]
     cfg = TrainConfig(lr=1e-4, batch_size=8, max_length=256, max_steps=steps,
                       micro_batch_size=micro, gradient_checkpointing=ckpt, save_every=10_000,
-                      lora=lora)
+                      lora=lora, precision=precision)
     with tempfile.TemporaryDirectory() as d:
         s = setup(cfg, Path(d), rows, key="bench", full_logits=full)
+        grads = _snapshot_first_step_grads(s)
         loaded_rss = rss_peak_mb()
         times, tokens, losses = [], [], []
         with peak_memory() as peak:
@@ -109,12 +115,73 @@ def child(variant: str, rows_file: str, steps: int) -> dict:
                 tokens.append(n)
                 losses.append(round(loss, 6))
         picks = [len(s.examples[i][0]) for i in range(len(s.examples))]
+    np.savez(Path(rows_file).with_name(f"grads-{variant}.npz"), **grads)
     return {"variant": variant, "step_seconds": [round(t, 2) for t in times],
             "tokens": tokens, "losses": losses, "loss_fn": s.loss_fn.__name__,
             "tokens_per_s": round(sum(tokens[1:]) / sum(times[1:]), 1),
             "peak_rss_train_mb": peak["peak_rss_mb"], "peak_rss_process_mb": rss_peak_mb(),
             "rss_after_setup_mb": loaded_rss, "threads": torch.get_num_threads(),
             "row_lengths": picks, "model_config": s.lm.config.to_dict()}
+
+
+def _snapshot_first_step_grads(s) -> dict:
+    """Fills a dict, when the first optimizer step is taken, with every trainable tensor's
+    clipped-gradient norm and a fixed seeded sample of its coordinates (name -> array)."""
+    out: dict = {}
+    step = s.optimizer.step
+
+    def snap(*args, **kwargs):
+        if not out:
+            for i, (name, p) in enumerate(s.lm.named_parameters()):
+                if p.grad is not None:
+                    g = p.grad.detach().float().flatten().numpy()
+                    idx = np.random.default_rng(i).choice(len(g), min(len(g), GRAD_SAMPLE),
+                                                          replace=False)
+                    out[f"{name}|norm"] = np.array([np.linalg.norm(g)])
+                    out[f"{name}|sample"] = g[np.sort(idx)]
+        return step(*args, **kwargs)
+
+    s.optimizer.step = snap
+    return out
+
+
+def compare_grads(folder: Path, a: str, b: str) -> dict | None:
+    """First-step gradients of variant `b` against `a` (same rows, same weights): cosine of
+    the sampled coordinates, all tensors together and worst tensor, and the largest relative
+    difference of a tensor's norm."""
+    fa, fb = folder / f"grads-{a}.npz", folder / f"grads-{b}.npz"
+    if not (fa.is_file() and fb.is_file()):
+        return None
+    ga, gb = np.load(fa), np.load(fb)
+    names = sorted(k.removesuffix("|sample") for k in ga.files if k.endswith("|sample"))
+    xa = np.concatenate([ga[f"{n}|sample"] for n in names])
+    xb = np.concatenate([gb[f"{n}|sample"] for n in names])
+
+    def cos(u, v):
+        return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-30))
+
+    per = {n: cos(ga[f"{n}|sample"], gb[f"{n}|sample"]) for n in names}
+    norms = {n: abs(float(gb[f"{n}|norm"][0] / ga[f"{n}|norm"][0]) - 1) for n in names
+             if ga[f"{n}|norm"][0] > 0}
+    worst = min(per, key=per.get)
+    return {"cosine_all": round(cos(xa, xb), 6), "cosine_worst_tensor": round(per[worst], 6),
+            "worst_tensor": worst, "norm_rel_diff_max": round(max(norms.values()), 6),
+            "tensors": len(names), "coordinates": int(len(xa))}
+
+
+def bf16_summary(result: dict, work: Path) -> dict:
+    """bf16 autocast against float32 on the same steps of the same rows (micro-batch 2):
+    speed ratio of the best repeats, the per-step losses and the first step's gradients."""
+    a, b = result["variants"]["after_micro2"], result["variants"]["after_micro2_bf16"]
+    diffs = [abs(x - y) for x, y in zip(a["losses"], b["losses"], strict=True)]
+    return {"speed_ratio_best": round(b["tokens_per_s_best"] / a["tokens_per_s_best"], 3),
+            "speed_ratio_per_repeat": [round(y / x, 3) for x, y in zip(
+                a["tokens_per_s"], b["tokens_per_s"], strict=True)],
+            "loss_float32": a["losses"], "loss_bf16": b["losses"],
+            "loss_abs_diff_max": round(max(diffs), 6),
+            "loss_rel_diff_max": round(max(d / x for d, x in zip(diffs, a["losses"],
+                                                                 strict=True)), 6),
+            "first_step_grads": compare_grads(work, "after_micro2", "after_micro2_bf16")}
 
 
 def run_child(variant: str, rows_file: str, steps: int) -> dict:
@@ -132,11 +199,12 @@ def summarise(runs: list[dict], args) -> dict:
     widest = sorted(lengths, reverse=True)
     rows = {}
     for v, r in best.items():
-        _, micro, ckpt, lora = VARIANTS[v]
+        _, micro, ckpt, lora, precision = VARIANTS[v]
         tokens = micro * widest[0]  # the widest pass: `micro` rows padded to the longest
         floor = floor_bytes(c, tokens, lora_count(c) if lora else None, checkpointing=ckpt)
         rows[v] = {
             "micro_batch_size": micro, "gradient_checkpointing": ckpt, "lora": lora,
+            "precision": precision,
             "loss": "all positions" if VARIANTS[v][0] else "target positions",
             "tokens_per_s": [x["tokens_per_s"] for x in by[v]],
             "tokens_per_s_best": r["tokens_per_s"],
@@ -210,23 +278,25 @@ def main() -> None:
         rows = default_rows()
     load_start = os.getloadavg()
     runs = []
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(rows, f)
-    try:
+    variants = args.variants.split(",")
+    with tempfile.TemporaryDirectory() as work:
+        rows_file = Path(work) / "rows.json"
+        rows_file.write_text(json.dumps(rows))
         for _ in range(args.repeats):
-            for v in args.variants.split(","):
-                runs.append(run_child(v, f.name, args.steps))
+            for v in variants:
+                runs.append(run_child(v, str(rows_file), args.steps))
                 print(f"{v}: {runs[-1]['tokens_per_s']} tokens/s, train peak "
                       f"{runs[-1]['peak_rss_train_mb'] / 1024:.2f} GB", file=sys.stderr)
-    finally:
-        os.unlink(f.name)
-    result = summarise(runs, args)
+        result = summarise(runs, args)
+        if {"after_micro2", "after_micro2_bf16"} <= set(variants):
+            result["bf16_vs_float32"] = bf16_summary(result, Path(work))
     from coretune.io import write_json
 
     result.update({
         "data": args.data or "25 shipped RTE/CB training rows, first 2 templates (seeded)",
-        "settings": "full fine-tuning (LoRA r=16 where a variant says so), float32, CPU, "
-                    "batch 8, max_length 256, lr 1e-4",
+        "settings": "full fine-tuning (LoRA r=16 where a variant says so), float32 weights "
+                    "(bf16 autocast where a variant says so), CPU, batch 8, max_length 256, "
+                    "lr 1e-4",
         "fits_floor_gb": memory_table(runs[0]["model_config"]),
         "load_average_at_start": list(load_start), "load_average_at_end": list(os.getloadavg()),
         "cpu_count": os.cpu_count(), "python": sys.version.split()[0],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,15 +42,21 @@ class TrainConfig(BaseModel):
         "(off by default: it recomputes each layer's forward during backward; its CPU cost is "
         "the after_micro2_checkpointing row of benchmarks/bench_train.py).")
     max_length: int = Field(256, ge=8)
+    precision: Literal["auto", "float32", "bf16"] = Field(
+        "auto", description="Weights stay float32; bf16: the forward and backward passes under "
+        "bfloat16 autocast. auto: bf16 on a GPU and on a CPU with native bfloat16 "
+        "(avx512_bf16 or AMX), else float32 (benchmarks/bench_train.py measures both).")
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     seed: int = 0
     save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     log_every: int = Field(1, ge=1)
 
     def settings(self, exclude: set[str] = frozenset()) -> dict:
-        """The settings as keys and train_config.json record them: `full_steps` only when on,
-        so runs made before it existed keep their keys."""
-        return self.model_dump(exclude={*exclude, *(() if self.full_steps else ("full_steps",))})
+        """The settings as keys and train_config.json record them: `full_steps` only when on
+        and `precision` only when set, so runs made before they existed keep their keys."""
+        left = {*(() if self.full_steps else ("full_steps",)),
+                *(("precision",) if self.precision == "auto" else ())}
+        return self.model_dump(exclude={*exclude, *left})
 
     @property
     def rows_per_step(self) -> int:

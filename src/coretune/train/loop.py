@@ -46,6 +46,7 @@ class Session:
     step: int = 0
     log: list[dict] = field(default_factory=list)
     loss_fn: Callable = target_loss
+    bf16: bool = False  # forward and backward under bfloat16 autocast (TrainConfig.precision)
 
     @property
     def params(self) -> list:
@@ -146,7 +147,24 @@ def setup(cfg: TrainConfig, out: Path, rows: list[tuple[str, str]], key: str,
     step, log = load_checkpoint(work_dir(out), lm, optimizer, scheduler, key)
     use_target = not full_logits and supports_target_logits(lm)
     return Session(cfg, out, key, len(rows), examples, lm, tok, dev, optimizer, scheduler,
-                   total, step, log, target_loss if use_target else full_logit_loss)
+                   total, step, log, target_loss if use_target else full_logit_loss,
+                   uses_bf16(cfg.precision, dev))
+
+
+def uses_bf16(precision: str, device) -> bool:
+    """Whether `precision` means bfloat16 autocast on `device` (see TrainConfig.precision)."""
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+
+
+def cpu_has_bf16() -> bool:
+    """Native bfloat16 arithmetic on this CPU (x86 avx512_bf16 or AMX; Linux flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def train_step(s: Session) -> tuple[float, int]:
@@ -157,7 +175,7 @@ def train_step(s: Session) -> tuple[float, int]:
                       s.cfg.full_steps)
     n_target = sum(sum(y != IGNORE for y in s.examples[i][1]) for i in picks)
     lengths = [len(x) for x, _ in s.examples]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=s.device.type == "cuda")
+    autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.bf16)
     loss_sum, n_tokens = 0.0, 0
     for chunk in micro_batches(picks, lengths, s.cfg.rows_per_pass):
         ids, labels, mask = (t.to(s.device) for t in
@@ -201,4 +219,5 @@ def run_steps(s: Session, quiet: bool = False,
 def finish(s: Session) -> None:
     """The model folder (model or adapter, the log, the done marker) at once; the work goes."""
     save_final(s.out, s.work, s.lm, s.tok, s.cfg.settings(), s.log,
-               {"key": s.key, "done": True, "steps": s.total, "rows": s.rows})
+               {"key": s.key, "done": True, "steps": s.total, "rows": s.rows,
+                "precision": "bf16" if s.bf16 else "float32"})
