@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from conftest import DATA
+from conftest import DATA, ROOT
 
 from coretune.data.pool import load_pool
 
@@ -54,3 +54,18 @@ def test_template_modes_and_user_dataset(cli, tmp_path):
     pool = load_pool(out)
     assert len(pool) == 15 and set(pool.column("family")) == {"nli"}
     assert pool.column("uid")[0].startswith("mine/") and pool.column("uid")[0].endswith("/line1")
+
+
+def test_the_demo_prints_the_pool_its_configs_use(cli, tmp_path):
+    """scripts/demo.sh builds and describes a pool before its runs: the very rows the demo
+    configs' pool stage makes (configs/demo/_base.yaml)."""
+    from coretune.config import load_config
+    from coretune.stages import make_pool
+
+    script = (ROOT / "scripts/demo.sh").read_text().replace("\\\n", " ")
+    flags = re.search(r"coretune pool build (.*?) -o ", script).group(1).split()
+    cli("pool", "build", *flags, "-o", tmp_path / "demo.parquet", check=True)
+    printed = load_pool(tmp_path / "demo.parquet")
+    used = make_pool(load_config(ROOT / "configs/demo/coreset.yaml"))
+    assert len(printed) == len(used) == 5000
+    assert printed.table.equals(used.table)

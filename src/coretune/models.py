@@ -203,6 +203,12 @@ def encode_target(tok: Any, target: str) -> list[int]:
 
 def silence_progress_bars() -> None:
     """No transformers progress bars ("Loading weights", GGUF conversion): `--quiet`."""
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # the GGUF de-quantisation bar is a plain tqdm that transformers' switch does not reach
+    gguf_utils.tqdm = functools.partial(tqdm, disable=True)

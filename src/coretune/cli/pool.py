@@ -32,6 +32,11 @@ def build(
         "TEMPLATES a promptsource .yaml (repeatable)."),
     no_default_datasets: bool = typer.Option(
         False, "--no-default-datasets", help="Leave out the shipped RTE and CB training sets."),
+    max_rows: int = typer.Option(None, "--max-rows", min=1, help="Keep a seeded uniform "
+                                 "sample of at most this many rows, in pool order (as a "
+                                 "config's pool.max_rows does); with --from the source is read "
+                                 "into memory."),
+    seed: int = typer.Option(0, min=0, help="Seed of the --max-rows sample (configs use 0)."),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Build the default pool, or convert your own source (--from) to one pool file.
@@ -50,6 +55,15 @@ def build(
         from coretune.data.stream import convert_pool
 
         check_outputs([output], Inputs().pool(source), overwrite=overwrite)
+        if max_rows is not None:
+            from coretune.data.pool import load_pool
+            from coretune.data.sources import sample_rows
+
+            pool = sample_rows(load_pool(source, columns), max_rows, seed)
+            pool.save(output)
+            typer.echo(f"wrote {output}: {len(pool)} rows sampled from {source} in "
+                       f"{time.perf_counter() - start:.1f}s")
+            return
         done = convert_pool(source, output, columns)
         typer.echo(f"wrote {output}: {done['rows']} rows from {done['shards']} shard(s) in "
                    f"{time.perf_counter() - start:.1f}s")
@@ -60,6 +74,7 @@ def build(
         build_pool,
         parse_dataset_spec,
         parse_template_mode,
+        sample_rows,
         train_datasets,
     )
 
@@ -72,6 +87,7 @@ def build(
     check_outputs([output], inputs, overwrite=overwrite)
     pool = build_pool(bigbench=bigbench or "full", datasets=datasets, template_mode=mode,
                       n_templates=n, fixed_template=fixed)
+    pool = sample_rows(pool, max_rows, seed)
     pool.save(output)
     typer.echo(f"wrote {output}: {len(pool)} rows in {time.perf_counter() - start:.1f}s")
 
