@@ -83,6 +83,16 @@ def test_one_class_marks_sets_where_a_seed_gives_one_answer():
     assert one_class([pa.table({"task": ["rte"], "label": [0]})]) == {}  # no `pred` column
 
 
+def test_family_styles_tell_every_family_apart_and_grey_other():
+    from coretune.report import family_styles
+
+    names = [f"family {i}" for i in range(20)] + ["other"]
+    styles = family_styles(names * 2)
+    assert len(styles) == 21 and len(set(styles.values())) == 21
+    assert styles["other"][0][:3] == (0.6, 0.6, 0.6)
+    assert all(c[0] != c[1] or c[1] != c[2] for name, (c, _) in styles.items() if name != "other")
+
+
 @CHROMIUM
 def test_report_renders_in_headless_chromium(tmp_path):
     import matplotlib.image as mpimg

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from coretune.compare import ACCURACY, Metric, delta_unit, paired_markdown  # noqa: E402
 from coretune.errors import CoretuneError  # noqa: E402
@@ -37,8 +38,6 @@ def _baseline_lines(ax, majority: float | None, chance: float | None) -> None:
 
 def _log_x(ax) -> None:
     """Log x axis labelled 1, 2, 5, 10, 20, ... (not 10^0, 10^1)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.10g}"))
@@ -121,7 +120,7 @@ def family_styles(names: list[str]) -> dict[str, tuple]:
     out = {n: (PALETTE[i % len(PALETTE)], MARKERS[i // len(PALETTE) % len(MARKERS)])
            for i, n in enumerate(named)}
     if OTHER in names:
-        out[OTHER] = ((0.6, 0.6, 0.6, 1.0), ".")
+        out[OTHER] = ((0.6, 0.6, 0.6, 1.0), "o")
     return out
 
 
@@ -136,7 +135,7 @@ def plot_map(xy: np.ndarray, families: list[str], target: np.ndarray,
     for name in [*(n for n in styles if n != OTHER), *([OTHER] if OTHER in styles else [])]:
         m = fam == name
         colour, marker = styles[name]
-        ax.scatter(xy[m, 0], xy[m, 1], s=9 if name != OTHER else 5, color=colour,
+        ax.scatter(xy[m, 0], xy[m, 1], s=9 if name != OTHER else 6, color=colour,
                    marker=marker, label=f"{name} ({int(m.sum()):,})", alpha=0.7, linewidths=0,
                    zorder=1 if name == OTHER else 2)
     ax.scatter(xy[target, 0], xy[target, 1], s=22, facecolors="none", edgecolors="black",
@@ -159,6 +158,7 @@ def plot_radius(radius: np.ndarray, clusters: np.ndarray) -> bytes:
     for c in np.unique(clusters):
         r = radius[clusters == c]
         ax.plot(np.arange(1, len(r) + 1), r, lw=1, label=f"cluster {c}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("centres selected in the cluster")
     ax.set_ylabel("coverage radius")
     ax.grid(alpha=0.3)
