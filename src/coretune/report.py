@@ -194,9 +194,11 @@ ONE_CLASS = "†"
 ONE_CLASS_LEGEND = (f"{ONE_CLASS} predicts one class on every example of this set, on every "
                     f"seed ({ONE_CLASS}k/n: on k of n seeds): its accuracy there is that "
                     "class's share of the labels, not a skill.")
-# per metric: the baselines shown under its table, (key in compare.baselines, row label)
-BASELINE_ROWS = {"accuracy": (("majority", "majority class"), ("chance", "chance")),
-                 "logloss": (("prior_logloss", "label prior"), ("uniform_logloss", "uniform"))}
+# per metric: the baselines shown under its table, (key in compare.baselines, row label,
+# decimals)
+BASELINE_ROWS = {"accuracy": (("majority", "majority class", 1), ("chance", "chance", 1)),
+                 "logloss": (("prior_logloss", "label prior", 3),
+                             ("uniform_logloss", "uniform", 3))}
 
 
 def one_class(tables) -> dict[str, str]:
@@ -231,7 +233,7 @@ def _cell_html(c, mark: str = "") -> str:
 def _table_html(rows: list[dict], base: dict | None = None, kinds: tuple = (),
                 marks: dict | None = None) -> str:
     """The accuracy (or log-loss) table; `base`: per eval set the baselines, of which `kinds`
-    ((key, label) pairs) are added as rows, Avg their mean over the sets; `marks`: row name ->
+    (BASELINE_ROWS) are added as rows, Avg their mean over the sets; `marks`: row name ->
     eval set -> marker (`one_class`)."""
     tasks = _columns(rows)
     cols = [*tasks, "avg"]
@@ -244,8 +246,7 @@ def _table_html(rows: list[dict], base: dict | None = None, kinds: tuple = (),
         n = max((c.n_seeds for c in r["cells"].values()), default=0)
         body.append(f"<tr><th>{html.escape(r['name'])}</th><td>{n}</td>{cells}</tr>")
     have = [t for t in tasks if t in (base or {})]
-    for key, label in kinds if have else ():
-        d = 1 if key in ("majority", "chance") else 3
+    for key, label, d in kinds if have else ():
         vals = {t: base[t][key] for t in have}
         vals["avg"] = float(np.mean(list(vals.values())))
         cells = "".join(f"<td>{vals[c]:.{d}f}</td>" if c in vals else "<td>–</td>"
@@ -302,8 +303,7 @@ def _baselines_md(base: dict, kinds: tuple, tasks) -> str:
     have = [t for t in tasks if t in base]
     lines = ["| baseline | " + " | ".join(HEADERS.get(t, t) for t in have) + " |",
              "|---|" + "---|" * len(have)]
-    for key, label in kinds:
-        d = 1 if key in ("majority", "chance") else 3
+    for key, label, d in kinds:
         lines.append(f"| {label} | " + " | ".join(f"{base[t][key]:.{d}f}" for t in have) + " |")
     return "\n".join(lines)
 
