@@ -187,17 +187,19 @@ def test_power_is_2_8_standard_errors_of_the_median_comparison():
     assert power({}) == {}
 
 
-def _predictions(path, correct: list[int]) -> None:
-    """A predictions table as the evaluate stage writes it (one template per example)."""
+def _predictions(path, correct: list[int], pred: list[int] | None = None) -> None:
+    """A predictions table as the evaluate stage writes it (one template per example), with
+    the answers `pred` when given."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     n = len(correct)
     path.parent.mkdir(parents=True, exist_ok=True)
+    answers = {} if pred is None else {"pred": pred}
     pq.write_table(pa.table({"task": ["rte"] * n, "example": list(range(n)),
                              "label": [i % 2 for i in range(n)],
                              "choices": [["yes", "no"]] * n,
-                             "correct": [bool(c) for c in correct]}), path)
+                             "correct": [bool(c) for c in correct], **answers}), path)
 
 
 # Stage seconds of the constructed sweep's manifests: the shared stages (the pool's is not a
@@ -208,9 +210,10 @@ TRAIN_SECONDS = {"10": 20.0, "5": 15.0, "all": 80.0}
 
 
 def _constructed_sweep(tmp_path, budgets=("10", "all"), methods=("kcenter", "random"),
-                       train_steps=None):
+                       train_steps=None, always_yes=()):
     """Points whose answers are known: 40 examples, the untuned model gets none right,
-    kcenter at 10 rows and `all` get 20, random at 10 rows gets 10 (at 5 rows: 15 and 5).
+    kcenter at 10 rows and `all` get 20, random at 10 rows gets 10 (at 5 rows: 15 and 5);
+    the points in `always_yes` answer "yes" to every example (20 right, the majority class).
     Stage manifests with known seconds (above), and the train stage's train_state.json at
     batch 8 and 2 epochs (or `train_steps` full steps)."""
     from coretune.io import write_json
@@ -232,7 +235,10 @@ def _constructed_sweep(tmp_path, budgets=("10", "all"), methods=("kcenter", "ran
     for p in points:
         run = layout.point(p.method, p.budget)
         k = right[p.label]
-        _predictions(run.predictions(p.seed), [1] * k + [0] * (40 - k))
+        if p.label in always_yes:
+            _predictions(run.predictions(p.seed), [i % 2 == 0 for i in range(40)], [0] * 40)
+        else:
+            _predictions(run.predictions(p.seed), [1] * k + [0] * (40 - k))
         upstream = ["pool"] if "@" in p.method else list(SHARED_SECONDS)
         write_json(run.stage("select", p.seed) / MANIFEST,
                    {"quality": {"rows": counts[p.budget], "probe_mean": 1 - k / 100},
@@ -284,6 +290,20 @@ def test_sweep_report_on_constructed_points(tmp_path):
     assert "Accuracy vs budget" not in page
     # and without budget `all` it has no positive control: no knee
     assert "cannot rank selections" in page and "Knee per method" not in page
+
+
+def test_sweep_html_shows_the_control_paired_deltas_baselines_and_one_class_points(tmp_path):
+    _constructed_sweep(tmp_path, always_yes=("all",))
+    page = (tmp_path / "report.html").read_text()
+    lead = page.index("<p class='lead'>Positive control passed: all (40 rows")
+    assert lead < page.index("<h2>Results</h2>")  # what decides comes first
+    assert "<tr class='base'><th>majority class</th><td>–</td><td>50.0</td><td>50.0</td>" in page
+    assert "<td class='one'>50.0 †<br>" in page and page.count("<td class='one'>") == 1
+    for head in ("Paired Δ vs untuned", "Paired Δ vs random at the same budget"):
+        assert f"<h3>{head}</h3>" in page
+    rows = page.split("<h3>Paired Δ vs random at the same budget</h3>")[1].split("</table>")[0]
+    assert "<th>kcenter 10</th><td class='sig'>+25.0<br>" in rows
+    assert page.count("<figcaption>Avg accuracy (higher is better)") == 1
 
 
 def _scored(path, p_gold) -> None:
@@ -449,7 +469,7 @@ def test_sweep_report_draws_the_budget_curve_in_a_browser(tmp_path):
     from coretune.report import screenshot
 
     _constructed_sweep(tmp_path, budgets=("5", "10", "all"))
-    png = screenshot(tmp_path / "report.html", tmp_path / "shot.png", height=1400)
+    png = screenshot(tmp_path / "report.html", tmp_path / "shot.png", height=4000)
     img = mpimg.imread(png)[..., :3]
     # tab10's first two colours (kcenter blue, random orange) drawn as lines and bands
     blue = (np.abs(img - np.array([0.12, 0.47, 0.71])) < 0.08).all(-1)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.compare import LOGLOSS, majority_baselines, paired_markdown, paired_rows
+from coretune.compare import ACCURACY, LOGLOSS, majority_baselines, paired_markdown, paired_rows
 from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import per_example_accuracy, per_example_logloss
@@ -18,6 +18,8 @@ from coretune.io import read_json
 from coretune.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout
 from coretune.manifest import MANIFEST
 from coretune.report import (
+    ONE_CLASS,
+    one_class,
     plot_coverage,
     plot_map,
     plot_radius,
@@ -145,10 +147,12 @@ def _map_figure(run: RunLayout):
         idx = np.union1d(idx, np.flatnonzero(selected))
     from sklearn.decomposition import PCA
 
-    xy = PCA(2, random_state=0).fit_transform(np.asarray(x[idx], np.float32))
+    pca = PCA(2, random_state=0)
+    xy = pca.fit_transform(np.asarray(x[idx], np.float32))
     fam_col = "family" if "family" in pool.column_names else "task"
     families = [pool.column(fam_col)[int(i)].as_py() for i in idx]
-    return plot_map(xy, families, target[idx], selected[idx])
+    return plot_map(xy, families, target[idx], selected[idx],
+                    explained=tuple(pca.explained_variance_ratio_))
 
 
 def _radius_figure(runs: list[Path]):
@@ -162,33 +166,89 @@ def _radius_figure(runs: list[Path]):
     return None
 
 
-def _paired_text(per_row: dict, by_name: dict, reference: str | None = None,
-                 losses: dict | None = None) -> str:
-    """Every row against `reference` (default: the untuned model, a run with method `none`),
-    paired on the examples all runs score, with the eval sets' majority and chance baselines;
-    then the same in log-loss for the rows in `losses`; "" without a reference."""
+def _reference(per_row: dict, by_name: dict, reference: str | None) -> str | None:
+    """`reference`, else the untuned model (a run with method `none`), else None."""
     if reference is not None and reference not in per_row:
         raise CoretuneError(f"no finished run named '{reference}' (runs: "
                             f"{', '.join(sorted(per_row))})", field="reference")
     untuned = [n for n, f in by_name.items() if f["method"] == "none"]
-    ref = reference or (untuned[0] if untuned else None)
-    if ref is None or len(per_row) < 2:
-        return ""
-    tasks = [t for t in TASKS if any(t in s for s in per_row[ref])]
-    try:
-        deltas = paired_rows(per_row, ref, tasks)
-        loss = [n for n in per_row if n in (losses or {})]
-        loss_deltas = paired_rows({n: losses[n] for n in loss}, ref, tasks, LOGLOSS) \
-            if ref in loss and len(loss) > 1 else []
-    except CoretuneError as e:  # runs scored different examples: nothing to pair
-        return f"No paired comparison: {e}\n"
-    layout = RunLayout.of(Path(by_name[ref]["run"]))
+    return reference or (untuned[0] if untuned else None)
+
+
+def _baselines(fact: dict) -> dict[str, dict[str, float]]:
+    """Each eval set's majority-class, chance and constant-guess log-loss baselines, over the
+    examples the run of `fact` scored (its first evaluated seed)."""
+    layout = RunLayout.of(Path(fact["run"]))
     preds = _read(layout.predictions(layout.evaluated_seeds()[0]), lambda p: pq.read_table(
         p, columns=["task", "example", "label", "choices"]))
-    text = paired_markdown(deltas, ref, tasks, majority_baselines(preds))
-    if loss_deltas:
-        text += "\n" + paired_markdown(loss_deltas, ref, tasks, metric=LOGLOSS)
+    return majority_baselines(preds)
+
+
+def _paired(per_row: dict, ref: str | None, losses: dict | None = None
+            ) -> tuple[list[str], list[tuple[str, list[dict], object]]] | str:
+    """Every row against `ref`, paired on the examples all runs score: the eval sets and
+    [(ref, Δ rows, metric)], accuracy then log-loss for the rows in `losses`; no sets and []
+    without a reference, the reason as a string when the runs cannot be paired."""
+    if ref is None or len(per_row) < 2:
+        return [], []
+    tasks = [t for t in TASKS if any(t in s for s in per_row[ref])]
+    try:
+        out = [(ref, paired_rows(per_row, ref, tasks), ACCURACY)]
+        loss = [n for n in per_row if n in (losses or {})]
+        if ref in loss and len(loss) > 1:
+            out.append((ref, paired_rows({n: losses[n] for n in loss}, ref, tasks, LOGLOSS),
+                        LOGLOSS))
+    except CoretuneError as e:  # runs scored different examples: nothing to pair
+        return f"No paired comparison: {e}\n"
+    return tasks, out
+
+
+def _paired_text(paired: tuple | str, base: dict) -> str:
+    """table.md's paired Δ tables (the accuracy one with the eval sets' baselines)."""
+    if isinstance(paired, str):
+        return paired
+    tasks, sections = paired
+    if not sections:
+        return ""
+    (ref, deltas, _), *loss = sections
+    text = paired_markdown(deltas, ref, tasks, base)
+    if loss:
+        text += "\n" + paired_markdown(loss[0][1], ref, tasks, metric=LOGLOSS)
     return text
+
+
+def _one_class_marks(facts: list[dict]) -> dict[str, dict[str, str]]:
+    """Row name -> eval set -> marker, for the sets on which a run predicts one option on
+    every example (report.one_class)."""
+    out = {}
+    for f in facts:
+        run = RunLayout.of(Path(f["run"]))
+        tables = [_read(run.predictions(s), pq.read_table) for s in f["seeds"]]
+        out[f["name"]] = one_class(tables)
+    return out
+
+
+CAPTIONS = {
+    "rows": "Bars: each row's Avg accuracy (the mean of its eval sets' accuracies), whiskers its "
+            "95% interval; dotted line: the eval sets' majority-class accuracy, dashed: chance "
+            "(their means). A bar at the dotted line has learned no more than the commonest "
+            f"answer; {ONE_CLASS}: the row predicts one class on some set (see the accuracy "
+            "table). Compare rows with the paired Δ tables, not by bar heights.",
+    "budget": "Avg accuracy against the share of the pool each run trained on (log x), one line "
+              "per method with its 95% band; dashed: the untuned model, dotted: the "
+              "majority-class average.",
+    "map": "Each point is a pool row (a sample of up to 4,000 and every selected row) on the two "
+           "main principal components of its embedding, coloured and shaped by task family "
+           "(grey: other); rings: rows in the target clusters; stars: the rows selected (first "
+           "seed). Rows close together have similar prompts.",
+    "radius": "k-center's coverage radius (the largest distance from a row of the cluster to its "
+              "nearest chosen centre) after each centre it chose, one line per target cluster; "
+              "where a line flattens, more rows add little coverage.",
+    "coverage": "Left: the radius, the largest distance from a target row to its nearest selected "
+                "row, which k-center minimises; right: the mean distance, which it does not "
+                "minimise (random can be lower there). Lower is better in both; x: the first n "
+                "rows of each selection (log).",
+}
 
 
 def write_run_report(paths: list[Path], out: Path, title: str | None = None,
@@ -201,12 +261,21 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None,
     rows = build_rows(per_row)
     loss_rows = build_rows(losses, metric=LOGLOSS)
     by_name = {f["name"]: f for f in facts}
-    paired = _paired_text(per_row, by_name, reference, losses)
-    figures = {"Average accuracy per row": plot_rows(rows, "all rows")}
+    ref = _reference(per_row, by_name, reference)
+    base = _baselines(by_name[ref or facts[0]["name"]])
+    paired = _paired(per_row, ref, losses)
+    majority, chance = (float(np.mean([b[k] for b in base.values()])) for k in ("majority",
+                                                                                 "chance"))
+    marks = _one_class_marks(facts)
+    ticks = {name: f" {ONE_CLASS}" for name, m in marks.items() if m}
+    figures = {"Average accuracy per row": (plot_rows(rows, "all rows", majority, chance, ticks),
+                                            CAPTIONS["rows"])}
     samplers = [r for r in rows if by_name[r["name"]]["method"] in budgeted_methods()]
     budgets = {by_name[r["name"]]["budget"] for r in samplers}
     if len({by_name[r["name"]]["method"] for r in samplers}) > 1 and len(budgets) == 1:
-        figures["Samplers at equal budget"] = plot_rows(samplers, f"budget {budgets.pop()}")
+        figures["Samplers at equal budget"] = (plot_rows(samplers, f"budget {budgets.pop()}",
+                                                         majority, chance, ticks),
+                                               CAPTIONS["rows"])
     points: dict[str, list] = {}
     labels = method_labels()
     for r in rows:
@@ -218,22 +287,21 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None,
                                                        c.hi))
     untuned = [r["cells"]["avg"].mean for r in rows
                if by_name[r["name"]]["method"] == "none" and "avg" in r["cells"]]
-    curve = plot_sweep(points, {}, untuned=untuned[0] if untuned else None)
+    curve = plot_sweep(points, {}, untuned=untuned[0] if untuned else None, majority=majority)
     if curve is not None:  # one budget per method is not a curve
-        figures["Accuracy vs budget"] = curve
+        figures["Accuracy vs budget"] = (curve, CAPTIONS["budget"])
     for run in runs:
         fig = _map_figure(RunLayout.of(run))
         if fig is not None:
-            figures["Pool embeddings by task family"] = fig
+            figures["Pool embeddings by task family"] = (fig, CAPTIONS["map"])
             break
     radius = _radius_figure(runs)
     if radius is not None:
-        figures["K-center coverage radius"] = radius
+        figures["K-center coverage radius"] = (radius, CAPTIONS["radius"])
     quality = {f["name"]: q for f in facts if (q := _quality(RunLayout.of(Path(f["run"]))))}
-    curves = {name: (q["coverage"]["n"], q["coverage"]["mean"])
-              for name, q in quality.items() if "coverage" in q}
+    curves = {name: q["coverage"] for name, q in quality.items() if "coverage" in q}
     if curves:
-        figures["Coverage of the target rows"] = plot_coverage(curves)
+        figures["Coverage of the target rows"] = (plot_coverage(curves), CAPTIONS["coverage"])
     tables = {"Run facts": [_fact_row(f) for f in facts],
               "Stage seconds (all seeds) and peak memory": [_stage_row(f) for f in facts],
               "Selection quality (first seed, no training)": [
@@ -241,9 +309,16 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None,
                                    if k in QUALITY_LABELS}} for name, q in quality.items()]}
     notes = [f"Runs: {', '.join(str(r) for r in runs)}."]
     write_table(rows, out, facts=facts, loss_rows=loss_rows,
-                paired=paired)  # written once every file was read
+                paired=_paired_text(paired, base))  # written once every file was read
+    sections = [] if isinstance(paired, str) else paired[1]
+    if isinstance(paired, str):
+        notes.insert(0, paired.strip())
+    lead = [(f"The paired Δ tables compare every row with {ref} on the examples both scored "
+             f"(+ = better than {ref}). " if sections else "")
+            + f"Baselines: over the examples {ref or facts[0]['name']} scored."]
     html, _ = write_report(out, title or "coretune report", rows, figures, tables, notes,
-                           loss_rows=loss_rows)
+                           loss_rows=loss_rows, lead=lead, baselines=base, marks=marks,
+                           paired=sections)
     return html
 
 
@@ -273,8 +348,13 @@ def _fact_row(f: dict) -> dict:
                 if f["method"] != "none" else "none (untuned model)")
     return {"run": f["name"], "reproduces": f["reproduces"], "model": f["model"],
             "pool rows": f"{f['pool_rows']:,}" if f["pool_rows"] else "–",
-            "selected": selected, "seeds": ", ".join(map(str, f["seeds"])),
+            "selected": selected, "seeds": _seeds_text(f["seeds"]),
             "evaluation": _evaluation_text(f["eval_caps"], f["eval_items"])}
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    """How many seeds and which: '1 (seed 0)', '3 (seeds 0, 1, 2)'."""
+    return f"{len(seeds)} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
 
 
 def _stage_row(f: dict) -> dict:

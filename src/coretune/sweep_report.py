@@ -33,6 +33,7 @@ from coretune.compare import (
     ACCURACY,
     LOGLOSS,
     METRICS,
+    Delta,
     Metric,
     delta_unit,
     knee,
@@ -45,7 +46,7 @@ from coretune.evaluate import per_example_accuracy, per_example_logloss
 from coretune.io import read_json, write_json, write_text
 from coretune.layout import SweepLayout
 from coretune.manifest import MANIFEST
-from coretune.report import _plain_table, plot_sweep, write_report
+from coretune.report import _plain_table, one_class, plot_sweep, write_report
 from coretune.select.budget import ALL
 from coretune.table import HEADERS, build_rows
 from coretune.train.data import rows_trained
@@ -192,25 +193,36 @@ def control(vs_untuned: dict, metric: Metric, counts: dict[str, int]) -> dict:
 
 def _write_html(layout: SweepLayout, doc: dict, rows: list[dict], cells: dict,
                 loss_rows: list[dict]) -> None:
-    """report.html: the budget curves per method, accuracy and log-loss (bands, knee of the
-    deciding metric, untuned and majority lines), both tables, the control line, the knees
-    and the training-free predictors."""
+    """report.html: the control line first, both tables with each eval set's baselines and
+    the one-class markers, the paired Δ tables (vs untuned, vs random at the same budget, in
+    accuracy and log-loss), the budget curves per method (bands, knee of the deciding metric,
+    untuned and baseline lines), the knees and the training-free predictors."""
     knee_rows = {m: k["rows"] for m, k in doc["knee"].items()}
-    majority = float(np.mean([b["majority"] for t, b in doc["baselines"].items()
-                              if t in doc["tasks"]]))
+    base = doc["baselines"]
+    mean_base = {k: float(np.mean([b[k] for t, b in base.items() if t in doc["tasks"]]))
+                 for k in ("majority", "prior_logloss")}
     figures = {}
     loss_cells = {r["name"]: r["cells"] for r in loss_rows}
-    for title, by, metric, base in (("Accuracy vs budget", cells, ACCURACY, majority),
-                                    ("Log-loss vs budget", loss_cells, LOGLOSS, None)):
+    for title, by, metric, line, label in (
+            ("Accuracy vs budget", cells, ACCURACY, mean_base["majority"], "majority class"),
+            ("Log-loss vs budget", loss_cells, LOGLOSS, mean_base["prior_logloss"],
+             "label prior (best constant guess)")):
         if not by:
             continue
         png = plot_sweep(_curves(doc, by), knee_rows if doc["metric"] == metric.name else {},
-                         untuned=by[UNTUNED]["avg"].mean, majority=base,
+                         untuned=by[UNTUNED]["avg"].mean, majority=line, majority_label=label,
                          xlabel="training rows (log)", what=metric.label,
                          ylabel=f"avg {metric.label} (95% band)" if metric is LOGLOSS else
                          "avg accuracy % (95% band)")
         if png is not None:
-            figures[title] = png
+            better = "higher" if metric.higher_is_better else "lower"
+            figures[title] = (png, f"Avg {metric.label} ({better} is better) against the rows "
+                              "a point trained on (log x), one line per method with its 95% "
+                              f"band, `all` the last point of every line; dashed: the untuned "
+                              f"model, dotted: the {label}"
+                              + ("; ringed: each method's knee." if doc["metric"] == metric.name
+                                 and knee_rows else ". Rank points by the paired Δ tables, "
+                                 "not by overlapping bands."))
     m = METRICS[doc["metric"]]
     knees = [{"method": name, "knee": f"{k['budget']} ({k['rows']:,} rows)",
               "best": f"{k['best']} ({k['best_rows']:,} rows)",
@@ -218,16 +230,28 @@ def _write_html(layout: SweepLayout, doc: dict, rows: list[dict], cells: dict,
              for name, k in doc["knee"].items()]
     preds = [{"quality number": k, f"Spearman ρ with avg {m.label} (+ = better)": v["spearman"],
               "p": v["p"], "points": v["n"]} for k, v in doc["predictors"].items()]
+    paired = []
+    for key, ref in (("vs_untuned", UNTUNED), ("vs_random", "random at the same budget")):
+        for metric, suffix in ((ACCURACY, ""), (LOGLOSS, "_logloss")):
+            deltas = [{"name": p["label"], "cells": {t: Delta(**d) for t, d in
+                                                     p[key + suffix].items()}}
+                      for p in doc["points"] if p.get(key + suffix)]
+            if deltas:
+                paired.append((ref, deltas, metric))
+    marks = {UNTUNED: one_class([pq.read_table(layout.untuned.predictions(0))])}
+    for p in doc["points"]:
+        run = layout.point(p["method"], p["budget"])
+        marks[p["label"]] = one_class([pq.read_table(run.predictions(s)) for s in p["seeds"]])
     loss = doc["untuned_logloss"]
     write_report(layout.root, f"Sweep {doc['name']}", rows, figures,
                  {"Knee per method": knees, "Training-free predictors": preds,
                   "Steps and cost per point": cost_rows(doc)},
-                 [_plain(doc["control"]["text"]),
-                  f"Majority-class average {majority:.1f}%; untuned model "
-                  f"{doc['untuned']['avg']['mean']:.1f}%"
+                 [f"Untuned model {doc['untuned']['avg']['mean']:.1f}%"
                   + (f", log-loss {loss['avg']['mean']:.3f} nats" if loss else "")
-                  + ". Paired deltas are in sweep.md.", design_text(doc["design"])],
-                 loss_rows=loss_rows)
+                  + f"; majority-class average {mean_base['majority']:.1f}%.",
+                  design_text(doc["design"])],
+                 loss_rows=loss_rows, baselines=base, marks=marks, paired=paired,
+                 lead=[f"Deciding metric: {m.label}.", _plain(doc["control"]["text"])])
 
 
 def _plain(text: str) -> str:
