@@ -66,6 +66,25 @@ def shard(**columns):
                              **columns}))
 
 
+def turn(role, content):
+    return {"role": role, "content": content}
+
+
+USER, REPLY = turn("user", "Hi?"), turn("assistant", "Hello.")
+
+
+def chat(i, *turns, **kw):
+    """A chat row: `messages` instead of prompt and target."""
+    return {"uid": f"c{i}", "task": "chat", "messages": list(turns or (USER, REPLY)), **kw}
+
+
+def chat_parquet(**columns):
+    from coretune.data.chat import MESSAGES
+
+    return parquet(pa.table({"uid": ["a", "b"], "task": ["t"] * 2,
+                             "messages": pa.array([[USER, REPLY]] * 2, MESSAGES), **columns}))
+
+
 @functools.cache
 def _finished_run() -> Path:
     """A real finished run, made once: the untuned model scored on 2 RTE examples x 1
@@ -186,6 +205,63 @@ CASES = [
      ["p.jsonl", "field 'prompt'", "'inputs_pretokenized'", "not found"]),
     ("pool_dataset_dict_root", {"dd/dataset_dict.json": '{"splits": ["train"]}'},
      ["pool", "info", "{dd}"], ["dd", "DatasetDict", "train"]),
+    # ---- chat rows (messages)
+    ("pool_chat_no_assistant_turn", {"p.jsonl": jsonl(chat(1), chat(2, turn("system", "S"),
+                                                                      USER))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:2", "field 'messages'", "no assistant turn"]),
+    ("pool_chat_last_turn_not_assistant",
+     {"p.jsonl": jsonl(chat(1, USER, REPLY, turn("user", "Thanks!")))},
+     ["pool", "info", "{p.jsonl}"],
+     ["p.jsonl:1", "field 'messages'", "the last turn is the user's", "must end with"]),
+    ("pool_chat_unknown_role", {"p.jsonl": jsonl(chat(1, USER, turn("tool", "{}"), REPLY))},
+     ["pool", "validate", "{p.jsonl}"],
+     ["p.jsonl:1", "field 'messages'", "turn 2: unknown role 'tool'"]),
+    ("pool_chat_empty_content", {"p.jsonl": jsonl(chat(1), chat(2, turn("user", "  "), REPLY))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:2", "field 'messages'", "turn 1: empty content"]),
+    ("pool_chat_messages_not_a_list",
+     {"p.jsonl": jsonl(chat(1), {"uid": "c2", "task": "chat", "messages": "Hi? Hello."})},
+     ["pool", "info", "{p.jsonl}"],
+     ["p.jsonl:2", "field 'messages'", "must be a list of {role, content} turns, got text"]),
+    ("pool_chat_turn_not_an_object", {"p.jsonl": jsonl(chat(1, "Hi?", REPLY))},
+     ["pool", "info", "{p.jsonl}"],
+     ["p.jsonl:1", "field 'messages'", "turn 1 is not an object", "got text"]),
+    ("pool_chat_system_not_first", {"p.jsonl": jsonl(chat(1, USER, turn("system", "S"), REPLY))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:1", "turn 2: a system turn can only be the first"]),
+    ("pool_chat_no_user_turn", {"p.jsonl": jsonl(chat(1, turn("system", "S"), REPLY))},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:1", "field 'messages'", "no user turn"]),
+    ("pool_chat_turn_extra_key",
+     {"p.jsonl": jsonl(chat(1, USER, {**REPLY, "tool_calls": [{"name": "f"}]}))},
+     ["pool", "info", "{p.jsonl}"],
+     ["p.jsonl:1", "field 'messages'", "turn 2 has 'tool_calls' besides role and content"]),
+    ("pool_chat_prompt_disagrees", {"p.jsonl": jsonl(chat(1), chat(2, prompt="Hi?"))},
+     ["pool", "info", "{p.jsonl}"],
+     ["p.jsonl:2", "field 'prompt'", "differs from the prompt", "--columns prompt=-"]),
+    ("pool_chat_target_disagrees_parquet", {"p.parquet": chat_parquet(target=["Hello.", "No"])},
+     ["pool", "validate", "{p.parquet}"],
+     ["p.parquet", "row 2", "field 'target'", "differs from the target"]),
+    ("pool_chat_parquet_turns_not_objects", {"p.parquet": parquet(pa.table({
+        "uid": ["a"], "task": ["t"], "messages": [["Hi?", "Hello."]]}))},
+     ["pool", "info", "{p.parquet}"],
+     ["p.parquet", "row 1", "field 'messages'", "turn 1 is not an object"]),
+    ("pool_chat_neither_messages_nor_prompt",
+     {"p.jsonl": jsonl(chat(1), {"uid": "x", "task": "t", "target": "y"})},
+     ["pool", "info", "{p.jsonl}"], ["p.jsonl:2", "field 'prompt'", "missing"]),
+    ("pool_chat_sharegpt_unknown_from", {"s.jsonl": jsonl({
+        "uid": "a", "task": "t", "conversations": [
+            {"from": "human", "value": "Hi"}, {"from": "function_call", "value": "f()"},
+            {"from": "gpt", "value": "ok"}]})},
+     ["pool", "build", "--from", "{s.jsonl}", "--columns", "messages=conversations",
+      "-o", "{tmp}/out.parquet"],
+     ["s.jsonl:1", "field 'messages'", "turn 2: unknown role 'function_call'"]),
+    ("pool_chat_bad_row_export", {"p.jsonl": jsonl(chat(1), chat(2, USER))},
+     ["pool", "export", "{p.jsonl}", "--format", "messages", "-o", "{tmp}/o.jsonl"],
+     ["p.jsonl:2", "field 'messages'", "no assistant turn"]),
+    ("pool_chat_bad_row_select", {"p.jsonl": jsonl(chat(1), chat(2, USER, USER))},
+     ["select", "--pool", "{p.jsonl}", "--format", "messages", "-o", "{tmp}/sel.parquet"],
+     ["p.jsonl:2", "field 'messages'", "no assistant turn"]),
+    ("pool_chat_bad_row_train", {"p.jsonl": jsonl(chat(1), chat(2, USER, turn("assistant", "")))},
+     ["train", "--data", "{p.jsonl}", "-o", "{tmp}/m"],
+     ["p.jsonl:2", "field 'messages'", "turn 2: empty content"]),
     ("pool_convert_bad_shard_no_output", {"s/a.jsonl": GOOD, "s/b.jsonl": jsonl(row(50),
                                                                                row(51, prompt=""))},
      ["pool", "build", "--from", "{s}", "-o", "{tmp}/out.parquet"],

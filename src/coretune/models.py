@@ -11,6 +11,11 @@ Prompt/target join (the same in training and evaluation): the prompt is tokenise
 tokenizer's own special tokens, the target as `" " + target` without special tokens, and the
 two id lists are concatenated. Training appends EOS to the target. Tokenising the two parts
 separately keeps the option tokens identical whatever the prompt ends with.
+
+Chat rows (a pool row's `messages`) are joined through the tokenizer's chat template when it
+has one (`encode_chat`): the turns before the last, rendered with the generation prompt, then
+the last (assistant) turn's content without special tokens. Without a template a chat row
+takes the plain join of its text prompt and target. Evaluation scores prompt/target rows only.
 """
 
 from __future__ import annotations
@@ -199,6 +204,16 @@ def encode_prompt(tok: Any, prompt: str) -> list[int]:
 
 def encode_target(tok: Any, target: str) -> list[int]:
     return list(tok(JOIN + target, add_special_tokens=False)["input_ids"])
+
+
+def encode_chat(tok: Any, turns: list[dict]) -> tuple[list[int], list[int]] | None:
+    """(prompt ids, target ids) of a conversation through `tok`'s chat template, as the module
+    docstring says; None when `tok` has no chat template."""
+    if not getattr(tok, "chat_template", None):
+        return None
+    prompt = tok.apply_chat_template(turns[:-1], add_generation_prompt=True, tokenize=True,
+                                     return_dict=False)
+    return list(prompt), list(tok(turns[-1]["content"], add_special_tokens=False)["input_ids"])
 
 
 def silence_progress_bars() -> None:

@@ -13,7 +13,8 @@ app = typer.Typer(help="Build, inspect and export instruction pools.", no_args_i
 SOURCE_HELP = ("Pool file (.parquet, .jsonl, .csv), folder or glob of shards, datasets "
                "save_to_disk folder, or hf:ID[:CONFIG][@SPLIT].")
 COLUMNS_HELP = ("Map pool fields to source columns: FIELD=COLUMN,..., e.g. "
-                "prompt=inputs_pretokenized. No uid: uids from the row content.")
+                "prompt=inputs_pretokenized or messages=conversations; FIELD=- leaves the "
+                "source's FIELD column out. No uid: uids from the row content.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace the output if it exists.")
 
 

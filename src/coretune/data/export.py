@@ -6,6 +6,10 @@
   coretune puts between prompt and target (models.JOIN): the tokens match coretune's training;
 - `messages`: TRL's conversational format, {"messages": [{"role": "user", "content": prompt},
   {"role": "assistant", "content": target}]}; the chat template supplies the separation.
+
+A chat row (one with `messages`, coretune.data.chat) is written in `messages` as its own turns,
+unchanged (keys `role`, `content`); in the other two formats as its text prompt and target,
+the text coretune embeds and trains on when a model has no chat template.
 """
 
 from __future__ import annotations
@@ -38,11 +42,15 @@ def trainer_records(table: pa.Table, fmt: str = "prompt-target") -> Iterator[dic
             raise CoretuneError("missing column", field=name)
     prompts = table.column("prompt").to_pylist()
     targets = table.column("target").to_pylist()
-    for prompt, target in zip(prompts, targets, strict=True):
+    chats = (table.column("messages").to_pylist() if "messages" in table.column_names
+             else [None] * table.num_rows)
+    for prompt, target, turns in zip(prompts, targets, chats, strict=True):
         if fmt == "prompt-target":
             yield {"prompt": prompt, "target": target}
         elif fmt == "prompt-completion":
             yield {"prompt": prompt, "completion": JOIN + target}
+        elif turns is not None:
+            yield {"messages": [{"role": t["role"], "content": t["content"]} for t in turns]}
         else:
             yield {"messages": [{"role": "user", "content": prompt},
                                 {"role": "assistant", "content": target}]}

@@ -1,7 +1,8 @@
 """The instruction pool: a validated Arrow table of (uid, task, template, prompt, target, choices).
 
 Loaded from Parquet, JSONL or CSV, saved as Parquet. Validation happens once, on load, and
-every problem names the file, the line (JSONL) or row (Parquet/CSV) and the field.
+every problem names the file, the line (JSONL) or row (Parquet/CSV) and the field. A row may
+give a conversation, `messages`, instead of prompt and target (coretune.data.chat).
 """
 
 from __future__ import annotations
@@ -200,6 +201,12 @@ def _records_to_table(records: Sequence[dict], path, lines: list[int] | None) ->
         values = [r.get(name) for r in records]
         if name == "choices":
             _check_choices_lists(values, path, lines)
+        if name == "messages":  # checked here: turns of mixed shapes have no one Arrow type
+            from coretune.data.chat import MESSAGES, check_turns
+
+            columns[name] = pa.array([None if v is None else check_turns(
+                v, path=path, **_where(i, lines)) for i, v in enumerate(values)], MESSAGES)
+            continue
         try:
             columns[name] = pa.array(values, STRING_LIST if name == "choices" else None)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
@@ -210,11 +217,14 @@ def _records_to_table(records: Sequence[dict], path, lines: list[int] | None) ->
                 **_where(i, lines),
                 field=name,
             ) from e
-    # A required field missing from some record: name the first such record.
+    # A required field missing from some record: name the first such record. A chat row's
+    # prompt and target come from its messages.
+    chat = "messages" in names
     for name in REQUIRED:
-        if name in names:
+        made = chat and name in ("prompt", "target")
+        if name in names or made:
             for i, r in enumerate(records):
-                if name not in r:
+                if name not in r and not (made and r.get("messages") is not None):
                     raise CoretuneError("missing", path=path, **_where(i, lines), field=name)
     return pa.table(columns)
 
@@ -256,6 +266,10 @@ def _validate(table: pa.Table, path, line_of: list[int] | None,
     from the row's content (see generated_uids); `uid_counts` carries them across shards."""
     if table.num_rows == 0:
         raise CoretuneError("empty file: no rows", path=path)
+    if "messages" in table.column_names:
+        from coretune.data.chat import with_chat_columns
+
+        table = with_chat_columns(table, path, line_of)
     for name in REQUIRED:
         if name not in table.column_names and name != "uid":
             raise CoretuneError("missing column", path=path, field=name)

@@ -2,7 +2,8 @@
 
 A source is read shard by shard (one file, or one batch of a hub dataset), so checks that
 only need one shard at a time (validation, hashing, conversion) hold one shard in memory.
-A column mapping renames the source's columns to coretune's (`prompt=inputs_pretokenized`).
+A column mapping renames the source's columns to coretune's (`prompt=inputs_pretokenized`);
+`FIELD=-` leaves out the source's column of that name.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from coretune.errors import CoretuneError
 
 FILE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".csv": "csv",
                 ".arrow": "arrow"}
-POOL_FIELDS = ("uid", "task", "template", "prompt", "target", "choices")
+POOL_FIELDS = ("uid", "task", "template", "prompt", "target", "choices", "messages")
+DROP = "-"  # FIELD=- : the source's column FIELD is not read
 HUB_BATCH_ROWS = 50_000  # rows per shard when a hub dataset is read through `datasets`
 
 
@@ -36,8 +38,9 @@ class Shard:
 def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
     """`uid=id,task=task_name,prompt=inputs_pretokenized` -> {"uid": "id", ...}.
 
-    Keys are coretune's pool fields, values the source's column names. A dict (from a
-    config) is checked the same way. None or "" -> {} (no renaming).
+    Keys are coretune's pool fields, values the source's column names or `-` (leave the
+    source's column of the field's name out). A dict (from a config) is checked the same way.
+    None or "" -> {} (no renaming).
     """
     if not spec:
         return {}
@@ -63,7 +66,7 @@ def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
             raise CoretuneError(f"no source column given for '{key}'", field="columns")
         if key in out:
             raise CoretuneError(f"'{key}' is mapped twice", field="columns")
-        if value in out.values():
+        if value != DROP and value in out.values():
             raise CoretuneError(f"source column '{value}' is mapped twice", field="columns")
         out[key] = value
     return out
@@ -71,8 +74,11 @@ def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
 
 def apply_columns(table: pa.Table, columns: Mapping[str, str], where: str | Path) -> pa.Table:
     """Rename mapped source columns to pool fields. A source column that has a pool field's
-    name but is shadowed by the mapping is dropped (the mapping says which one to use)."""
-    if not columns:
+    name but is shadowed by the mapping is dropped (the mapping says which one to use), and so
+    is one mapped to `-`."""
+    drop = {key for key, src in columns.items() if src == DROP}
+    columns = {key: src for key, src in columns.items() if src != DROP}
+    if not columns and not drop:
         return table
     have = table.column_names
     for key, src in columns.items():
@@ -84,7 +90,7 @@ def apply_columns(table: pa.Table, columns: Mapping[str, str], where: str | Path
     for name in have:
         if name in by_source:
             names.append(by_source[name])
-        elif name in columns:  # shadowed by a mapped column of the same name
+        elif name in columns or name in drop:  # shadowed by a mapped column, or left out
             continue
         else:
             names.append(name)

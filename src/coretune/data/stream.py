@@ -1,7 +1,8 @@
 """A pool source read shard by shard: validate, hash and convert holding one shard at a time.
 
 Generated uids (a pool without a uid column): `h` + the first 16 hex digits of the SHA-256 of
-the row's task, template, prompt, target and choices. They depend on the row's content only,
+the row's task, template, prompt, target and choices, and of its messages for a chat row (the
+prompt text alone does not tell every conversation apart). They depend on the row's content only,
 so they are the same in every run, whatever the shards are called or the order they are
 listed in. Rows with identical content get `-2`, `-3`, ... on the 2nd, 3rd copy; copies are
 indistinguishable, so which copy carries which suffix does not matter.
@@ -28,13 +29,22 @@ def generated_uids(table: pa.Table, counts: dict[str, int]) -> pa.Array:
     """Content uids for `table` (see the module docstring); `counts` tracks copies so far."""
     cols = [table.column(n).to_pylist() for n in ("task", "template", "prompt", "target")]
     choices = table.column("choices").to_pylist()
+    chats = _messages(table)
     out = []
-    for *text, options in zip(*cols, choices, strict=True):
-        key = "\x1f".join([*text, json.dumps(options or [], ensure_ascii=False)])
+    for *text, options, turns in zip(*cols, choices, chats, strict=True):
+        key = "\x1f".join([*text, json.dumps(options or [], ensure_ascii=False),
+                           *([] if turns is None else [json.dumps(turns, ensure_ascii=False)])])
         uid = "h" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
         n = counts[uid] = counts.get(uid, 0) + 1
         out.append(uid if n == 1 else f"{uid}-{n}")
     return pa.array(out, pa.string())
+
+
+def _messages(table: pa.Table) -> list:
+    """Each row's turns (None for a row without), for the content a uid or hash covers."""
+    if "messages" not in table.column_names:
+        return [None] * table.num_rows
+    return table.column("messages").to_pylist()
 
 
 def iter_shards(source: str | Path) -> Iterator[tuple[Shard, pa.Table, list[int] | None]]:
@@ -140,7 +150,8 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def scan_pool(source: str | Path, columns: str | Mapping[str, str] | None = None) -> dict:
     """Validate `source` shard by shard without holding the pool: rows, shards, tasks and a
-    SHA-256 of the validated pool columns (independent of the file format)."""
+    SHA-256 of the validated pool columns and a chat row's messages (independent of the file
+    format)."""
     h = hashlib.sha256()
     rows, shards, tasks = 0, 0, set()
     for _, table in iter_pool(source, columns):
@@ -149,7 +160,8 @@ def scan_pool(source: str | Path, columns: str | Mapping[str, str] | None = None
         tasks.update(table.column("task").unique().to_pylist())
         # Row by row, so neither the file format nor where shards split changes the hash.
         cols = [table.column(c).to_pylist() for c in COLUMNS]
-        for values in zip(*cols, strict=True):
+        for *values, turns in zip(*cols, _messages(table), strict=True):
+            values += [] if turns is None else [turns]
             h.update(json.dumps(values, ensure_ascii=False).encode("utf-8") + b"\n")
         del table, cols  # before the next shard is read: one shard held at a time
     return {"source": str(source), "rows": rows, "shards": shards, "tasks": len(tasks),

@@ -2,7 +2,8 @@
 
 - Loss on the target tokens and EOS only (prompt tokens are labelled -100), and logits only
   there (`loss.py`). Prompt and target are joined as in evaluation
-  (`coretune.models.encode_prompt` / `encode_target`).
+  (`coretune.models.encode_prompt` / `encode_target`); a chat row through the model's chat
+  template where it has one (`coretune.models.encode_chat`).
 - Too long: the prompt loses tokens on its LEFT (the question usually sits at its end).
 - AdamW, linear warmup then linear decay, gradient clipping at 1.0; `batch_size` x
   `grad_accum` rows per optimizer step, the loss normalised by the target tokens of the whole

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from coretune.data.chat import check_turns, render_prompt
 from coretune.data.pool import Pool, load_pool
 from coretune.errors import CoretuneError
 
@@ -67,14 +68,23 @@ class TrainConfig(BaseModel):
         return self.micro_batch_size or self.batch_size
 
 
-def load_rows(data: Pool | str | Path | Sequence[dict]) -> list[tuple[str, str]]:
-    """(prompt, target) pairs from a Pool, a pool/subset file, or dicts with those keys."""
+def load_rows(data: Pool | str | Path | Sequence[dict]) -> list[tuple]:
+    """(prompt, target) pairs from a Pool, a pool/subset file, or dicts with those keys; a chat
+    row is (prompt, target, turns), from a pool's `messages` or a dict's."""
     if isinstance(data, str | Path):
         data = load_pool(data)
     if isinstance(data, Pool):
-        return list(zip(data.column("prompt"), data.column("target"), strict=True))
+        pairs = zip(data.column("prompt"), data.column("target"), strict=True)
+        if "messages" not in data.table.column_names:
+            return list(pairs)
+        return [(p, t) if m is None else (p, t, m)
+                for (p, t), m in zip(pairs, data.column("messages"), strict=True)]
     rows = []
     for i, r in enumerate(data):
+        if r.get("messages") is not None:
+            turns = check_turns(r["messages"], row=i)
+            rows.append((render_prompt(turns), turns[-1]["content"], turns))
+            continue
         if not isinstance(r.get("prompt"), str) or not isinstance(r.get("target"), str) \
                 or not r["target"].strip():
             raise CoretuneError("needs string prompt and non-empty target", row=i,
@@ -85,13 +95,15 @@ def load_rows(data: Pool | str | Path | Sequence[dict]) -> list[tuple[str, str]]
     return rows
 
 
-def encode_example(tok: Any, prompt: str, target: str, max_length: int
-                   ) -> tuple[list[int], list[int]]:
-    """(input ids, labels): prompt cut on the left to fit, loss on target + EOS only."""
-    from coretune.models import encode_prompt, encode_target
+def encode_example(tok: Any, prompt: str, target: str, max_length: int,
+                   turns: list[dict] | None = None) -> tuple[list[int], list[int]]:
+    """(input ids, labels): prompt cut on the left to fit, loss on target + EOS only. A chat
+    row's `turns` go through the chat template when `tok` has one (coretune.models)."""
+    from coretune.models import encode_chat, encode_prompt, encode_target
 
-    p = encode_prompt(tok, prompt)
-    t = (encode_target(tok, target) + [tok.eos_token_id])[:max_length - 1]
+    chat = None if turns is None else encode_chat(tok, turns)
+    p, t = chat or (encode_prompt(tok, prompt), encode_target(tok, target))
+    t = (t + [tok.eos_token_id])[:max_length - 1]
     p = p[max(0, len(p) + len(t) - max_length):]
     return p + t, [IGNORE] * len(p) + t
 

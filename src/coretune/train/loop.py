@@ -110,7 +110,7 @@ def _finished(out: Path, key: str, quiet: bool) -> bool:
     return False
 
 
-def setup(cfg: TrainConfig, out: Path, rows: list[tuple[str, str]], key: str,
+def setup(cfg: TrainConfig, out: Path, rows: list[tuple], key: str,
           full_logits: bool = False) -> Session:
     """Load the model (LoRA-wrapped if asked), encode the rows, build AdamW and the schedule,
     and resume from the newest intact checkpoint of `out`'s work folder if it holds this run.
@@ -132,7 +132,7 @@ def setup(cfg: TrainConfig, out: Path, rows: list[tuple[str, str]], key: str,
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm.train()
-    examples = [encode_example(tok, p, t, cfg.max_length) for p, t in rows]
+    examples = [encode_example(tok, p, t, cfg.max_length, *chat) for p, t, *chat in rows]
 
     steps_per_epoch = len(examples) / cfg.rows_per_step  # full steps: no short last step
     if not cfg.full_steps:
