@@ -110,9 +110,12 @@ def test_steps_wrap_epochs_short_or_full():
 
 
 def test_full_steps_is_in_the_settings_only_when_on():
-    """Off, the settings (train keys, train_config.json) are those of runs made before it."""
+    """Off, the settings (train keys, train_config.json) are those of runs made before it
+    (`precision` too, at its default)."""
     off, on = TrainConfig(), TrainConfig(full_steps=True)
-    assert off.settings() == {k: v for k, v in off.model_dump().items() if k != "full_steps"}
+    assert off.settings() == {k: v for k, v in off.model_dump().items()
+                              if k not in ("full_steps", "precision")}
+    assert TrainConfig(precision="float32").settings()["precision"] == "float32"
     assert on.settings(exclude={"seed"})["full_steps"] is True and "seed" not in on.settings(
         exclude={"seed"})
 
