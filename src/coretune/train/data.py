@@ -45,8 +45,8 @@ class TrainConfig(BaseModel):
     max_length: int = Field(256, ge=8)
     precision: Literal["auto", "float32", "bf16"] = Field(
         "auto", description="Weights stay float32; bf16: the forward and backward passes under "
-        "bfloat16 autocast. auto: bf16 on a GPU and on a CPU with native bfloat16 "
-        "(avx512_bf16 or AMX), else float32 (benchmarks/bench_train.py measures both).")
+        "bfloat16 autocast. auto: bf16 on a GPU, float32 on a CPU (bf16 autocast was not "
+        "faster on a CPU with avx512_bf16: benchmarks/results/bench_train_bf16.json).")
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     seed: int = 0
     save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")

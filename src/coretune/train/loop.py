@@ -153,18 +153,7 @@ def setup(cfg: TrainConfig, out: Path, rows: list[tuple], key: str,
 
 def uses_bf16(precision: str, device) -> bool:
     """Whether `precision` means bfloat16 autocast on `device` (see TrainConfig.precision)."""
-    if precision != "auto":
-        return precision == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
-
-
-def cpu_has_bf16() -> bool:
-    """Native bfloat16 arithmetic on this CPU (x86 avx512_bf16 or AMX; Linux flags)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 def train_step(s: Session) -> tuple[float, int]:
