@@ -306,7 +306,8 @@ class BackendConfig(_Section):
 class RunConfig(_Section):
     name: str = Field(description="The run's folder under --runs-dir: a plain folder name.")
     description: str = ""
-    reproduces: str = Field("", description="Which PAPER.md row or ablation this run stands for.")
+    reproduces: str = Field("", description="Which row or ablation of the paper "
+                            "(docs/method.md) this run stands for.")
     seeds: list[NonNegativeInt] = [0]
     pool: PoolConfig = PoolConfig()
     embed: EmbedConfig = EmbedConfig()

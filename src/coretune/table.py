@@ -23,7 +23,7 @@ TASKS = ["rte", "cb", "anli_r1", "anli_r2", "anli_r3"]
 HEADERS = {"rte": "RTE", "cb": "CB", "anli_r1": "ANLI R1", "anli_r2": "ANLI R2",
            "anli_r3": "ANLI R3", "avg": "Avg"}
 
-# PAPER.md headline table (Galactica-1.3b on P3), for side-by-side comparison.
+# The paper's headline table (Galactica-1.3b on P3; docs/method.md), for side-by-side comparison.
 PAPER = {
     "Vanilla model": [54.51, 41.07, 33.40, 33.40, 33.58, 39.19],
     "P3 100%": [76.17, 75.00, 44.00, 35.70, 39.42, 54.06],
@@ -98,7 +98,7 @@ def to_markdown(rows: list[dict], tasks=TASKS, paper: bool = True) -> str:
         n = max((c.n_seeds for c in row["cells"].values()), default=0)
         out.write(f"| {row['name']} | {n} | " + " | ".join(cells) + " |\n")
     if paper and tasks == TASKS:
-        out.write("\nPAPER.md (Galactica-1.3b on P3), for comparison:\n\n")
+        out.write("\nThe paper (Galactica-1.3b on P3; docs/method.md), for comparison:\n\n")
         out.write("| Row | " + " | ".join(HEADERS[c] for c in cols) + " |\n")
         out.write("|---|" + "---|" * len(cols) + "\n")
         for name, values in PAPER.items():

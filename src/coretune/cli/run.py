@@ -83,7 +83,7 @@ def table(
     """Paper-style table of finished runs, with 95% intervals, and report.html.
 
     Columns RTE, CB, ANLI R1-R3 and Avg, intervals over seeds and examples, next to
-    PAPER.md's numbers; writes table.md, table.csv and report.html."""
+    the paper's numbers (docs/method.md); writes table.md, table.csv and report.html."""
     import os
 
     from coretune.summary import find_runs, write_run_report
