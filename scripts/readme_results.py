@@ -1,14 +1,18 @@
-"""Put generated results into README.md, between its markers; nothing in them is typed by hand.
+"""Put generated results between their markers in docs/results.md and README.md; nothing in
+them is typed by hand.
 
     python scripts/readme_results.py runs/results              # after bash scripts/results.sh
     python scripts/readme_results.py --sweep runs/laptop-sweep # after coretune sweep
-    python scripts/readme_results.py --marker lora runs/lora-vs-full  # any marker, a table.md
+    python scripts/readme_results.py --marker lora benchmarks/results/lora_vs_full  # a table.md
 
 Results: the table that `coretune table` wrote (accuracy, the paper's rows, what each run
-selected, its stage times and peak memory). Sweep: the sweep's sweep.md (points, baselines,
-knee, power, paired Δs, predictors), its budget-curve figure (copied to docs/), and the CPU
-seconds its stages took, summed from their manifests.
+selected, its stage times and peak memory), into docs/results.md. Sweep: the sweep's sweep.md
+(points, baselines, knee, power, paired Δs, predictors), its budget-curve figures (copied to
+docs/) and the CPU seconds its stages took, summed from their manifests, into docs/results.md;
+and the README's headline, a short summary read from the sweep's sweep.json.
 """
+
+from __future__ import annotations
 
 import json
 import re
@@ -17,16 +21,20 @@ import sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parents[1]
-readme = root / "README.md"
+README = root / "README.md"
+RESULTS = root / "docs" / "results.md"
+# sweep figure -> its copy in docs/ (results.md links the copies)
+FIGURES = {"report_accuracy_vs_budget.png": "laptop_sweep.png",
+           "report_log_loss_vs_budget.png": "laptop_sweep_logloss.png"}
 
 
-def replace(marker: str, block: str) -> None:
-    text = readme.read_text()
+def replace(path: Path, marker: str, block: str) -> None:
+    text = path.read_text(encoding="utf-8")
     new, n = re.subn(rf"(<!-- {marker}:start[^>]*-->\n).*?(<!-- {marker}:end -->)",
                      lambda m: m.group(1) + block.strip() + "\n" + m.group(2), text, flags=re.S)
     if n != 1:
-        sys.exit(f"README.md has no {marker} markers")
-    readme.write_text(new)
+        sys.exit(f"{path.name} has no {marker} markers")
+    path.write_text(new, encoding="utf-8")
 
 
 def stage_seconds(folder: Path) -> dict[str, float]:
@@ -41,13 +49,13 @@ def stage_seconds(folder: Path) -> dict[str, float]:
 
 def sweep_block(folder: Path) -> str:
     md = (folder / "sweep.md").read_text().split("\n", 1)[1]  # without its H1 title
-    md = re.sub(r"^## ", "#### ", md, flags=re.M)
-    fig = folder / "report_accuracy_vs_budget.png"
+    md = re.sub(r"^## ", "### ", md, flags=re.M)
     lines = [md.strip(), ""]
-    if fig.is_file():
-        (root / "docs").mkdir(exist_ok=True)
-        shutil.copyfile(fig, root / "docs" / "laptop_sweep.png")
-        lines += ["![Accuracy vs budget](docs/laptop_sweep.png)", ""]
+    for name, copy in FIGURES.items():
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, root / "docs" / copy)
+            what = name.removeprefix("report_").removesuffix(".png").replace("_", " ")
+            lines += [f"![{what.capitalize()}]({copy})", ""]
     secs = stage_seconds(folder)
     total = sum(secs.values())
     parts = ", ".join(f"{k} {v / 60:.0f}" for k, v in sorted(secs.items(), key=lambda kv: -kv[1]))
@@ -56,12 +64,47 @@ def sweep_block(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def headline_block(doc: dict) -> str:
+    """The README's summary of a sweep.json: the positive control, the power of both metrics,
+    and per point its Δs against the untuned model (and random) and what it cost."""
+    from coretune.compare import ACCURACY, LOGLOSS, Delta
+    from coretune.sweep_report import _power_lines
+
+    def delta(d: dict | None, digits: int) -> str:
+        return "–" if not d else Delta(**d["avg"]).text(digits)
+
+    def secs(v) -> str:
+        return "–" if v is None else f"{v:,.0f}"
+
+    lines = [doc["control"]["text"], "",
+             *_power_lines(doc["power"], ACCURACY),
+             *_power_lines(doc["power_logloss"] or {}, LOGLOSS), "",
+             "| point | rows | Δ log-loss vs untuned (nats) | Δ accuracy vs untuned (points) "
+             "| Δ log-loss vs random | select s | train s |", "|---|---:|---|---|---|---:|---:|"]
+    for p in doc["points"]:
+        c = p["cost"]
+        lines.append(f"| {p['label']} | {p['rows']:,} | "
+                     f"{delta(p['vs_untuned_logloss'], LOGLOSS.digits)} | "
+                     f"{delta(p['vs_untuned'], ACCURACY.digits)} | "
+                     f"{delta(p['vs_random_logloss'], LOGLOSS.digits)} | "
+                     f"{secs(c['select_seconds'])} | {secs(c['train_seconds'])} |")
+    lines += ["", "Every Δ is paired on the same examples and seeds (95% interval, sign-flip p); "
+              "+ is better for both metrics. All tables: [docs/results.md](docs/results.md)."]
+    return "\n".join(lines)
+
+
+def main(args: list[str]) -> None:
+    if args[:1] == ["--sweep"]:
+        folder = Path(args[1])
+        replace(RESULTS, "sweep", sweep_block(folder))
+        replace(README, "headline", headline_block(json.loads((folder / "sweep.json").read_text())))
+        print(f"docs/results.md sweep and README.md headline replaced from {folder}")
+        return
+    # [--marker NAME] FOLDER: that folder's table.md between NAME's markers
+    marker, runs = (args[1], Path(args[2])) if args[0] == "--marker" else ("results", Path(args[0]))
+    replace(RESULTS, marker, (runs / "table.md").read_text())
+    print(f"docs/results.md {marker} replaced from {runs / 'table.md'}")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--sweep"]:
-        replace("sweep", sweep_block(Path(sys.argv[2])))
-        print(f"README.md sweep replaced from {sys.argv[2]}")
-    else:  # [--marker NAME] FOLDER: that folder's table.md between NAME's markers
-        marker, runs = (sys.argv[2], Path(sys.argv[3])) if sys.argv[1] == "--marker" else (
-            "results", Path(sys.argv[1]))
-        replace(marker, (runs / "table.md").read_text())
-        print(f"README.md {marker} replaced from {runs / 'table.md'}")
+    main(sys.argv[1:])

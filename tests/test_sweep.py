@@ -352,7 +352,7 @@ def _control_sweep(tmp_path, control, metric: str = "logloss", base=None):
 
 
 def _readme_block(tmp_path, md: str) -> str:
-    """What scripts/readme_results.py puts into README.md for a sweep with this sweep.md."""
+    """What scripts/readme_results.py puts into docs/results.md for a sweep with this sweep.md."""
     import importlib.util
 
     from conftest import ROOT
