@@ -16,7 +16,7 @@ manifest gives its seconds, `peak_rss_mb` and, on a GPU, `gpu_peak_mb`), with th
   encoder sees is nearly the same. A smaller `--rows` takes a seeded sample of the shipped
   pool instead. Written one copy per Parquet shard (one copy in memory at a time) into a
   folder that `pool.path` names. (The pool, cluster, target and select stages then load the
-  pool table whole, as `coretune run` does: README, "Real pools in".)
+  pool table whole, as `coretune run` does: docs/pools.md.)
 - Model: random weights in Galactica-1.3b's OPT layout (hidden 2048, 24 layers, ffn 8192,
   32 heads, vocab 50000, 2048 positions, gelu, dropout 0.1; `bench_train.GALACTICA_1_3B`;
   1,315,201,024 parameters),

@@ -52,7 +52,7 @@ VARIANTS = {
     "after_micro2_bf16": (False, 2, False, False, "bf16"),
 }
 GRAD_SAMPLE = 4096  # gradient coordinates kept per parameter tensor for the comparison
-# facebook/galactica-1.3b (the paper's model; OPT layout, plain 4x MLP) for the README note.
+# facebook/galactica-1.3b (the paper's model; OPT layout, plain 4x MLP) for docs/performance.md.
 GALACTICA_1_3B = {"hidden_size": 2048, "num_hidden_layers": 24, "intermediate_size": 8192,
                   "vocab_size": 50000, "gated_mlp": False, "tie_word_embeddings": True}
 
