@@ -58,7 +58,7 @@ from coretune.target import (  # noqa: E402
     metadata_mask,
     prefix_f1,
 )
-from coretune.target_cut import auto_cut, task_step  # noqa: E402
+from coretune.target.cut import auto_cut, task_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "bench_target.json"

@@ -74,7 +74,7 @@ def ray_backend():
 
 
 def _run_until_select(cfg, run_dir):
-    from coretune.pipeline import plan
+    from coretune.run.pipeline import plan
 
     for seed in cfg.seeds:
         for stage in plan(cfg, run_dir, seed, quiet=True):

@@ -130,7 +130,7 @@ def test_rds_method_takes_one_job_over_all_target_rows():
 
 def test_with_response_texts_split_back_whatever_the_prompt_holds():
     from coretune.embed import with_response
-    from coretune.encoders import split_response
+    from coretune.embed.encoders import split_response
 
     for prompt, response in [("12:ab", "c"), ("", "x"), ("p", ""), ("3:", ":9")]:
         assert split_response(with_response(prompt, response)) == (prompt, response)
@@ -146,7 +146,7 @@ def test_select_encoder_config():
     with pytest.raises(CoretuneError, match="unknown encoder 'nope'"):
         validate({"name": "c", "select": {"encoder": "nope"}})
     assert RunConfig(name="c").select.encoder is None
-    from coretune.stages import make_target_finder
+    from coretune.run.stages import make_target_finder
 
     with pytest.raises(CoretuneError, match="no example prompts"):  # rds needs probes
         make_target_finder(RunConfig(name="c", target={"spec": "tasks:rte"})).probe_prompts()
@@ -154,7 +154,7 @@ def test_select_encoder_config():
 
 def test_select_encoder_is_in_the_select_key_only_where_the_method_reads_it(tmp_path):
     from coretune.config import RunConfig
-    from coretune.pipeline import plan
+    from coretune.run.pipeline import plan
 
     def select_stage(**select):
         cfg = RunConfig(name="k", select=select)
@@ -175,8 +175,8 @@ def fitted(tmp_path_factory):
     default encoder, in a cache of its own."""
     from conftest import small_pool
 
-    from coretune import stages
     from coretune.config import section_config
+    from coretune.run import stages
 
     cache = tmp_path_factory.mktemp("cache")
     cfg = section_config(name="t", cluster={"k": 12}, embed={"max_tokens": 128},
@@ -196,7 +196,7 @@ def _with(cfg, **select):
 
 @pytest.mark.parametrize("scope", ["target", "pool"])
 def test_select_encoder_equal_to_the_embed_encoder_selects_the_same_rows(fitted, scope):
-    from coretune import stages
+    from coretune.run import stages
 
     cfg, pool, embedder, x, clusters, mask = fitted
     cfg = _with(cfg, scope=scope)
@@ -209,8 +209,8 @@ def test_select_encoder_equal_to_the_embed_encoder_selects_the_same_rows(fitted,
 
 
 def test_select_encoder_embeds_only_the_candidates_and_the_examples(fitted):
-    from coretune import stages
     from coretune.embed import EmbeddingCache, cache_key, make_encoder
+    from coretune.run import stages
 
     cfg, pool, embedder, x, clusters, mask = fitted
     cfg = _with(cfg, encoder="minilm")  # float32 MiniLM: a cache folder of its own
@@ -229,9 +229,9 @@ def test_response_encoder_rows_and_probe_answers(fitted, tmp_path):
     its `target` (none: the prompt alone)."""
     import json
 
-    from coretune import stages
     from coretune.embed import make_encoder, with_response
     from coretune.models import default_model_dir
+    from coretune.run import stages
 
     cfg, pool, embedder, _, _, mask = fitted
     probes = tmp_path / "probes.jsonl"

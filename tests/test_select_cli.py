@@ -104,7 +104,7 @@ def test_select_is_the_run_select_stage(cli, pool_file, cache, tmp_path, monkeyp
     """`coretune select` and `coretune run` (up to its select stage) read the same config and
     call the same stage functions: the same inputs give the same bytes."""
     from coretune.config import load_config
-    from coretune.pipeline import plan
+    from coretune.run.pipeline import plan
 
     out = tmp_path / "cli" / "subset.parquet"
     cli(*_args(pool_file, out, cache, "--budget", "16", "--method", "kcenter", "--seed", "1",
@@ -171,8 +171,8 @@ def test_select_rds_over_the_target_and_the_whole_pool(cli, pool_file, cache, tm
     tasks = subset.column("task").to_pylist()
     assert sum(t in ("rte", "cb") for t in tasks) >= 9  # the probes are RTE/CB/ANLI prompts
 
-    from coretune import stages
     from coretune.config import section_config
+    from coretune.run import stages
 
     cfg = section_config(name="t", pool={"path": str(pool_file)}, cluster={"k": 12},
                          embed={"max_tokens": 128}, target={"probes": 100},

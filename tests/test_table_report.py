@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from coretune.report import plot_map, plot_radius, plot_rows, write_report
-from coretune.table import TASKS, bootstrap, build_rows, to_csv, to_markdown
+from coretune.report.html import plot_map, plot_radius, plot_rows, write_report
+from coretune.report.table import TASKS, bootstrap, build_rows, to_csv, to_markdown
 
 
 def test_bootstrap_interval_covers_mean_and_shrinks_with_more_data():
@@ -62,7 +62,7 @@ def test_rows_markdown_csv(tmp_path):
 def test_report_renders_in_headless_chromium(tmp_path):
     import matplotlib.image as mpimg
 
-    from coretune.report import screenshot
+    from coretune.report.html import screenshot
 
     seeds = [{t: np.array([1.0, 0.0, 1.0]) for t in TASKS}]
     rows = build_rows({"a": seeds, "b": seeds})
@@ -80,7 +80,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 
 def test_sweep_plot_has_bands_and_knee_and_no_one_point_curve(tmp_path):
-    from coretune.report import plot_sweep
+    from coretune.report.html import plot_sweep
 
     curves = {"kcenter": [(0.1, 50.0, 45.0, 55.0), (1.0, 60.0, 56.0, 64.0), (5.0, 61.0, 57, 65)],
               "random": [(0.1, 48.0, 43.0, 53.0), (1.0, 55.0, 50.0, 60.0), (5.0, 60.0, 56, 64)]}
@@ -90,8 +90,8 @@ def test_sweep_plot_has_bands_and_knee_and_no_one_point_curve(tmp_path):
 
 
 def test_log_loss_table_goes_to_table_md_and_report_not_table_csv(tmp_path):
-    from coretune.compare import LOGLOSS
-    from coretune.table import write_table
+    from coretune.report.table import write_table
+    from coretune.stats import LOGLOSS
 
     acc = build_rows({"a": [{"rte": np.array([1.0, 0.0, 1.0, 1.0])}]}, ["rte"])
     loss = build_rows({"a": [{"rte": np.array([0.2, 1.4, 0.5, 0.3])}]}, ["rte"], LOGLOSS)

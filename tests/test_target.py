@@ -76,8 +76,8 @@ def test_probing_finds_the_nli_clusters(data):
 
 def test_by_task_keeps_most_inside_tasks_whole_drops_few_inside_leaves_the_rest(data):
     from coretune.config import RunConfig
-    from coretune.stages import select_subset
-    from coretune.target_cut import task_step
+    from coretune.run.stages import select_subset
+    from coretune.target.cut import task_step
 
     # a: 2 of 3 in (kept whole); b: 1 of 2, a tie (left); c: 1 of 4 (dropped); d: 1 of 3,
     # exactly a third (left)
@@ -278,7 +278,7 @@ def test_auto_cut_finds_a_known_target_share_without_tuning(tmp_path):
 def test_auto_cut_stops_early_when_probes_pile_up_and_a_known_share_fixes_it():
     # 4 target clusters of 10 hold 40% of the rows, but the probes pile into one of them
     # (as ANLI probes do on the NLI-heavy pool): pi is estimated from that cluster alone.
-    from coretune.target_cut import auto_cut
+    from coretune.target.cut import auto_cut
 
     sizes = np.full(10, 100)
     hits = np.array([60, 20, 10, 10, 2, 2, 0, 0, 0, 0])

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from coretune.backends import backend_names
-from coretune.encoders import RESPONSE, check_encoder_spec
+from coretune.embed.encoders import RESPONSE, check_encoder_spec
 from coretune.errors import CoretuneError
 from coretune.select.budget import ALL, check_budget
 from coretune.select.methods import budgeted_methods, get_method, method_names
@@ -221,7 +221,7 @@ def check_pool_scope(method: str) -> None:
 
 class SweepConfig(_Section):
     """`coretune sweep`: one point per method x budget x seed, each paired with the untuned
-    model on the same evaluation examples (see coretune.sweep)."""
+    model on the same evaluation examples (see coretune.run.sweep)."""
 
     budgets: list[str] = Field(["0.1%", "0.5%", ALL], description="Shares of "
                                "the whole pool ('0.5%'), row counts ('25') or 'all' (every "

@@ -1,8 +1,8 @@
 """The `coretune` command line. User mistakes print one line and exit 2; no tracebacks.
 
 Owns argument parsing and printing only: each command turns its options into the config
-objects of `coretune.config` and calls `coretune.stages` / `coretune.pipeline` (or the library
-for `train`/`evaluate`), so it holds no defaults or steps of its own. May import anything in
+objects of `coretune.config` and calls `coretune.run.stages` / `coretune.run.pipeline` (or the
+library for `train`/`evaluate`), so it holds no defaults or steps of its own. May import anything in
 coretune; nothing in coretune imports it (except `__main__`).
 """
 

@@ -31,7 +31,7 @@ def train(
     from pydantic import ValidationError
 
     from coretune.errors import CoretuneError
-    from coretune.outputs import Inputs, check_output_folder
+    from coretune.run.outputs import Inputs, check_output_folder
     from coretune.train import TrainConfig
     from coretune.train import train as run_train
 
@@ -74,7 +74,7 @@ def evaluate(
     the gold option's log-loss (nats, lower is better) with its interval on a second line."""
     from coretune.evaluate import TASKS, format_row, parse_eval_file, register_eval_set
     from coretune.evaluate import evaluate as run_eval
-    from coretune.outputs import Inputs, check_output_folder, check_outputs
+    from coretune.run.outputs import Inputs, check_output_folder, check_outputs
 
     added = [register_eval_set(parse_eval_file(s)) for s in eval_file]
     if output is not None:

@@ -40,8 +40,8 @@ def run(
     from coretune.errors import CoretuneError
     from coretune.evaluate import format_row
     from coretune.io import read_json
-    from coretune.layout import RunLayout
-    from coretune.pipeline import run as run_pipeline
+    from coretune.run.layout import RunLayout
+    from coretune.run.pipeline import run as run_pipeline
 
     if quiet:
         silence_progress_bars()
@@ -86,7 +86,7 @@ def table(
     PAPER.md's numbers; writes table.md, table.csv and report.html."""
     import os
 
-    from coretune.summary import find_runs, write_run_report
+    from coretune.report.summary import find_runs, write_run_report
 
     runs = find_runs(paths)
     out = output or Path(os.path.commonpath([str(r.parent) for r in runs]))

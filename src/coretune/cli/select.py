@@ -77,9 +77,9 @@ def select(
     """Select a small, representative subset of the target task's rows from a pool.
 
     The same steps, defaults and bytes as the select path of `coretune run`."""
-    from coretune import stages
     from coretune.config import section_config
     from coretune.io import write_json
+    from coretune.run import stages
     from coretune.select.output import write_subset
 
     _check_arguments(pool, output, fmt, method, backend, target, overwrite)  # before the slow part
@@ -125,7 +125,7 @@ def select(
 def _embed(cfg, data, embedder):
     """The pool's embeddings, less near-duplicates when `dedup` is set: (pool, x, cached rows,
     encoded rows)."""
-    from coretune import stages
+    from coretune.run import stages
 
     # the pool is in memory already; its prompts are not copied out whole (Pool.prompt_batches)
     x = embedder.embed_batches(data.prompt_batches(embedder.chunk_size), len(data))
@@ -142,7 +142,7 @@ def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: st
     """What a user can get wrong on the command line, checked before anything is loaded."""
     from coretune.backends import check_backend_name
     from coretune.data.export import check_format
-    from coretune.outputs import Inputs, check_outputs
+    from coretune.run.outputs import Inputs, check_outputs
     from coretune.select import get_method
     from coretune.select.output import output_paths
 

@@ -1,4 +1,4 @@
-"""`coretune sweep`: a config over many budgets, methods and seeds (coretune.sweep)."""
+"""`coretune sweep`: a config over many budgets, methods and seeds (coretune.run.sweep)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def sweep(
     new points."""
     from coretune.config import load_config, validate
     from coretune.errors import CoretuneError
-    from coretune.sweep import QUICK, QUICK_STEPS, run_sweep
+    from coretune.run.sweep import QUICK, QUICK_STEPS, run_sweep
 
     if quiet:
         silence_progress_bars()

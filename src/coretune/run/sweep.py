@@ -30,14 +30,14 @@ from coretune.backends import close_all
 from coretune.config import RunConfig, SweepConfig, check_pool_scope
 from coretune.errors import CoretuneError
 from coretune.io import read_json, write_json
-from coretune.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
-from coretune.lock import run_lock
-from coretune.manifest import MANIFEST
-from coretune.outputs import check_output_folder, first_missing
-from coretune.pipeline import config_inputs, plan
+from coretune.report.sweep import Point, write_sweep_report
+from coretune.run.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
+from coretune.run.lock import run_lock
+from coretune.run.manifest import MANIFEST
+from coretune.run.outputs import check_output_folder, first_missing
+from coretune.run.pipeline import config_inputs, plan
 from coretune.select import resolve_budget
 from coretune.select.budget import ALL
-from coretune.sweep_report import Point, write_sweep_report
 
 Log = Callable[[str], None]
 
@@ -122,7 +122,7 @@ def _shared_sizes(run: RunLayout) -> tuple[int, int]:
 
 def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print) -> Path:
     """Shared stages, then the budget checks, the untuned evaluation and every point; then
-    sweep.json/.md/.csv (coretune.sweep_report). Returns the path of sweep.md."""
+    sweep.json/.md/.csv (coretune.report.sweep). Returns the path of sweep.md."""
     spec = spec_of(cfg)
     check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)

@@ -54,7 +54,7 @@ from coretune.cluster import KMeansClusters, cluster_members
 from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
 from coretune.io import read_json, read_jsonl
-from coretune.target_cut import (  # noqa: F401 (re-exported)
+from coretune.target.cut import (  # noqa: F401 (re-exported)
     COVERAGE,
     auto_cut,
     coverage_cut,

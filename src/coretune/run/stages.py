@@ -23,7 +23,7 @@ from coretune.embed import RESPONSE, Embedder, load_embeddings, with_response
 from coretune.errors import CoretuneError
 from coretune.evaluate import evaluate, parse_eval_file, register_eval_set
 from coretune.io import atomic_path, write_json
-from coretune.layout import RunLayout
+from coretune.run.layout import RunLayout
 from coretune.select import SelectionResult, get_method, method_names, resolve_budget
 from coretune.select.dedup import DedupResult, dedup
 from coretune.select.output import write_subset

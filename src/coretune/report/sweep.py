@@ -1,9 +1,10 @@
 """What a finished sweep found: sweep.json, sweep.md and sweep.csv.
 
 Per point (method x budget, seeds pooled): accuracy per eval set and on average with its 95%
-interval (coretune.table), beside each eval set's majority-class and chance accuracy; Δ vs the
+interval (coretune.report.table),
+beside each eval set's majority-class and chance accuracy; Δ vs the
 untuned model and Δ vs random at the same budget, each paired on the examples and seeds with a
-sign-flip p-value (coretune.compare); the knee of each method's curve; the point's selection
+sign-flip p-value (coretune.stats); the knee of each method's curve; the point's selection
 quality numbers (the select stage's manifest) and how well each ranks the points by accuracy
 (Spearman), i.e. whether the knee could be picked without training. Every number is given
 for accuracy and for the gold-option log-loss (nats, lower is better; its Δs are oriented so
@@ -29,7 +30,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.compare import (
+from coretune.config import RunConfig, SweepConfig
+from coretune.evaluate import per_example_accuracy, per_example_logloss
+from coretune.io import read_json, write_json, write_text
+from coretune.report.html import _plain_table, plot_sweep, write_report
+from coretune.report.table import HEADERS, build_rows
+from coretune.run.layout import SweepLayout
+from coretune.run.manifest import MANIFEST
+from coretune.select.budget import ALL
+from coretune.stats import (
     ACCURACY,
     LOGLOSS,
     METRICS,
@@ -40,14 +49,6 @@ from coretune.compare import (
     paired_markdown,
     paired_rows,
 )
-from coretune.config import RunConfig, SweepConfig
-from coretune.evaluate import per_example_accuracy, per_example_logloss
-from coretune.io import read_json, write_json, write_text
-from coretune.layout import SweepLayout
-from coretune.manifest import MANIFEST
-from coretune.report import _plain_table, plot_sweep, write_report
-from coretune.select.budget import ALL
-from coretune.table import HEADERS, build_rows
 from coretune.train.data import rows_trained
 
 UNTUNED = "untuned"
@@ -60,7 +61,7 @@ CONTROL_P = 0.01  # the positive control must beat the untuned model at this lev
 
 @dataclass(frozen=True)
 class Point:
-    """One point of a sweep (coretune.sweep): a method at a budget with one seed."""
+    """One point of a sweep (coretune.run.sweep): a method at a budget with one seed."""
 
     method: str  # `all` for the budget that takes every target row
     budget: str

@@ -10,14 +10,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.compare import LOGLOSS, majority_baselines, paired_markdown, paired_rows
 from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import per_example_accuracy, per_example_logloss
 from coretune.io import read_json
-from coretune.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout
-from coretune.manifest import MANIFEST
-from coretune.report import (
+from coretune.report.html import (
     plot_coverage,
     plot_map,
     plot_radius,
@@ -25,10 +22,13 @@ from coretune.report import (
     plot_sweep,
     write_report,
 )
+from coretune.report.table import TASKS, build_rows, write_table
+from coretune.run.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout
+from coretune.run.manifest import MANIFEST
 from coretune.select.methods import budgeted_methods, method_labels
 from coretune.select.output import output_paths
 from coretune.select.quality import flatten
-from coretune.table import TASKS, build_rows, write_table
+from coretune.stats import LOGLOSS, majority_baselines, paired_markdown, paired_rows
 from coretune.target import load_target_rows
 
 

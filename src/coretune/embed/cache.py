@@ -1,4 +1,4 @@
-"""Prompt embeddings through an on-disk cache (the encoders are in `coretune.encoders`).
+"""Prompt embeddings through an on-disk cache (the encoders are in `coretune.embed.encoders`).
 
 `Embedder` wraps an encoder with a cache keyed by (encoder, pooling, max tokens) + sha256 of
 each prompt: a rerun encodes nothing, a grown pool encodes only its new rows. The cache is a
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coretune.encoders import (  # noqa: F401  (re-exported: the embedding API in one place)
+from coretune.embed.encoders import (  # noqa: F401  (re-exported: the embedding API in one place)
     DEFAULT_MAX_TOKENS,
     RESPONSE,
     Encoder,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coretune.compare import ACCURACY, Metric, replicates
+from coretune.stats import ACCURACY, Metric, replicates
 
 TASKS = ["rte", "cb", "anli_r1", "anli_r2", "anli_r3"]
 HEADERS = {"rte": "RTE", "cb": "CB", "anli_r1": "ANLI R1", "anli_r2": "ANLI R2",

@@ -1,6 +1,6 @@
 """`coretune run`: pool -> embed -> cluster -> target -> select -> train -> evaluate -> report.
 
-Each stage writes into its own folder (see `coretune.layout`) with a manifest (see
+Each stage writes into its own folder (see `coretune.run.layout`) with a manifest (see
 manifest.py); a stage whose manifest matches is skipped, so re-running a finished run is free
 and a killed run resumes at the first unfinished stage. Embeddings are also shared between
 runs through the embedding cache. Imports: config, layout, manifest, stages; never the CLI.
@@ -12,7 +12,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from coretune import stages
 from coretune.backends import close_all
 from coretune.config import RunConfig
 from coretune.data.pool import load_pool
@@ -20,12 +19,13 @@ from coretune.data.sources import eval_datasets
 from coretune.data.stream import scan_pool
 from coretune.errors import CoretuneError
 from coretune.io import write_json
-from coretune.layout import SHARED_STAGES, RunLayout
-from coretune.lock import run_lock
-from coretune.manifest import Stage
-from coretune.outputs import Inputs, check_output_folder, first_missing
-from coretune.summary import write_run_report
-from coretune.target_cut import DROP_BELOW
+from coretune.report.summary import write_run_report
+from coretune.run import stages
+from coretune.run.layout import SHARED_STAGES, RunLayout
+from coretune.run.lock import run_lock
+from coretune.run.manifest import Stage
+from coretune.run.outputs import Inputs, check_output_folder, first_missing
+from coretune.target.cut import DROP_BELOW
 
 Log = Callable[[str], None]
 

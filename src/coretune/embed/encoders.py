@@ -297,7 +297,7 @@ def _smollm2(pooling: str, response: bool = False) -> Callable[[str, int, str | 
 
 
 def _int8(model: str | None, *, max_tokens: int, device: str | None) -> Encoder:
-    from coretune.onnx_encoder import OnnxInt8Encoder  # onnxruntime only when asked for
+    from coretune.embed.onnx import OnnxInt8Encoder  # onnxruntime only when asked for
 
     return OnnxInt8Encoder(model, max_tokens=max_tokens, device=device)
 

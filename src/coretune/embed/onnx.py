@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coretune.encoders import SentenceTransformerEncoder, _BatchEncoder
+from coretune.embed.encoders import SentenceTransformerEncoder, _BatchEncoder
 from coretune.errors import CoretuneError
 from coretune.io import atomic_path
 from coretune.paths import cache_dir

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from coretune.errors import CoretuneError  # noqa: E402
 from coretune.io import write_bytes, write_text  # noqa: E402
-from coretune.table import HEADERS, LOGLOSS_TITLE, TASKS, to_markdown  # noqa: E402
+from coretune.report.table import HEADERS, LOGLOSS_TITLE, TASKS, to_markdown  # noqa: E402
 
 
 def _png(fig) -> bytes:
