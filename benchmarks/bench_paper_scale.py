@@ -297,9 +297,9 @@ def run_stages(cfg, run_dir: Path, sampler: GpuSampler | None, gpu_none: str
                ) -> tuple[dict, float]:
     """Each stage of `coretune run` for seed 0 (pipeline.plan), under the run lock: its
     manifest's numbers, plus the GPU samples taken while it ran; and the plan's seconds."""
-    from coretune.run import pipeline
     from coretune.backends import close_all
     from coretune.io import write_json
+    from coretune.run import pipeline
     from coretune.run.layout import RunLayout
     from coretune.run.lock import run_lock
 
@@ -372,9 +372,9 @@ def train_tokens(model_dir: Path) -> dict:
 def eval_tokens(cfg, model_dir: Path) -> dict:
     """Prompt + option tokens of every evaluated item (the same items as the stage: same
     caps and seed), tokenised as the scorer does."""
+    from coretune.config import EVAL_SEED
     from coretune.evaluate import build_items, example_cap, resolve_tasks
     from coretune.models import encode_prompt, encode_target, load_tokenizer
-    from coretune.run.stages import EVAL_SEED
 
     e, tok = cfg.evaluate, load_tokenizer(model_dir)
     items = [it for ds in resolve_tasks(e.tasks)

@@ -161,7 +161,7 @@ def test_knee_rejects_duplicate_budgets():
 def test_paired_rows_and_markdown():
     import pyarrow as pa
 
-    from coretune.stats import majority_baselines, paired_markdown, paired_rows
+    from coretune.report.compare import majority_baselines, paired_markdown, paired_rows
 
     base = _run([1, 0, 0, 1])
     runs = {"vanilla": base, "tuned": _run([1, 1, 1, 1])}

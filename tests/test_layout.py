@@ -24,6 +24,7 @@ def test_layout_paths(tmp_path):
 @pytest.mark.slow
 def test_report_of_seeds_1_and_2_keeps_map_and_radius(tmp_path):
     """`--seeds 1,2`: the summary used to read `seed-0` by name and lost these figures."""
+    from coretune.report.summary import write_run_report
     from coretune.run.pipeline import run
 
     small_pool().save(tmp_path / "pool.parquet")
@@ -34,7 +35,8 @@ def test_report_of_seeds_1_and_2_keeps_map_and_radius(tmp_path):
         "train: {max_steps: 1, batch_size: 2, max_length: 64}\n"
         "evaluate: {tasks: [rte], max_examples: 2, max_templates: 1}\n")
     cfg = load_config(cfg_file)
-    run(cfg, tmp_path / "s12", seeds=[1, 2], quiet=True, log=lambda _: None)
+    run(cfg, tmp_path / "s12", seeds=[1, 2], quiet=True, log=lambda _: None,
+        report=lambda d: write_run_report([d], d))
     assert RunLayout(tmp_path / "s12").evaluated_seeds() == [1, 2]
     report = (tmp_path / "s12" / "report.md").read_text()
     assert "## Pool embeddings by task family" in report

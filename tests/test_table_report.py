@@ -8,32 +8,33 @@ import numpy as np
 import pytest
 
 from coretune.report.html import plot_map, plot_radius, plot_rows, write_report
-from coretune.report.table import TASKS, bootstrap, build_rows, to_csv, to_markdown
+from coretune.report.table import TASKS, build_rows, to_csv, to_markdown
+from coretune.stats import task_interval
 
 
 def test_bootstrap_interval_covers_mean_and_shrinks_with_more_data():
     rng = np.random.default_rng(0)
     small = [(rng.random(50) < 0.6).astype(float) for _ in range(3)]
     big = [(rng.random(2000) < 0.6).astype(float) for _ in range(3)]
-    a, b = bootstrap(small), bootstrap(big)
+    a, b = task_interval(small), task_interval(big)
     assert a.lo <= a.mean <= a.hi and b.lo <= b.mean <= b.hi
     assert (b.hi - b.lo) < (a.hi - a.lo)
     assert abs(b.mean - 60) < 3
-    same = bootstrap([np.ones(10)])
+    same = task_interval([np.ones(10)])
     assert (same.mean, same.lo, same.hi) == (100, 100, 100)
 
 
 def test_identical_seeds_do_not_narrow_the_interval():
     # Every run scores the same examples: three copies of one seed are one seed's evidence.
     x = (np.random.default_rng(1).random(40) < 0.5).astype(float)
-    one, three = bootstrap([x]), bootstrap([x, x, x])
+    one, three = task_interval([x]), task_interval([x, x, x])
     assert abs((three.hi - three.lo) - (one.hi - one.lo)) < 2.5
     rows = build_rows({"one": [{"rte": x}], "three": [{"rte": x}] * 3})
     w = [r["cells"]["avg"].hi - r["cells"]["avg"].lo for r in rows]
     assert abs(w[0] - w[1]) < 2.5
     # Seeds that disagree add their spread on top of the examples'.
     y = np.maximum(x, np.random.default_rng(2).random(40) < 0.6)  # a better seed
-    assert (bootstrap([x, y]).hi - bootstrap([x, y]).lo) > (one.hi - one.lo)
+    assert (task_interval([x, y]).hi - task_interval([x, y]).lo) > (one.hi - one.lo)
 
 
 def test_rows_markdown_csv(tmp_path):

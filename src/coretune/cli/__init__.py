@@ -1,9 +1,10 @@
 """The `coretune` command line. User mistakes print one line and exit 2; no tracebacks.
 
 Owns argument parsing and printing only: each command turns its options into the config
-objects of `coretune.config` and calls `coretune.run.stages` / `coretune.run.pipeline` (or the
-library for `train`/`evaluate`), so it holds no defaults or steps of its own. May import anything in
-coretune; nothing in coretune imports it (except `__main__`).
+objects of `coretune.config` and calls `coretune.run` (or the library for `train` and
+`evaluate`), then `coretune.report`; its options' defaults and help are the config fields'
+(`options`), so it holds no defaults or steps of its own. May import anything in coretune;
+nothing in coretune imports it (except `__main__`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from coretune.cli import lm as _lm_cmd  # noqa: E402
 
 app.command(name="train")(_lm_cmd.train)
 app.command(name="evaluate")(_lm_cmd.evaluate)
-from coretune.cli.select import refresh_help as _select_help  # noqa: E402
+from coretune.cli.options import refresh_help  # noqa: E402
 from coretune.cli.select import select as _select_cmd  # noqa: E402
 
 app.command(name="select")(_select_cmd)
@@ -66,8 +67,7 @@ _NO_SPACE_TEXT = ("No space left", "File too large", "Disk quota exceeded")
 
 
 def main(argv: list[str] | None = None) -> None:
-    _select_help()
-    _run_cmd.refresh_help()
+    refresh_help()
     try:
         app(args=argv, standalone_mode=False, prog_name="coretune")
     except CoretuneError as e:

@@ -9,12 +9,16 @@ from coretune.embed.cache import (
     prompt_digests_sha,
 )
 from coretune.embed.encoders import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_ENCODER,
     DEFAULT_MAX_TOKENS,
+    ENCODER_REGISTRY,
     RESPONSE,
     Encoder,
     MeanPoolEncoder,
     SentenceTransformerEncoder,
     check_encoder_spec,
+    encoder_help,
     encoder_names,
     length_batches,
     make_encoder,
@@ -25,8 +29,9 @@ from coretune.embed.encoders import (
     with_response,
 )
 
-__all__ = ["DEFAULT_MAX_TOKENS", "RESPONSE", "Embedder", "EmbeddingCache", "Encoder",
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_ENCODER", "DEFAULT_MAX_TOKENS", "ENCODER_REGISTRY",
+           "RESPONSE", "Embedder", "EmbeddingCache", "Encoder",
            "MeanPoolEncoder", "SentenceTransformerEncoder", "cache_key", "check_encoder_spec",
-           "encoder_names", "length_batches", "load_embeddings", "make_encoder",
+           "encoder_help", "encoder_names", "length_batches", "load_embeddings", "make_encoder",
            "normalise_rows", "prompt_digests", "prompt_digests_sha", "register_encoder",
            "smollm2_path", "split_response", "with_response"]
