@@ -108,3 +108,30 @@ def test_log_loss_table_goes_to_table_md_and_report_not_table_csv(tmp_path):
         (tmp_path / "plain" / "table.csv").read_bytes()  # table.csv is accuracy only
     page, _ = write_report(tmp_path / "both", "t", acc, {}, {}, loss_rows=loss)
     assert "<td>0.600<br><small>[" in page.read_text()
+
+
+@pytest.mark.slow
+def test_the_rows_coretune_run_prints_are_the_tables(tmp_path, capsys):
+    """One seed of the untuned model: the Avg `coretune run` prints at the end, and the one in
+    its metrics.json, are table.md's (one computation, `coretune.stats`). 16 examples x 3
+    templates per set: there the example bootstrap `coretune run` printed before gave
+    [29.2, 57.3] beside the table's [28.1, 57.3]."""
+    import json
+
+    from coretune.cli import main
+
+    cfg = tmp_path / "v.yaml"
+    cfg.write_text("name: v\nseeds: [0]\nselect: {method: none}\n"
+                   "evaluate: {tasks: [rte, cb], max_examples: 16, max_templates: 3}\n")
+    main(["run", str(cfg), "--runs-dir", str(tmp_path / "runs"), "-q"])
+    printed = next(line for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("v seed 0 | "))
+    table = (tmp_path / "runs" / "v" / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| v |"))
+    avg = row.rstrip(" |").split(" | ")[-1]
+    assert printed.endswith(f"| Avg {avg}") and re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\]", avg)
+    for cell, header in zip(row.split(" | ")[2:4], ("RTE", "CB"), strict=True):
+        assert f"| {header} {cell} |" in printed
+    m = json.loads((tmp_path / "runs" / "v" / "seed-0" / "evaluate" / "metrics.json")
+                   .read_text())["avg"]
+    assert f"{m['mean']:.1f} [{m['ci95'][0]:.1f}, {m['ci95'][1]:.1f}]" == avg

@@ -156,8 +156,9 @@ EVAL_SEED = 0  # every run evaluates the same examples, so runs compare pairwise
 
 class EvaluateConfig(_Section):
     eval_files: list[str] = Field(
-        [], description="Your own sets, NAME:DATA.jsonl:TEMPLATES.yaml:LABEL0,LABEL1,...; "
-        "name them in `tasks` like a shipped set.")
+        [], description="Your own sets, each NAME:DATA.jsonl:TEMPLATES.yaml:LABELS, LABELS "
+        "the label names in index order, comma-separated; name them in tasks like a shipped "
+        "set.")
     tasks: list[str] = Field(list(EVAL_HEADERS), description="Evaluation sets by name: "
                              "shipped, registered or from eval_files.")
     max_examples: int | None = Field(None, ge=1, description="Seeded sample of N examples "

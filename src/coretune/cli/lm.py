@@ -59,10 +59,7 @@ def evaluate(
                         "shipped, registered or --eval-file names (default: "
                         f"{','.join(EvaluateConfig.model_fields['tasks'].default)}, or the "
                         "--eval-file sets when given)."),
-    eval_file: list[str] = option(
-        EvaluateConfig, "eval_files", "--eval-file", help="Your own set, "
-        "NAME:DATA.jsonl:TEMPLATES.yaml:LABELS with LABELS the comma-separated label names in "
-        "index order (repeatable)."),
+    eval_file: list[str] = option(EvaluateConfig, "eval_files", "--eval-file"),  # repeatable
     max_examples: int | None = option(EvaluateConfig, "max_examples"),
     max_templates: int | None = option(EvaluateConfig, "max_templates"),
     length_norm: bool = option(EvaluateConfig, "length_norm", "--length-norm"),
