@@ -102,3 +102,16 @@ def test_package_inits_only_re_export():
                   or (isinstance(node, ast.Assign) and [t.id for t in node.targets
                                                         if isinstance(t, ast.Name)] == ["__all__"]))
             assert ok, f"{path.relative_to(SRC)}:{node.lineno} is more than a re-export"
+
+
+def test_the_readme_imports_work():
+    import importlib
+    import re
+
+    lines = re.findall(r"^from (coretune[\w.]*) import ([\w, ]+)", (ROOT / "README.md")
+                       .read_text(encoding="utf-8"), re.M)
+    assert len(lines) >= 10
+    for module, names in lines:
+        mod = importlib.import_module(module)
+        for name in names.split(","):
+            assert hasattr(mod, name.strip()), f"from {module} import {name.strip()}"

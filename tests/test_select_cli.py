@@ -177,7 +177,7 @@ def test_select_rds_over_the_target_and_the_whole_pool(cli, pool_file, cache, tm
     cfg = section_config(name="t", pool={"path": str(pool_file)}, cluster={"k": 12},
                          embed={"max_tokens": 128}, target={"probes": 100},
                          select={"method": "rds", "budget": "12", "scope": "pool"})
-    assert cfg.clusters
+    assert cfg.needs_clusters
     b = cfg.backend
     data = stages.make_pool(cfg.pool)
     embedder = stages.make_embedder(cfg.embed, b, quiet=True, cache_dir=cache)

@@ -569,8 +569,8 @@ def test_budget_checks_after_the_target_stage_stop_before_any_point(tmp_path, ca
 def test_method_at_pool_selects_from_the_whole_pool():
     cfg = RunConfig(name="s", sweep={"methods": ["kcenter", "random@pool", "rds@pool"]})
     pc = point_config(cfg, "random@pool", "0.5%")
-    assert (pc.select.method, pc.select.scope) == ("random", "pool") and not pc.clusters
+    assert (pc.select.method, pc.select.scope) == ("random", "pool") and not pc.needs_clusters
     rds = point_config(cfg, "rds@pool", "0.5%")
-    assert (rds.select.method, rds.select.scope) == ("rds", "pool") and rds.clusters
+    assert (rds.select.method, rds.select.scope) == ("rds", "pool") and rds.needs_clusters
     assert point_config(cfg, "kcenter", "0.5%").select.scope == "target"
     assert SweepLayout(Path("s")).point("random@pool", "0.5%").root.name == "random@pool-0.5pct"

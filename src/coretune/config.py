@@ -366,7 +366,7 @@ class RunConfig(_Section):
         return self.select.method == UNTUNED
 
     @property
-    def clusters(self) -> bool:
+    def needs_clusters(self) -> bool:
         """Whether the run embeds, clusters and finds target clusters (selection inside them,
         or a method that reads the embeddings of the whole pool)."""
         method = self.select.method

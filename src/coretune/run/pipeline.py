@@ -55,14 +55,14 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
         return st
 
     def finder():
-        return stages.make_target_finder(cfg.target, cfg.cluster) if cfg.clusters else None
+        return stages.make_target_finder(cfg.target, cfg.cluster) if cfg.needs_clusters else None
 
     model: str | Path = cfg.train.model
     e, b = cfg.embed, cfg.backend
     if not cfg.untuned:
         key, files = pool_inputs(cfg)
         add("pool", key, lambda d: stages.pool_stage(cfg.pool, d), files)
-        if cfg.clusters:
+        if cfg.needs_clusters:
             add("embed", e.key(), lambda d: stages.embed_stage(e, b, run, d, quiet))
             if cfg.dedup is not None:
                 add("dedup", {"threshold": cfg.dedup},
@@ -116,7 +116,7 @@ def _run(cfg: RunConfig, run_dir: Path, layout: RunLayout, seeds: list[int] | No
                 log(f"== {cfg.name}, seed {seed}")
                 for stage in plan(cfg, run_dir, seed, quiet):
                     stage.run(log)
-                    if stage.name == "pool" and i == 0 and cfg.clusters:
+                    if stage.name == "pool" and i == 0 and cfg.needs_clusters:
                         stages.check_select_inputs(
                             cfg.cluster, cfg.select,
                             stages.make_target_finder(cfg.target, cfg.cluster),

@@ -18,6 +18,7 @@ from coretune.backends import Backend, get_backend
 from coretune.cluster import KMeansClusters
 from coretune.config import (
     EVAL_SEED,
+    WHOLE_POOL,
     BackendConfig,
     ClusterConfig,
     EmbedConfig,
@@ -123,7 +124,7 @@ def select_subset(s: SelectConfig, b: BackendConfig, pool: Pool, seed: int,
     outside them are never picked."""
     n = len(pool)
     method, scope = s.method, s.scope
-    if method == "pool" or (method == "all" and scope == "pool"):
+    if method == WHOLE_POOL or (method == "all" and scope == "pool"):
         idx = np.arange(n, dtype=np.int64)
         return SelectionResult(idx, np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
     budget = resolve_budget(s.budget, n)
