@@ -14,7 +14,7 @@ the same scores (tested against an unbatched reference).
 
 Beside accuracy, each item's gold-option log-loss: -log of the gold option's probability under
 the softmax over the options' ranking scores (the ones the argmax takes), in nats, lower is
-better (`statistics`); and that probability, `p_gold`. Both are averaged over templates per
+better (`metrics`); and that probability, `p_gold`. Both are averaged over templates per
 example, like accuracy.
 
 Intervals: 95% percentile bootstrap over EXAMPLES, the table's (`coretune.stats`). Each

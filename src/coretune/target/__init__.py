@@ -4,7 +4,6 @@ where to cut a ranking of clusters (`cut`)."""
 from coretune.target.clusters import (
     METADATA_SHARE,
     PROBE_DENSITY,
-    RULES,
     TargetClusters,
     metadata_mask,
     nli_probe_prompts,
@@ -32,7 +31,7 @@ from coretune.target.settings import (
 )
 
 __all__ = ["COVERAGE", "DROP_BELOW", "METADATA_KINDS", "METADATA_SHARE", "PI_PROBE_SHARE",
-           "PROBE_DENSITY", "RULES", "SPEC_HELP", "VOTES", "TargetClusters", "TargetConfig",
+           "PROBE_DENSITY", "SPEC_HELP", "VOTES", "TargetClusters", "TargetConfig",
            "TargetSpec", "auto_cut", "coverage_cut", "density_order", "metadata_mask",
            "nli_probe_prompts", "parse_target", "prefix_f1", "read_probe_answers",
            "read_probe_file", "target_mask", "task_step"]

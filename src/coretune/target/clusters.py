@@ -68,7 +68,6 @@ from coretune.target.settings import TargetConfig, TargetSpec, parse_target
 
 PROBE_DENSITY = 0.25  # the old (`density`) probe rule, see TargetClusters
 METADATA_SHARE = 0.5  # the old (`density`) metadata rule
-RULES = ("auto", "coverage", "density")
 _DEFAULT = TargetConfig()  # the settings' defaults are the defaults here too
 
 
