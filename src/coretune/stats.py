@@ -141,8 +141,9 @@ def accuracy(run: Run, tasks: Sequence[str], metric: Metric = ACCURACY) -> float
     return metric.scale * float(np.mean([_mean_over_seeds(run, t).mean() for t in tasks]))
 
 
-def paired_delta(a: Run, b: Run, tasks: Sequence[str] | None = None, *, reps: int = 2000,
-                 flips: int = 10000, seed: int = 0, metric: Metric = ACCURACY) -> Delta:
+def paired_delta(a: Run, b: Run, tasks: Sequence[str] | None = None, *,
+                 reps: int = BOOTSTRAP_REPS, flips: int = 10000, seed: int = 0,
+                 metric: Metric = ACCURACY) -> Delta:
     """Δ = accuracy(a) - accuracy(b), in points, averaged over `tasks` (each task weighs the
     same, as in the table's Avg column); for a metric where lower is better (log-loss),
     value(b) - value(a): positive always means a is better. Identical runs give Δ = 0 with a
