@@ -69,7 +69,7 @@ def ray_backend():
 
     yield backends.get_backend("ray", **RAY)
     backends.close_all()
-    backends._open.clear()
+    backends.base._open.clear()
     shutdown()
 
 
