@@ -34,11 +34,11 @@ from target_pools import rule_rows, scores  # noqa: E402
 
 from coretune.cluster import KMeansClusters  # noqa: E402
 from coretune.embed import Embedder  # noqa: E402
-from coretune.encoders import _BatchEncoder  # noqa: E402
+from coretune.embed.encoders import _BatchEncoder  # noqa: E402
 from coretune.io import write_json, write_text  # noqa: E402
 from coretune.paths import cache_dir  # noqa: E402
 from coretune.target import TargetSpec, metadata_mask, nli_probe_prompts  # noqa: E402
-from coretune.target_cut import coverage_cut, task_step  # noqa: E402
+from coretune.target.cut import coverage_cut, task_step  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_cascade.json"
 SEEDS = (0, 1, 2)

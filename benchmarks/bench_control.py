@@ -28,10 +28,10 @@ import pyarrow.parquet as pq
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from coretune.compare import sign_flip_p  # noqa: E402
 from coretune.data.sources import build_pool, sample_rows  # noqa: E402
 from coretune.evaluate import evaluate  # noqa: E402
 from coretune.io import write_json, write_text  # noqa: E402
+from coretune.stats import sign_flip_p  # noqa: E402
 from coretune.train import TrainConfig, train  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

@@ -8,7 +8,7 @@ and two chunk sizes, cold cache then warm cache.
 The encoder is `hash3`, registered here: character-trigram counts hashed into 384 buckets,
 L2-normalised. It is a real encoder (same protocol, same cache, same files) that costs
 microseconds, so the numbers are the embed step's own memory, not a model's. Every
-measurement runs in a fresh process (`coretune.memory.peak_memory` around the step; RSS
+measurement runs in a fresh process (`coretune.run.memory.peak_memory` around the step; RSS
 before the step is reported too, and `delta_mib` = peak - before; `index_mib` is the
 cache's digest index, rebuilt under tracemalloc). Writes
 benchmarks/results/bench_embed_stream.json with the ratios of the deltas to the smallest pool.
@@ -39,7 +39,7 @@ class HashEncoder:
         self.max_tokens = max_tokens
 
     def encode(self, texts, batch_size=64, progress=None) -> np.ndarray:
-        from coretune.encoders import length_batches, normalise_rows
+        from coretune.embed.encoders import length_batches, normalise_rows
 
         out = np.empty((len(texts), DIM), np.float32)
         for idx in length_batches(texts, batch_size):
@@ -72,7 +72,7 @@ def probe(mode: str, pool: str, chunk: int, cache: str, out: str) -> dict:
 
     from coretune.data.pool import load_pool, prompt_batches
     from coretune.embed import Embedder, make_encoder, register_encoder
-    from coretune.memory import peak_memory, rss_peak_mb
+    from coretune.run.memory import peak_memory, rss_peak_mb
 
     register_encoder("hash3", lambda arg, max_tokens, device: HashEncoder(max_tokens))
     result = {}

@@ -5,7 +5,7 @@ peak memory and GPU utilisation, as JSON.
     python benchmarks/bench_paper_scale.py --scale tiny    # same code on CPU, 1,000 rows (the test)
     python benchmarks/bench_paper_scale.py --scale small   # CPU, 5,000 rows
 
-What runs: `coretune.pipeline.plan` over `configs/paper/nli_coreset_0_5.yaml` (the stages
+What runs: `coretune.run.pipeline.plan` over `configs/paper/nli_coreset_0_5.yaml` (the stages
 `coretune run` runs: pool, embed, cluster, target, select, train, evaluate; each stage's
 manifest gives its seconds, `peak_rss_mb` and, on a GPU, `gpu_peak_mb`), with these inputs:
 
@@ -297,11 +297,11 @@ def run_stages(cfg, run_dir: Path, sampler: GpuSampler | None, gpu_none: str
                ) -> tuple[dict, float]:
     """Each stage of `coretune run` for seed 0 (pipeline.plan), under the run lock: its
     manifest's numbers, plus the GPU samples taken while it ran; and the plan's seconds."""
-    from coretune import pipeline
     from coretune.backends import close_all
     from coretune.io import write_json
-    from coretune.layout import RunLayout
-    from coretune.lock import run_lock
+    from coretune.run import pipeline
+    from coretune.run.layout import RunLayout
+    from coretune.run.lock import run_lock
 
     out: dict = {}
     with run_lock(run_dir):
@@ -326,8 +326,8 @@ def run_stages(cfg, run_dir: Path, sampler: GpuSampler | None, gpu_none: str
 
 
 def timed(fn) -> tuple[object, dict]:
-    """fn()'s result and {seconds, peak memory} (coretune.memory, as the stages record it)."""
-    from coretune.memory import peak_memory
+    """fn()'s result and {seconds, peak memory} (coretune.run.memory, as the stages record it)."""
+    from coretune.run.memory import peak_memory
 
     start = time.time()
     with peak_memory() as peak:
@@ -372,9 +372,9 @@ def train_tokens(model_dir: Path) -> dict:
 def eval_tokens(cfg, model_dir: Path) -> dict:
     """Prompt + option tokens of every evaluated item (the same items as the stage: same
     caps and seed), tokenised as the scorer does."""
+    from coretune.config import EVAL_SEED
     from coretune.evaluate import build_items, example_cap, resolve_tasks
     from coretune.models import encode_prompt, encode_target, load_tokenizer
-    from coretune.stages import EVAL_SEED
 
     e, tok = cfg.evaluate, load_tokenizer(model_dir)
     items = [it for ds in resolve_tasks(e.tasks)
@@ -396,7 +396,7 @@ def rate(tokens: float, seconds: float) -> float | str:
 def throughput(cfg, run_dir: Path, stages: dict, rows: int) -> dict:
     """Tokens/s of embedding, training and scoring, and the paper-scale embed time that the
     measured embed rate implies."""
-    from coretune.layout import RunLayout
+    from coretune.run.layout import RunLayout
 
     run, device = RunLayout(run_dir), device_info()["device"]
     out: dict = {}

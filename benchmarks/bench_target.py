@@ -58,7 +58,7 @@ from coretune.target import (  # noqa: E402
     metadata_mask,
     prefix_f1,
 )
-from coretune.target_cut import auto_cut, task_step  # noqa: E402
+from coretune.target.cut import auto_cut, task_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "bench_target.json"
@@ -109,16 +109,18 @@ def one(pool, x, embedder, seed: int) -> dict:
     sizes = np.bincount(labels, minlength=k)
     nli = np.asarray(pool.column("family"), dtype=object) == "nli"
     rtecb = metadata_mask(pool, TargetSpec("tasks", ("rte", "cb")))
-    auto = TargetClusters("nli", seed=0).fit(km, pool, embedder)
-    cov = TargetClusters("nli", rule="coverage", seed=0).fit(km, pool, embedder)
-    old = TargetClusters("nli", rule="density", seed=0).fit(km, pool, embedder)
+    auto = TargetClusters("nli", seed=0, votes=1, by_task=False).fit(km, pool, embedder)
+    cov = TargetClusters("nli", rule="coverage", seed=0, votes=1,
+                         by_task=False).fit(km, pool, embedder)
+    old = TargetClusters("nli", rule="density", seed=0, votes=1,
+                         by_task=False).fit(km, pool, embedder)
     hits = np.asarray(auto.table_.column("probe_hits").to_pylist())
     known, _ = auto_cut(hits, sizes, pi=float(nli.mean()))
     best = hindsight(density_order(hits, sizes, 1), sizes, labels, nli, k)
     share = np.bincount(labels[nli], minlength=k) / np.maximum(sizes, 1)
     oracle = hindsight(np.lexsort((np.arange(k), -share)), sizes, labels, nli, k)
     tasks = np.asarray(pool.column("task"), dtype=object)
-    by_task = TargetClusters("nli", seed=0, by_task=True).fit(km, pool, embedder)
+    by_task = TargetClusters("nli", seed=0, votes=1, by_task=True).fit(km, pool, embedder)
     best_task = hindsight_task(density_order(hits, sizes, 1), labels, tasks, nli)
     out = {"seed": seed, "cut": auto.cut_, "tasks": len(by_task.tasks_)}
     for name, chosen in (("auto", auto.chosen_), ("known_pi", known), ("coverage", cov.chosen_),
@@ -176,7 +178,7 @@ def method_table(pool, x, embedder, budget: int) -> list[dict]:
     from coretune.target import nli_probe_prompts
 
     km = KMeansClusters(K, seed=0).fit(x)
-    auto = TargetClusters("nli", seed=0).fit(km, pool, embedder)
+    auto = TargetClusters("nli", seed=0, votes=1, by_task=False).fit(km, pool, embedder)
     used = set(nli_probe_prompts(1000, 0)[0])
     held = [p for p in nli_probe_prompts(1000, 1)[0] if p not in used]
     return compare_methods(pool, x, km.labels_, auto.clusters_, budget, seed=0,

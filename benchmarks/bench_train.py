@@ -6,7 +6,7 @@ Each variant runs in its own process (a fresh allocator, so peak RSS is its own)
 optimizer steps of the same rows; the variants are interleaved and repeated, since other jobs
 may share the cores. Reported per variant: tokens/s (real tokens, padding not counted, the
 first step dropped as warm-up), the peak RSS of the training steps (kernel high-water mark,
-coretune.memory) and of the whole process (model load included), and ratios vs `before`.
+coretune.run.memory) and of the whole process (model load included), and ratios vs `before`.
 
 Floor (computed from the config, float32): weights + gradients + AdamW's two states
 (16 bytes per trainable parameter, 4 per frozen one) + the activations autograd keeps for one
@@ -93,7 +93,7 @@ def child(variant: str, rows_file: str, steps: int) -> dict:
     """One variant in this process: setup, `steps` optimizer steps, timings and peaks."""
     import torch
 
-    from coretune.memory import peak_memory, rss_peak_mb
+    from coretune.run.memory import peak_memory, rss_peak_mb
     from coretune.train.data import TrainConfig
     from coretune.train.loop import setup, train_step
 

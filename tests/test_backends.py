@@ -69,12 +69,12 @@ def ray_backend():
 
     yield backends.get_backend("ray", **RAY)
     backends.close_all()
-    backends._open.clear()
+    backends.base._open.clear()
     shutdown()
 
 
 def _run_until_select(cfg, run_dir):
-    from coretune.pipeline import plan
+    from coretune.run.pipeline import plan
 
     for seed in cfg.seeds:
         for stage in plan(cfg, run_dir, seed, quiet=True):

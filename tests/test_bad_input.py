@@ -90,7 +90,7 @@ def _finished_run() -> Path:
     """A real finished run, made once: the untuned model scored on 2 RTE examples x 1
     template (about 15 s on 2 CPU cores)."""
     from coretune.config import load_config
-    from coretune.pipeline import run
+    from coretune.run.pipeline import run
 
     root = Path(tempfile.mkdtemp(prefix="coretune-finished-run-"))
     atexit.register(shutil.rmtree, root, True)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from coretune.compare import (
+from coretune.errors import CoretuneError
+from coretune.stats import (
     LOGLOSS,
     accuracy,
     baselines,
@@ -12,7 +13,6 @@ from coretune.compare import (
     replicates,
     sign_flip_p,
 )
-from coretune.errors import CoretuneError
 
 
 def _run(*seeds):
@@ -161,7 +161,7 @@ def test_knee_rejects_duplicate_budgets():
 def test_paired_rows_and_markdown():
     import pyarrow as pa
 
-    from coretune.compare import majority_baselines, paired_markdown, paired_rows
+    from coretune.report.compare import majority_baselines, paired_markdown, paired_rows
 
     base = _run([1, 0, 0, 1])
     runs = {"vanilla": base, "tuned": _run([1, 1, 1, 1])}

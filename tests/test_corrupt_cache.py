@@ -4,7 +4,7 @@ used: stage outputs and manifests, embedding-cache shards, the converted default
 import numpy as np
 import pytest
 
-from coretune.manifest import MANIFEST, Stage
+from coretune.run.manifest import MANIFEST, Stage
 
 
 def _stage(tmp_path, calls):

@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from coretune.compare import LOGLOSS, Delta
-from coretune.sweep_report import _deltas, control, power
+from coretune.report.sweep import _deltas, control, power
+from coretune.stats import LOGLOSS, Delta
 
 
 def test_config_reference_is_current():

@@ -8,8 +8,6 @@ from coretune.data.sources import eval_datasets
 from coretune.errors import CoretuneError
 from coretune.evaluate import (
     Request,
-    avg_ci,
-    bootstrap_ci,
     build_items,
     evaluate,
     gold_logloss,
@@ -76,12 +74,14 @@ def test_batched_scores_match_unbatched_reference(lm, reference, side):
 
 
 def test_bootstrap_is_seeded_and_brackets_the_mean():
-    x = np.random.default_rng(3).random(200) > 0.4
-    lo, hi = bootstrap_ci(x.astype(float), seed=0)
-    assert (lo, hi) == bootstrap_ci(x.astype(float), seed=0)
-    assert lo < 100 * x.mean() < hi and hi - lo < 20
-    lo2, hi2 = avg_ci([x.astype(float), np.ones(50)], seed=0)
-    assert lo2 < 100 * (x.mean() + 1) / 2 < hi2
+    from coretune.stats import average_interval, task_interval
+
+    x = (np.random.default_rng(3).random(200) > 0.4).astype(float)
+    one = task_interval([x])
+    assert one == task_interval([x])
+    assert one.lo < 100 * x.mean() < one.hi and one.hi - one.lo < 20
+    avg = average_interval([{"a": x, "b": np.ones(50)}], ["a", "b"])
+    assert avg.lo < 100 * (x.mean() + 1) / 2 < avg.hi
 
 
 def test_gold_logloss_by_hand():

@@ -16,11 +16,11 @@ import pytest
 
 from coretune.errors import CoretuneError
 from coretune.io import atomic_dir, atomic_path, make_dir, write_json
-from coretune.lock import run_lock
+from coretune.run.lock import run_lock
 
 HOLD = """
 import sys, time
-from coretune.lock import run_lock
+from coretune.run.lock import run_lock
 with run_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)
@@ -55,7 +55,7 @@ def test_second_run_on_a_busy_folder_exits_2_naming_folder_and_pid(cli, tmp_path
 
 def test_lock_is_exclusive_within_and_across_processes(tmp_path):
     with run_lock(tmp_path / "r"):
-        code = ("import sys\nfrom coretune.lock import run_lock\nfrom coretune.errors import "
+        code = ("import sys\nfrom coretune.run.lock import run_lock\nfrom coretune.errors import "
                 "CoretuneError\ntry:\n    run_lock(sys.argv[1]).__enter__()\nexcept CoretuneError"
                 " as e:\n    print(e)")
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")],

@@ -6,7 +6,7 @@ import pytest
 from conftest import small_pool
 
 from coretune.config import load_config
-from coretune.layout import RunLayout
+from coretune.run.layout import RunLayout
 
 
 def test_layout_paths(tmp_path):
@@ -24,7 +24,8 @@ def test_layout_paths(tmp_path):
 @pytest.mark.slow
 def test_report_of_seeds_1_and_2_keeps_map_and_radius(tmp_path):
     """`--seeds 1,2`: the summary used to read `seed-0` by name and lost these figures."""
-    from coretune.pipeline import run
+    from coretune.report.summary import write_run_report
+    from coretune.run.pipeline import run
 
     small_pool().save(tmp_path / "pool.parquet")
     cfg_file = tmp_path / "c.yaml"
@@ -34,7 +35,8 @@ def test_report_of_seeds_1_and_2_keeps_map_and_radius(tmp_path):
         "train: {max_steps: 1, batch_size: 2, max_length: 64}\n"
         "evaluate: {tasks: [rte], max_examples: 2, max_templates: 1}\n")
     cfg = load_config(cfg_file)
-    run(cfg, tmp_path / "s12", seeds=[1, 2], quiet=True, log=lambda _: None)
+    run(cfg, tmp_path / "s12", seeds=[1, 2], quiet=True, log=lambda _: None,
+        report=lambda d: write_run_report([d], d))
     assert RunLayout(tmp_path / "s12").evaluated_seeds() == [1, 2]
     report = (tmp_path / "s12" / "report.md").read_text()
     assert "## Pool embeddings by task family" in report
@@ -49,7 +51,7 @@ def test_probe_set_is_part_of_the_target_key(tmp_path, monkeypatch):
     from conftest import DATA
 
     from coretune.config import RunConfig
-    from coretune.pipeline import plan
+    from coretune.run.pipeline import plan
 
     cfg = RunConfig(name="k", select={"method": "kcenter"})
 
@@ -73,7 +75,7 @@ def test_probe_set_is_part_of_the_target_key(tmp_path, monkeypatch):
 
 def test_target_share_and_by_task_are_in_the_target_key_only_when_set(tmp_path):
     from coretune.config import RunConfig
-    from coretune.pipeline import plan
+    from coretune.run.pipeline import plan
 
     def target(**t):
         cfg = RunConfig(name="k", select={"method": "kcenter"}, target=t)

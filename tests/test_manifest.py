@@ -2,7 +2,7 @@
 
 import pytest
 
-from coretune.manifest import MANIFEST, Stage
+from coretune.run.manifest import MANIFEST, Stage
 
 
 def _stage(tmp_path, calls, config, fail=False):
@@ -40,7 +40,7 @@ def test_skip_resume_and_restart(tmp_path):
 def test_each_stage_records_its_own_peak_memory(tmp_path, monkeypatch, kernel_reset):
     import numpy as np
 
-    from coretune import memory
+    from coretune.run import memory
 
     if not kernel_reset:  # as on a kernel without clear_refs: the sampling thread measures
         monkeypatch.setattr(memory, "_CLEAR", tmp_path / "missing" / "clear_refs")
@@ -62,7 +62,7 @@ def test_each_stage_records_its_own_peak_memory(tmp_path, monkeypatch, kernel_re
 
 
 def test_stage_table_shows_seconds_and_peak_memory():
-    from coretune.table import stage_table
+    from coretune.report.table import stage_table
 
     facts = [{"run": "runs/demo", "seeds": [0, 1], "selected": 25, "pool_rows": 5000,
               "seconds": {"embed": 150.2, "train": 60.0}, "peak_rss_gb": {"train": 3.12}}]
@@ -76,7 +76,7 @@ def test_freed_heap_memory_is_not_the_next_stages(tmp_path):
     import numpy as np
     import psutil
 
-    from coretune.memory import release_free_memory
+    from coretune.run.memory import release_free_memory
 
     def scattered(folder):
         parts = [np.ones(1000) for _ in range(50_000)]  # 400 MB in 8 kB heap blocks

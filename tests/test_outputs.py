@@ -1,4 +1,4 @@
-"""The output rule (coretune.outputs) and the run-folder rule: what a command writes is never
+"""The output rule (coretune.run.outputs) and the run-folder rule: what a command writes is never
 one of its inputs, and a run writes and removes only inside its own folder."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from coretune.cli import main
 from coretune.errors import CoretuneError
-from coretune.manifest import Stage
-from coretune.outputs import Inputs, check_outputs
+from coretune.run.manifest import Stage
+from coretune.run.outputs import Inputs, check_outputs
 
 ROWS = "".join(json.dumps({"uid": f"u{i}", "task": "t", "prompt": f"q {i}?", "target": "yes"})
                + "\n" for i in range(5))

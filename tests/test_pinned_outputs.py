@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, small_pool
 
 from coretune.config import load_config
-from coretune.pipeline import plan
+from coretune.run.pipeline import plan
 
 DEMO = ("coreset", "random", "related")
 SELECT_FILES = ("subset.parquet", "subset.jsonl", "subset.selection.parquet")
@@ -128,8 +128,8 @@ def test_demo_selections_are_byte_identical(pool_file, tmp_path):
 @pytest.mark.slow
 def test_demo_table_is_byte_identical(pool_file, tmp_path):
     """vanilla + coreset run end to end (2 training steps, 4 examples x 1 template)."""
-    from coretune.pipeline import run
-    from coretune.summary import write_run_report
+    from coretune.report.summary import write_run_report
+    from coretune.run.pipeline import run
 
     for name in ("vanilla", "coreset"):
         cfg = load_config(ROOT / f"configs/demo/{name}.yaml",

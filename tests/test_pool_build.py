@@ -60,7 +60,7 @@ def test_the_demo_prints_the_pool_its_configs_use(cli, tmp_path):
     """scripts/demo.sh builds and describes a pool before its runs: the very rows the demo
     configs' pool stage makes (configs/demo/_base.yaml)."""
     from coretune.config import load_config
-    from coretune.stages import make_pool
+    from coretune.run.stages import make_pool
 
     script = (ROOT / "scripts/demo.sh").read_text().replace("\\\n", " ")
     flags = re.search(r"coretune pool build (.*?) -o ", script).group(1).split()

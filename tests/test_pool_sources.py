@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from coretune.data.pool import load_pool
+from coretune.data.pool import load_pool, merge_type
 from coretune.data.shards import parse_columns
 from coretune.data.sources import render_dataset, train_datasets
-from coretune.data.stream import convert_pool, merge_type, scan_pool
+from coretune.data.stream import convert_pool, scan_pool
 from coretune.errors import CoretuneError
 
 P3_COLUMNS = ("task=task_name,prompt=inputs_pretokenized,target=targets_pretokenized,"

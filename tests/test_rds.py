@@ -130,7 +130,7 @@ def test_rds_method_takes_one_job_over_all_target_rows():
 
 def test_with_response_texts_split_back_whatever_the_prompt_holds():
     from coretune.embed import with_response
-    from coretune.encoders import split_response
+    from coretune.embed.encoders import split_response
 
     for prompt, response in [("12:ab", "c"), ("", "x"), ("p", ""), ("3:", ":9")]:
         assert split_response(with_response(prompt, response)) == (prompt, response)
@@ -146,15 +146,16 @@ def test_select_encoder_config():
     with pytest.raises(CoretuneError, match="unknown encoder 'nope'"):
         validate({"name": "c", "select": {"encoder": "nope"}})
     assert RunConfig(name="c").select.encoder is None
-    from coretune.stages import make_target_finder
+    from coretune.run.stages import make_target_finder
 
+    cfg = RunConfig(name="c", target={"spec": "tasks:rte"})
     with pytest.raises(CoretuneError, match="no example prompts"):  # rds needs probes
-        make_target_finder(RunConfig(name="c", target={"spec": "tasks:rte"})).probe_prompts()
+        make_target_finder(cfg.target, cfg.cluster).probe_prompts()
 
 
 def test_select_encoder_is_in_the_select_key_only_where_the_method_reads_it(tmp_path):
     from coretune.config import RunConfig
-    from coretune.pipeline import plan
+    from coretune.run.pipeline import plan
 
     def select_stage(**select):
         cfg = RunConfig(name="k", select=select)
@@ -175,19 +176,32 @@ def fitted(tmp_path_factory):
     default encoder, in a cache of its own."""
     from conftest import small_pool
 
-    from coretune import stages
     from coretune.config import section_config
+    from coretune.run import stages
 
     cache = tmp_path_factory.mktemp("cache")
     cfg = section_config(name="t", cluster={"k": 12}, embed={"max_tokens": 128},
                          target={"probes": 60, "votes": 1},
                          select={"method": "rds", "budget": "15"})
     pool = small_pool()
-    embedder = stages.make_embedder(cfg, quiet=True, cache_dir=cache)
+    embedder = stages.make_embedder(cfg.embed, cfg.backend, quiet=True, cache_dir=cache)
     x = embedder.embed(pool.prompts)
-    clusters = stages.fit_clusters(cfg, x)
-    mask = stages.find_targets(cfg, clusters, pool, embedder, x).mask_
+    clusters = stages.fit_clusters(cfg.cluster, cfg.backend, x)
+    mask = stages.find_targets(finder(cfg), cfg.backend, clusters, pool, embedder, x).mask_
     return cfg, pool, embedder, x, clusters, mask
+
+
+def finder(cfg):
+    from coretune.run import stages
+
+    return stages.make_target_finder(cfg.target, cfg.cluster)
+
+
+def select(cfg, pool, x, clusters, embedder, mask):
+    from coretune.run import stages
+
+    return stages.select_subset(cfg.select, cfg.backend, pool, 0, x, clusters,
+                                embedder=embedder, mask=mask, finder=finder(cfg))
 
 
 def _with(cfg, **select):
@@ -196,28 +210,25 @@ def _with(cfg, **select):
 
 @pytest.mark.parametrize("scope", ["target", "pool"])
 def test_select_encoder_equal_to_the_embed_encoder_selects_the_same_rows(fitted, scope):
-    from coretune import stages
 
     cfg, pool, embedder, x, clusters, mask = fitted
     cfg = _with(cfg, scope=scope)
-    plain = stages.select_subset(cfg, pool, 0, x, clusters, embedder=embedder, mask=mask)
-    own = stages.select_subset(_with(cfg, encoder=cfg.embed.encoder), pool, 0, x, clusters,
-                               embedder=embedder, mask=mask)
+    plain = select(cfg, pool, x, clusters, embedder, mask)
+    own = select(_with(cfg, encoder=cfg.embed.encoder), pool, x, clusters, embedder, mask)
     assert len(plain) == 15
     for field in ("indices", "cluster", "radius"):
         np.testing.assert_array_equal(getattr(own, field), getattr(plain, field))
 
 
 def test_select_encoder_embeds_only_the_candidates_and_the_examples(fitted):
-    from coretune import stages
     from coretune.embed import EmbeddingCache, cache_key, make_encoder
 
     cfg, pool, embedder, x, clusters, mask = fitted
     cfg = _with(cfg, encoder="minilm")  # float32 MiniLM: a cache folder of its own
-    got = stages.select_subset(cfg, pool, 0, x, clusters, embedder=embedder, mask=mask)
+    got = select(cfg, pool, x, clusters, embedder, mask)
     assert len(got) == 15 and mask[got.indices].all()
     folder = embedder.cache_root / cache_key(make_encoder("minilm", max_tokens=128))
-    probes = set(stages.make_target_finder(cfg).probe_prompts()[0])
+    probes = set(finder(cfg).probe_prompts()[0])
     inside = set(np.asarray(pool.prompts, dtype=object)[mask].tolist())
     assert 0 < mask.sum() < len(pool)
     assert len(EmbeddingCache(folder, 384)) == len(inside | probes)
@@ -229,9 +240,9 @@ def test_response_encoder_rows_and_probe_answers(fitted, tmp_path):
     its `target` (none: the prompt alone)."""
     import json
 
-    from coretune import stages
     from coretune.embed import make_encoder, with_response
     from coretune.models import default_model_dir
+    from coretune.run import stages
 
     cfg, pool, embedder, _, _, mask = fitted
     probes = tmp_path / "probes.jsonl"
@@ -242,7 +253,7 @@ def test_response_encoder_rows_and_probe_answers(fitted, tmp_path):
         update={"spec": f"probe:{probes}"})}), encoder=spec)
     few = np.zeros_like(mask)
     few[np.flatnonzero(mask)[:4]] = True
-    rows, xs, q = stages.own_vectors(cfg, pool, few, embedder)
+    rows, xs, q = stages.own_vectors(spec, cfg.backend, finder(cfg), pool, few, embedder)
     assert rows.tolist() == np.flatnonzero(mask)[:4].tolist()
     enc = make_encoder(spec, max_tokens=128, device="cpu")
     t = pool.table.take(rows)
@@ -253,4 +264,4 @@ def test_response_encoder_rows_and_probe_answers(fitted, tmp_path):
                                               with_response("Is it raining?", "")]), atol=1e-5)
     with pytest.raises(CoretuneError, match="field 'target': must be a string"):
         probes.write_text(json.dumps({"prompt": "p", "target": 1}) + "\n")
-        stages.own_vectors(cfg, pool, few, embedder)
+        stages.own_vectors(spec, cfg.backend, finder(cfg), pool, few, embedder)

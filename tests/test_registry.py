@@ -17,6 +17,7 @@ from coretune.config import load_config
 from coretune.errors import CoretuneError
 from coretune.evaluate import eval_sets, parse_eval_file, register_eval_set
 from coretune.select import SelectionMethod, method_labels, method_names, register_method
+from coretune.target import VOTES
 
 
 @register_method
@@ -97,7 +98,8 @@ def _cli(*args) -> None:
 def test_registered_names_reach_config_help_and_labels(tmp_path):
     assert "every_other" in method_names()
     assert method_labels()["every_other"] == "every other row"
-    from coretune.cli.select import refresh_help, select
+    from coretune.cli.options import refresh_help
+    from coretune.cli.select import select
 
     refresh_help()
     import inspect
@@ -118,7 +120,8 @@ def test_toy_method_and_backend_through_coretune_select(pool_file, tmp_path):
     _cli("select", "--pool", pool_file, "-o", out, "--k", 12, "--probes", 100, "--threshold",
          1.5, "--budget", 16, "--method", "every_other", "--backend", "counting", "--quiet",
          "--cache-dir", tmp_path / "cache")
-    assert CountingBackend.calls == {"embedder": 1, "assign": 1, "select": 1, "close": 1}
+    # one clustering, then the target votes' ten more: every labelling on the backend
+    assert CountingBackend.calls == {"embedder": 1, "assign": VOTES, "select": 1, "close": 1}
     sel = pq.read_table(tmp_path / "subset.selection.parquet").to_pydict()
     pool_uids = pq.read_table(pool_file).column("uid").to_pylist()
     rows = np.array([pool_uids.index(u) for u in sel["uid"]])
@@ -152,5 +155,88 @@ def test_toy_method_backend_and_eval_set_through_coretune_run(pool_file, tmp_pat
 
 
 def test_user_eval_set_is_a_peer_of_the_shipped_ones(tmp_path):
-    ds = register_eval_set(parse_eval_file(_eval_files(tmp_path)))
-    assert eval_sets()["yesno"] is ds and "rte" in eval_sets()
+    from coretune.evaluate import EVAL_SET_REGISTRY
+
+    with EVAL_SET_REGISTRY.scratch():
+        ds = register_eval_set(parse_eval_file(_eval_files(tmp_path)))
+        assert eval_sets()["yesno"] is ds and "rte" in eval_sets()
+        assert load_config_text("evaluate: {tasks: [yesno]}").evaluate.tasks == ["yesno"]
+    assert "yesno" not in eval_sets()
+
+
+def test_a_registered_encoder_is_listed_by_coretune_select_help(capsys):
+    from coretune.embed import ENCODER_REGISTRY, make_encoder, register_encoder
+
+    def encoder_help() -> str:  # the --encoder option's help, its lines joined
+        _cli("select", "--help")
+        text = capsys.readouterr().out
+        words = text[text.index("--encoder"):text.index("--max-tokens")].split()
+        return " ".join(w for w in words if w != "│")
+
+    with ENCODER_REGISTRY.scratch():
+        register_encoder("toy-bag", lambda arg, max_tokens, device: None)
+        assert "minilm-int8, minilm," in encoder_help() and "toy-bag" in encoder_help()
+        assert load_config_text("embed: {encoder: toy-bag}").embed.encoder == "toy-bag"
+    assert "toy-bag" not in encoder_help()  # the scratch registration is gone
+    with pytest.raises(CoretuneError, match="unknown encoder 'toy-bag'"):
+        make_encoder("toy-bag")
+
+
+def load_config_text(text: str):
+    import yaml
+
+    from coretune.config import validate
+
+    return validate({"name": "c", **yaml.safe_load(text)})
+
+
+def test_registry_lazy_entries_names_and_did_you_mean():
+    from coretune.registry import Registry
+
+    r = Registry("widget", field="widget")
+    r.register("json", "json:dumps")  # imported on first use
+    assert r.names() == ("json",) and "json" in r
+    import json
+
+    assert r.get("json") is json.dumps
+
+    @r.register("twice")
+    def twice(x):
+        return 2 * x
+
+    assert r.get("twice")(3) == 6
+    with pytest.raises(CoretuneError, match=r"field 'widget': unknown widget 'jsno' "
+                                            r"\(one of json, twice\); did you mean 'json'\?"):
+        r.get("jsno")
+    with r.scratch():
+        r.register("extra", 1)
+        assert r.names() == ("json", "twice", "extra")
+    assert "extra" not in r
+
+
+def test_unknown_names_suggest_the_closest_registered_one(tmp_path):
+    from coretune.backends import get_backend
+    from coretune.select import get_method
+
+    with pytest.raises(CoretuneError, match="did you mean 'kcenter'"):
+        get_method("kcentre")
+    with pytest.raises(CoretuneError, match="did you mean 'local'"):
+        get_backend("locale")
+    with pytest.raises(CoretuneError, match="did you mean 'minilm-int8'"):
+        load_config_text("embed: {encoder: minilm-int9}")
+    with pytest.raises(CoretuneError, match="did you mean 'anli_r1'"):
+        load_config_text("evaluate: {tasks: [anli_1]}")
+
+
+def test_planning_a_run_registers_nothing(tmp_path):
+    """A config's own evaluation sets are its run's alone: planning (or running) it leaves the
+    registry as it was."""
+    from coretune.evaluate import EVAL_SET_REGISTRY
+    from coretune.run.pipeline import plan
+
+    spec = _eval_files(tmp_path)
+    names = EVAL_SET_REGISTRY.names()
+    cfg = load_config_text(f"evaluate: {{tasks: [rte, yesno], eval_files: ['{spec}']}}")
+    stages = plan(cfg, tmp_path / "run", 0)
+    assert EVAL_SET_REGISTRY.names() == names and "yesno" not in EVAL_SET_REGISTRY
+    assert set(stages[-1].files) == {"yesno:path", "yesno:templates"}

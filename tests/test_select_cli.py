@@ -104,7 +104,7 @@ def test_select_is_the_run_select_stage(cli, pool_file, cache, tmp_path, monkeyp
     """`coretune select` and `coretune run` (up to its select stage) read the same config and
     call the same stage functions: the same inputs give the same bytes."""
     from coretune.config import load_config
-    from coretune.pipeline import plan
+    from coretune.run.pipeline import plan
 
     out = tmp_path / "cli" / "subset.parquet"
     cli(*_args(pool_file, out, cache, "--budget", "16", "--method", "kcenter", "--seed", "1",
@@ -171,22 +171,26 @@ def test_select_rds_over_the_target_and_the_whole_pool(cli, pool_file, cache, tm
     tasks = subset.column("task").to_pylist()
     assert sum(t in ("rte", "cb") for t in tasks) >= 9  # the probes are RTE/CB/ANLI prompts
 
-    from coretune import stages
     from coretune.config import section_config
+    from coretune.run import stages
 
     cfg = section_config(name="t", pool={"path": str(pool_file)}, cluster={"k": 12},
                          embed={"max_tokens": 128}, target={"probes": 100},
                          select={"method": "rds", "budget": "12", "scope": "pool"})
-    assert stages.needs_clusters(cfg)
-    data = stages.make_pool(cfg)
-    embedder = stages.make_embedder(cfg, quiet=True, cache_dir=cache)
+    assert cfg.needs_clusters
+    b = cfg.backend
+    data = stages.make_pool(cfg.pool)
+    embedder = stages.make_embedder(cfg.embed, b, quiet=True, cache_dir=cache)
     x = embedder.embed(data.prompts)
-    clusters = stages.fit_clusters(cfg, x)
-    whole = stages.select_subset(cfg, data, 0, x, clusters, None, embedder=embedder)
-    inside = stages.select_subset(cfg.model_copy(update={"select": cfg.select.model_copy(
-        update={"scope": "target"})}), data, 0, x, clusters, embedder=embedder,
-        mask=stages.find_targets(cfg, clusters, data, embedder, x).mask_)
+    clusters = stages.fit_clusters(cfg.cluster, b, x)
+    finder = stages.make_target_finder(cfg.target, cfg.cluster)
+    whole = stages.select_subset(cfg.select, b, data, 0, x, clusters, None, embedder=embedder,
+                                 finder=finder)
+    inside = stages.select_subset(
+        cfg.select.model_copy(update={"scope": "target"}), b, data, 0, x, clusters,
+        embedder=embedder, finder=finder,
+        mask=stages.find_targets(finder, b, clusters, data, embedder, x).mask_)
     assert len(whole) == 12 and len(set(whole.indices.tolist())) == 12
     # From the whole pool the probes' nearest rows are at least as near as inside the targets.
-    q = stages.make_target_finder(cfg).probe_vectors(clusters, embedder)[0]
+    q = finder.probe_vectors(clusters, embedder)[0]
     assert (x[whole.indices] @ q.T).max(1).mean() >= (x[inside.indices] @ q.T).max(1).mean() - 1e-6

@@ -12,11 +12,11 @@ import pytest
 
 from coretune.config import RunConfig, load_config
 from coretune.errors import CoretuneError
-from coretune.layout import SHARED_STAGES, SweepLayout
-from coretune.pipeline import plan
+from coretune.report.sweep import predictors, write_sweep_report
+from coretune.run.layout import SHARED_STAGES, SweepLayout
+from coretune.run.pipeline import plan
+from coretune.run.sweep import expand, point_config, resolve_budgets, spec_of
 from coretune.select import select_rows, split_budget
-from coretune.sweep import expand, point_config, resolve_budgets, spec_of
-from coretune.sweep_report import predictors, write_sweep_report
 
 
 def test_sweep_block_defaults_and_seeds(tmp_path):
@@ -174,8 +174,8 @@ def test_predictors_rank_correlation():
 
 
 def test_power_is_2_8_standard_errors_of_the_median_comparison():
-    from coretune.compare import Delta
-    from coretune.sweep_report import power
+    from coretune.report.sweep import power
+    from coretune.stats import Delta
 
     cells = {"a": {"avg": Delta(1.0, -4.0, 6.0, 0.5, 100), "rte": Delta(0, -8, 8, 1, 100)},
              "b": {"avg": Delta(0.0, -3.0, 3.0, 1.0, 100)},
@@ -217,7 +217,7 @@ def _constructed_sweep(tmp_path, budgets=("10", "all"), methods=("kcenter", "ran
     Stage manifests with known seconds (above), and the train stage's train_state.json at
     batch 8 and 2 epochs (or `train_steps` full steps)."""
     from coretune.io import write_json
-    from coretune.manifest import MANIFEST
+    from coretune.run.manifest import MANIFEST
     from coretune.train.data import rows_trained
 
     cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]}, train={"epochs": 2, "batch_size": 8},
@@ -328,7 +328,7 @@ def _control_sweep(tmp_path, control, metric: str = "logloss", base=None):
     probabilities); `all` (the positive control) gains a lot ("strong"), changes nothing on
     balance ("flat"), loses ("worse"), or has the gold probabilities `control`."""
     from coretune.io import write_json
-    from coretune.manifest import MANIFEST
+    from coretune.run.manifest import MANIFEST
 
     cfg = RunConfig(name="s", evaluate={"tasks": ["rte"]},
                     sweep={"budgets": ["10", "all"], "metric": metric})
@@ -466,7 +466,7 @@ def test_sweep_cost_and_steps_come_from_the_stage_manifests(tmp_path):
 def test_sweep_report_draws_the_budget_curve_in_a_browser(tmp_path):
     import matplotlib.image as mpimg
 
-    from coretune.report import screenshot
+    from coretune.report.html import screenshot
 
     _constructed_sweep(tmp_path, budgets=("5", "10", "all"))
     png = screenshot(tmp_path / "report.html", tmp_path / "shot.png", height=4000)
@@ -587,12 +587,10 @@ def test_budget_checks_after_the_target_stage_stop_before_any_point(tmp_path, ca
 
 
 def test_method_at_pool_selects_from_the_whole_pool():
-    from coretune.stages import needs_clusters
-
     cfg = RunConfig(name="s", sweep={"methods": ["kcenter", "random@pool", "rds@pool"]})
     pc = point_config(cfg, "random@pool", "0.5%")
-    assert (pc.select.method, pc.select.scope) == ("random", "pool") and not needs_clusters(pc)
+    assert (pc.select.method, pc.select.scope) == ("random", "pool") and not pc.needs_clusters
     rds = point_config(cfg, "rds@pool", "0.5%")
-    assert (rds.select.method, rds.select.scope) == ("rds", "pool") and needs_clusters(rds)
+    assert (rds.select.method, rds.select.scope) == ("rds", "pool") and rds.needs_clusters
     assert point_config(cfg, "kcenter", "0.5%").select.scope == "target"
     assert SweepLayout(Path("s")).point("random@pool", "0.5%").root.name == "random@pool-0.5pct"

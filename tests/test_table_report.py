@@ -7,33 +7,34 @@ import shutil
 import numpy as np
 import pytest
 
-from coretune.report import plot_map, plot_radius, plot_rows, write_report
-from coretune.table import TASKS, bootstrap, build_rows, to_csv, to_markdown
+from coretune.report.html import plot_map, plot_radius, plot_rows, write_report
+from coretune.report.table import TASKS, build_rows, to_csv, to_markdown
+from coretune.stats import task_interval
 
 
 def test_bootstrap_interval_covers_mean_and_shrinks_with_more_data():
     rng = np.random.default_rng(0)
     small = [(rng.random(50) < 0.6).astype(float) for _ in range(3)]
     big = [(rng.random(2000) < 0.6).astype(float) for _ in range(3)]
-    a, b = bootstrap(small), bootstrap(big)
+    a, b = task_interval(small), task_interval(big)
     assert a.lo <= a.mean <= a.hi and b.lo <= b.mean <= b.hi
     assert (b.hi - b.lo) < (a.hi - a.lo)
     assert abs(b.mean - 60) < 3
-    same = bootstrap([np.ones(10)])
+    same = task_interval([np.ones(10)])
     assert (same.mean, same.lo, same.hi) == (100, 100, 100)
 
 
 def test_identical_seeds_do_not_narrow_the_interval():
     # Every run scores the same examples: three copies of one seed are one seed's evidence.
     x = (np.random.default_rng(1).random(40) < 0.5).astype(float)
-    one, three = bootstrap([x]), bootstrap([x, x, x])
+    one, three = task_interval([x]), task_interval([x, x, x])
     assert abs((three.hi - three.lo) - (one.hi - one.lo)) < 2.5
     rows = build_rows({"one": [{"rte": x}], "three": [{"rte": x}] * 3})
     w = [r["cells"]["avg"].hi - r["cells"]["avg"].lo for r in rows]
     assert abs(w[0] - w[1]) < 2.5
     # Seeds that disagree add their spread on top of the examples'.
     y = np.maximum(x, np.random.default_rng(2).random(40) < 0.6)  # a better seed
-    assert (bootstrap([x, y]).hi - bootstrap([x, y]).lo) > (one.hi - one.lo)
+    assert (task_interval([x, y]).hi - task_interval([x, y]).lo) > (one.hi - one.lo)
 
 
 def test_rows_markdown_csv(tmp_path):
@@ -71,7 +72,7 @@ def _pixels(img, rgb) -> np.ndarray:
 def test_one_class_marks_sets_where_a_seed_gives_one_answer():
     import pyarrow as pa
 
-    from coretune.report import one_class
+    from coretune.report.html import one_class
 
     def preds(rte, cb):
         return pa.table({"task": ["rte"] * len(rte) + ["cb"] * len(cb), "pred": rte + cb})
@@ -84,7 +85,7 @@ def test_one_class_marks_sets_where_a_seed_gives_one_answer():
 
 
 def test_family_styles_tell_every_family_apart_and_grey_other():
-    from coretune.report import family_styles
+    from coretune.report.html import family_styles
 
     names = [f"family {i}" for i in range(20)] + ["other"]
     styles = family_styles(names * 2)
@@ -97,8 +98,9 @@ def test_family_styles_tell_every_family_apart_and_grey_other():
 def test_report_renders_in_headless_chromium(tmp_path):
     import matplotlib.image as mpimg
 
-    from coretune.compare import ACCURACY, baselines, paired_rows
-    from coretune.report import screenshot
+    from coretune.report.compare import paired_rows
+    from coretune.report.html import screenshot
+    from coretune.stats import ACCURACY, baselines
 
     good, flat = np.array([1.0] * 12 + [0.0] * 4), np.array([1.0] * 8 + [0.0] * 8)
     runs = {"a": [{"rte": good}], "b": [{"rte": flat}]}
@@ -167,9 +169,9 @@ def test_run_report_shows_paired_deltas_baselines_and_one_class_runs(tmp_path):
     import pyarrow.parquet as pq
 
     from coretune.config import load_config
-    from coretune.pipeline import run
-    from coretune.report import screenshot
-    from coretune.summary import write_run_report
+    from coretune.report.html import screenshot
+    from coretune.report.summary import write_run_report
+    from coretune.run.pipeline import run
 
     (tmp_path / "u.yaml").write_text("name: untuned\nseeds: [0]\nselect: {method: none}\n"
                                      "evaluate: {tasks: [rte, cb], max_examples: 6, "
@@ -221,7 +223,7 @@ def test_run_report_shows_paired_deltas_baselines_and_one_class_runs(tmp_path):
 
 
 def test_sweep_plot_has_bands_and_knee_and_no_one_point_curve(tmp_path):
-    from coretune.report import plot_sweep
+    from coretune.report.html import plot_sweep
 
     curves = {"kcenter": [(0.1, 50.0, 45.0, 55.0), (1.0, 60.0, 56.0, 64.0), (5.0, 61.0, 57, 65)],
               "random": [(0.1, 48.0, 43.0, 53.0), (1.0, 55.0, 50.0, 60.0), (5.0, 60.0, 56, 64)]}
@@ -231,8 +233,8 @@ def test_sweep_plot_has_bands_and_knee_and_no_one_point_curve(tmp_path):
 
 
 def test_log_loss_table_goes_to_table_md_and_report_not_table_csv(tmp_path):
-    from coretune.compare import LOGLOSS
-    from coretune.table import write_table
+    from coretune.report.table import write_table
+    from coretune.stats import LOGLOSS
 
     acc = build_rows({"a": [{"rte": np.array([1.0, 0.0, 1.0, 1.0])}]}, ["rte"])
     loss = build_rows({"a": [{"rte": np.array([0.2, 1.4, 0.5, 0.3])}]}, ["rte"], LOGLOSS)
@@ -248,3 +250,30 @@ def test_log_loss_table_goes_to_table_md_and_report_not_table_csv(tmp_path):
         (tmp_path / "plain" / "table.csv").read_bytes()  # table.csv is accuracy only
     page, _ = write_report(tmp_path / "both", "t", acc, {}, {}, loss_rows=loss)
     assert "<td>0.600<br><small>[" in page.read_text()
+
+
+@pytest.mark.slow
+def test_the_rows_coretune_run_prints_are_the_tables(tmp_path, capsys):
+    """One seed of the untuned model: the Avg `coretune run` prints at the end, and the one in
+    its metrics.json, are table.md's (one computation, `coretune.stats`). 16 examples x 3
+    templates per set: there the example bootstrap `coretune run` printed before gave
+    [29.2, 57.3] beside the table's [28.1, 57.3]."""
+    import json
+
+    from coretune.cli import main
+
+    cfg = tmp_path / "v.yaml"
+    cfg.write_text("name: v\nseeds: [0]\nselect: {method: none}\n"
+                   "evaluate: {tasks: [rte, cb], max_examples: 16, max_templates: 3}\n")
+    main(["run", str(cfg), "--runs-dir", str(tmp_path / "runs"), "-q"])
+    printed = next(line for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("v seed 0 | "))
+    table = (tmp_path / "runs" / "v" / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| v |"))
+    avg = row.rstrip(" |").split(" | ")[-1]
+    assert printed.endswith(f"| Avg {avg}") and re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\]", avg)
+    for cell, header in zip(row.split(" | ")[2:4], ("RTE", "CB"), strict=True):
+        assert f"| {header} {cell} |" in printed
+    m = json.loads((tmp_path / "runs" / "v" / "seed-0" / "evaluate" / "metrics.json")
+                   .read_text())["avg"]
+    assert f"{m['mean']:.1f} [{m['ci95'][0]:.1f}, {m['ci95'][1]:.1f}]" == avg

@@ -1,9 +1,19 @@
 """coretune: find the small slice of an instruction pool that matters for a task family.
 
-Layers, each importing only those below it: `cli` -> `pipeline` -> `stages` -> the library
-(`select`, `backends`, `embed`/`encoders`, `cluster`, `target`, `train`, `evaluate`,
-`summary`) -> `data`, `config`, `layout`, `validation`, `io`, `errors`, `paths`. What users
-extend has a registry: selection methods, backends, encoders, evaluation sets.
+Packages in the order a run goes, each importing only its own layer and those below
+(tests/test_layering.py; docs/architecture.md):
+
+    foundation  errors, io, paths, validation, registry, stats, models
+    data        data/ (pools, shipped datasets, templates)
+    library     embed/, cluster/, target/, select/, train/, evaluate/
+    backends    backends/ (where the heavy work runs: local, ray)
+    config      config.py (the YAML config; each section owns its defaults and stage key)
+    run         run/ (pipeline, stages, run folder, manifests, lock, sweeps)
+    report      report/ (table, report.html, paired comparisons, sweep report)
+    cli         cli/
+
+What users extend has a `coretune.registry.Registry`: selection methods, encoders, backends,
+evaluation sets.
 """
 
 from __future__ import annotations

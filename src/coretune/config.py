@@ -1,4 +1,11 @@
-"""Experiment configuration: pydantic models, loaded from YAML with `key=value` overrides."""
+"""Experiment configuration: pydantic models, loaded from YAML with `key=value` overrides.
+
+Each section holds its settings' defaults, rules and help (the CLI's options are built from
+them, `coretune.cli.options`) and the key of the stage it configures (`key()`: what a
+finished stage is recognised by; a changed key runs the stage again). The sections of the
+library's own settings live with it: `train` is `coretune.train.TrainConfig`, `target` is
+`coretune.target.TargetConfig`.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +23,33 @@ from pydantic import (
     field_validator,
 )
 
-from coretune.backends import backend_names
-from coretune.encoders import RESPONSE, check_encoder_spec
+from coretune.backends import BACKEND_REGISTRY
+from coretune.data.sources import EVAL_HEADERS
+from coretune.embed.encoders import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_ENCODER,
+    DEFAULT_MAX_TOKENS,
+    RESPONSE,
+    check_encoder_spec,
+)
 from coretune.errors import CoretuneError
 from coretune.select.budget import ALL, check_budget
-from coretune.select.methods import budgeted_methods, get_method, method_names
-from coretune.target import VOTES
+from coretune.select.methods import METHOD_REGISTRY, budgeted_methods, get_method, method_names
+from coretune.target import TargetConfig
 from coretune.train import TrainConfig
 
-# `select.method` values that are not selection methods: train on the whole pool, or not at all.
-PSEUDO_METHODS = ("pool", "none")
+# `select.method` values that are not selection methods: train on the whole pool, or not at
+# all (the untuned model: the base model evaluated, no selection and no training).
+WHOLE_POOL, UNTUNED = "pool", "none"
+PSEUDO_METHODS = (WHOLE_POOL, UNTUNED)
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def key(self) -> dict:
+        """The settings as the stage this section configures is keyed by."""
+        return self.model_dump()
 
 
 class PoolConfig(_Section):
@@ -39,7 +59,8 @@ class PoolConfig(_Section):
                              "glob of shards, a datasets save_to_disk folder or hf:ID; over "
                              "bigbench.")
     columns: str | dict[str, str] | None = Field(
-        None, description="Pool field -> source column, e.g. 'prompt=inputs_pretokenized,...'.")
+        None, description="Pool field = source column, comma-separated, e.g. 'uid=id, "
+        "prompt=inputs_pretokenized, task=task_name'.")
     bigbench: Literal["full", "sample", "none"] = "sample"
     templates: str = Field("all", description="all | first:N | fixed | fixed:DATASET=NAME,...")
     max_rows: int | None = Field(
@@ -47,11 +68,13 @@ class PoolConfig(_Section):
 
 
 class EmbedConfig(_Section):
-    encoder: str = Field("minilm-int8", description="minilm-int8 (MiniLM with int8 weights, "
-                         "ONNX Runtime, CPU: the fast default) | minilm (float32; on a GPU) | "
-                         "hf:<model id or path> (mean-pooled) | st:MODEL | st-int8:MODEL.")
-    max_tokens: int = Field(128, ge=1)
-    batch_size: int = Field(64, ge=1)
+    encoder: str = Field(DEFAULT_ENCODER, description="The prompts' encoder, a registered "
+                         "one (coretune.embed): minilm-int8 is MiniLM with int8 weights under "
+                         "ONNX Runtime, the fast CPU default; minilm the float32 model (on a "
+                         "GPU); hf:<model id or path> mean-pools any model.")
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, description="Tokens per prompt for the "
+                            "encoder.")
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Encoder batch size.")
 
     @field_validator("encoder")
     @classmethod
@@ -68,39 +91,16 @@ class EmbedConfig(_Section):
 
 
 class ClusterConfig(_Section):
-    k: int = Field(100, ge=1)
-    seed: NonNegativeInt = 0
-    sample_size: int | None = Field(None, ge=1)
-
-
-class TargetConfig(_Section):
-    spec: str = Field("nli", description="nli | family:NAME | tasks:a,b | probe:FILE.jsonl")
-    rule: Literal["auto", "coverage", "density"] = Field(
-        "auto", description="How many clusters to keep (docs/target.md); threshold/top override.")
-    threshold: float | None = Field(None, ge=0)
-    top: int | None = Field(None, ge=1)
-    probes: int = Field(1000, ge=1, description="Probe prompts for the `nli` target.")
-    share: float | None = Field(None, gt=0, le=1, description="The target's share of the pool "
-                                "when known: the auto rule uses it instead of its estimate.")
-    by_task: bool = Field(True, description="A task with most of its rows among the target "
-                          "rows is kept whole, one with under a third of them dropped (not the "
-                          "one with most target rows), one in between left as it is.")
-    votes: int = Field(VOTES, ge=1, description="k-means runs (seeds seed, seed+1, ...) that "
-                       "each apply the rule; a row is a target row when most of them keep it. "
-                       "1: the cluster stage's clustering alone.")
-
-    @field_validator("spec")
-    @classmethod
-    def _known_spec(cls, v: str) -> str:
-        from coretune.target import parse_target
-
-        _value_error(parse_target, v)
-        return v
+    k: int = Field(100, ge=1, description="Number of K-means clusters.")
+    seed: NonNegativeInt = Field(0, description="Seed for clustering and the probe sample.")
+    sample_size: int | None = Field(None, ge=1, description="Rows K-means is fitted on (a "
+                                    "seeded sample; default: 256 per cluster).")
 
 
 class SelectConfig(_Section):
-    method: str = Field("kcenter", description="A registered selection method (see "
-                        "coretune.select.methods), `pool` (every row) or `none` (no training).")
+    method: str = Field("kcenter", description="A registered selection method "
+                        "(coretune.select.methods), `pool` (every row) or `none` (the untuned "
+                        "model: no selection, no training).")
     budget: str = Field("0.5%", description="Share of the whole pool ('0.5%') or a row count.")
     scope: Literal["target", "pool"] = Field(
         "target", description="Select inside the target clusters, or from the whole pool.")
@@ -118,9 +118,9 @@ class SelectConfig(_Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in (*method_names(), *PSEUDO_METHODS):
-            raise ValueError(f"unknown method '{v}' (one of "
-                             f"{', '.join((*method_names(), *PSEUDO_METHODS))})")
+        names = (*method_names(), *PSEUDO_METHODS)
+        if v not in names:
+            raise ValueError(METHOD_REGISTRY.unknown(v, names=names).reason)
         return v
 
     @field_validator("budget", mode="before")
@@ -136,20 +136,41 @@ class SelectConfig(_Section):
         check_budget(v)
         return v
 
+    @property
+    def own_encoder(self) -> str | None:
+        """`encoder` where the method reads it (one that compares rows with target examples);
+        None where the embed stage's vectors are used."""
+        if self.encoder is None or self.method not in METHOD_REGISTRY:
+            return None
+        return self.encoder if get_method(self.method).reads_queries else None
+
+    def key(self, seed: int) -> dict:
+        """The select stage's key for `seed`. `encoder` is in it only where the method reads
+        it, so an unset one, or one a method ignores, leaves the key as before it existed."""
+        own = set() if self.own_encoder else {"encoder"}
+        return {**self.model_dump(exclude=own), "seed": seed}
+
+
+EVAL_SEED = 0  # every run evaluates the same examples, so runs compare pairwise
+
 
 class EvaluateConfig(_Section):
     eval_files: list[str] = Field(
-        [], description="Your own sets, NAME:DATA.jsonl:TEMPLATES.yaml:LABEL0,LABEL1,...; "
-        "name them in `tasks` like a shipped set.")
-    tasks: list[str] = Field(["rte", "cb", "anli_r1", "anli_r2", "anli_r3"],
-                             description="Evaluation sets by name: shipped or from eval_files.")
-    max_examples: int | None = Field(None, ge=1)
+        [], description="Your own sets, each NAME:DATA.jsonl:TEMPLATES.yaml:LABELS, LABELS "
+        "the label names in index order, comma-separated; name them in tasks like a shipped "
+        "set.")
+    tasks: list[str] = Field(list(EVAL_HEADERS), description="Evaluation sets by name: "
+                             "shipped, registered or from eval_files.")
+    max_examples: int | None = Field(None, ge=1, description="Seeded sample of N examples "
+                                     "per set.")
     max_examples_by_task: dict[str, int] = Field(
         {}, description="A set's own cap, e.g. {anli_r1: 50} (the smaller of it and "
         "max_examples applies): evaluate the small sets whole and sample the large ones.")
-    max_templates: int | None = Field(None, ge=1)
-    length_norm: bool = False
-    batch_size: int = Field(16, ge=1)
+    max_templates: int | None = Field(None, ge=1, description="First N templates with "
+                                      "choices.")
+    length_norm: bool = Field(False, description="Rank options by mean, not sum, token "
+                              "log-prob.")
+    batch_size: int = Field(16, ge=1, description="Prompts per forward pass.")
 
     @field_validator("eval_files")
     @classmethod
@@ -163,14 +184,15 @@ class EvaluateConfig(_Section):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        from coretune.evaluate.tasks import eval_sets
+        from coretune.evaluate.tasks import EVAL_SET_REGISTRY, eval_sets
 
-        known = [*eval_sets(), *(s.split(":")[0] for s in info.data.get("eval_files", []))]
+        known = list(dict.fromkeys([*eval_sets(), *(s.split(":")[0]
+                                                    for s in info.data.get("eval_files", []))]))
         for task in _no_duplicates(v, "evaluation set"):
             if task not in known:
-                raise ValueError(f"unknown evaluation set '{task}' (known: "
-                                 f"{', '.join(dict.fromkeys(known))}; add your own with "
-                                 "eval_files)")
+                raise ValueError(EVAL_SET_REGISTRY.unknown(
+                    task, names=known, listed=f"known: {', '.join(known)}",
+                    hint="; add your own with eval_files").reason)
         return v
 
     @field_validator("max_examples_by_task")
@@ -183,6 +205,23 @@ class EvaluateConfig(_Section):
             if n < 1:
                 raise ValueError(f"{task} must be at least 1, got {n}")
         return v
+
+    def datasets(self) -> list:
+        """The sets of `eval_files` (Datasets), beside the registered ones for this run."""
+        from coretune.evaluate.tasks import parse_eval_file
+
+        return [parse_eval_file(spec) for spec in self.eval_files]
+
+    def files(self) -> dict[str, Path]:
+        """The files of `eval_files`: part of the evaluate stage's key."""
+        return {f"{ds.name}:{kind}": Path(getattr(ds, kind))
+                for ds in self.datasets() for kind in ("path", "templates")}
+
+    def key(self, model: str) -> dict:
+        """The evaluate stage's key for the base `model`; without per-set caps, the key runs
+        made before those caps existed."""
+        plain = set() if self.max_examples_by_task else {"max_examples_by_task"}
+        return {**self.model_dump(exclude=plain), "model": model}
 
     def caps_text(self) -> str:
         own = "".join(f", {t}<={n}" for t, n in self.max_examples_by_task.items())
@@ -221,7 +260,7 @@ def check_pool_scope(method: str) -> None:
 
 class SweepConfig(_Section):
     """`coretune sweep`: one point per method x budget x seed, each paired with the untuned
-    model on the same evaluation examples (see coretune.sweep)."""
+    model on the same evaluation examples (see coretune.run.sweep)."""
 
     budgets: list[str] = Field(["0.1%", "0.5%", ALL], description="Shares of "
                                "the whole pool ('0.5%'), row counts ('25') or 'all' (every "
@@ -298,8 +337,8 @@ class BackendConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_backend(cls, v: str) -> str:
-        if v not in backend_names():
-            raise ValueError(f"unknown backend '{v}' (one of {', '.join(backend_names())})")
+        if v not in BACKEND_REGISTRY:
+            raise ValueError(BACKEND_REGISTRY.unknown(v).reason)
         return v
 
 
@@ -320,6 +359,27 @@ class RunConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     backend: BackendConfig = BackendConfig()
     sweep: SweepConfig | None = None  # only `coretune sweep` reads it
+
+    @property
+    def untuned(self) -> bool:
+        """The untuned model (`select.method: none`): no pool, selection or training, the base
+        model evaluated."""
+        return self.select.method == UNTUNED
+
+    @property
+    def needs_clusters(self) -> bool:
+        """Whether the run embeds, clusters and finds target clusters (selection inside them,
+        or a method that reads the embeddings of the whole pool)."""
+        method = self.select.method
+        if method in PSEUDO_METHODS:
+            return False
+        return self.select.scope == "target" or get_method(method).reads_embeddings
+
+    def as_untuned(self, name: str) -> RunConfig:
+        """This config as the untuned model named `name` (one seed: nothing to vary)."""
+        select = self.select.model_copy(update={"method": UNTUNED})
+        return self.model_copy(update={"name": name, "select": select, "sweep": None,
+                                       "seeds": [0]})
 
     @field_validator("name")
     @classmethod

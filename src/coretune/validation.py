@@ -1,7 +1,7 @@
 """One home for the checks on arrays and numbers that many modules receive: embeddings,
 seeds, labels and centroids. Budgets are checked where they are resolved
 (`coretune.select.budget`). Every failure is a one-line `CoretuneError` naming the field
-(and the row, for a bad embedding). Imports: numpy and coretune.errors only.
+(and the row, for a bad embedding).
 """
 
 from __future__ import annotations

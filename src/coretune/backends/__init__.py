@@ -1,132 +1,16 @@
-"""Where the heavy work runs: `local` (this process), `ray` (a Ray cluster), or a backend a
-user registers.
+"""Where the heavy work runs: `local` (this process, `base`), `ray` (a Ray cluster, `ray`), or
+a backend a user registers (`register_backend`)."""
 
-A backend does the three operations that grow with the pool: embedding (`embedder`),
-labelling every row with its nearest centroid (`assign`) and the per-cluster selection
-(`select`). The stages call only this interface, and every backend must produce
-byte-identical artifacts for the same config and seed (see `coretune.backends.ray`).
-Imports: embed, cluster, select (library modules); never stages, pipeline or the CLI.
-"""
+from coretune.backends.base import (
+    BACKEND_REGISTRY,
+    Backend,
+    LocalBackend,
+    backend_names,
+    check_backend_name,
+    close_all,
+    get_backend,
+    register_backend,
+)
 
-from __future__ import annotations
-
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from coretune.cluster import KMeansClusters, assign_rows
-from coretune.embed import Embedder, make_encoder
-from coretune.errors import CoretuneError
-from coretune.select import SelectionResult, plan_selection
-
-
-class Backend(ABC):
-    """The interface every backend implements."""
-
-    name: str
-
-    @abstractmethod
-    def embedder(self, encoder: str = "minilm", *, max_tokens: int = 128, batch_size: int = 64,
-                 device: str | None = None, cache_dir: str | Path | None = None,
-                 quiet: bool = False) -> Embedder:
-        """An `Embedder` (same cache, same rows) whose encoding runs on this backend."""
-
-    @abstractmethod
-    def assign(self, x: np.ndarray, centroids: np.ndarray, spherical: bool, chunk: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centroid and distance of every row (a `KMeansClusters.fit` assign hook),
-        with the chunk boundaries of `coretune.cluster.assign_rows`."""
-
-    @abstractmethod
-    def select(self, x: np.ndarray, labels: np.ndarray, targets, budget: int, method: str,
-               seed: int, centroids: np.ndarray | None = None, *, quiet: bool = False,
-               queries: np.ndarray | None = None) -> SelectionResult:
-        """The same `SelectionResult` as `coretune.select.select_rows`."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release workers (actors); the backend stays usable."""
-
-    def fit_clusters(self, x: np.ndarray, k: int, **kw) -> KMeansClusters:
-        """`KMeansClusters(k, **kw)` fitted on its sample here, every row labelled by `assign`."""
-        return KMeansClusters(k, **kw).fit(x, assign=self.assign)
-
-
-class LocalBackend(Backend):
-    """Everything in this process."""
-
-    name = "local"
-
-    def embedder(self, encoder: str = "minilm", *, max_tokens: int = 128, batch_size: int = 64,
-                 device: str | None = None, cache_dir: str | Path | None = None,
-                 quiet: bool = False) -> Embedder:
-        return Embedder(make_encoder(encoder, max_tokens=max_tokens, device=device),
-                        cache_dir=cache_dir, batch_size=batch_size, quiet=quiet)
-
-    def assign(self, x, centroids, spherical, chunk):
-        return assign_rows(x, centroids, spherical, chunk)
-
-    def select(self, x, labels, targets, budget, method, seed, centroids=None, *, quiet=False,
-               queries=None):
-        plan = plan_selection(x, labels, targets, budget, method, seed, centroids, queries)
-        return plan.gather([(job.cluster, *plan.method.pick(job, quiet=quiet))
-                       for job in plan.jobs()])
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-def _ray(address: str | None = None, **resources: Any) -> Backend:
-    from coretune.backends.ray import RayBackend
-
-    return RayBackend(address, **resources)
-
-
-_REGISTRY: dict[str, Callable[..., Backend]] = {
-    "local": lambda address=None, **_: LocalBackend(), "ray": _ray}
-_open: dict[tuple, Backend] = {}
-
-
-def register_backend(name: str, factory: Callable[..., Backend]) -> None:
-    """Make `factory(address, **resources)` available as `--backend NAME` and
-    `backend: {name: NAME}`."""
-    _REGISTRY[name] = factory
-
-
-def backend_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def check_backend_name(name: str) -> str:
-    if name not in _REGISTRY:
-        raise CoretuneError(f"unknown backend '{name}' (one of {', '.join(_REGISTRY)})",
-                            field="backend")
-    return name
-
-
-def get_backend(name: str = "local", address: str | None = None, **resources: Any) -> Backend:
-    """`local`, or `ray` on the cluster at `address` (None: start a local one with
-    `resources`: num_cpus, num_gpus, object_store_memory; actors, actor_cpus for embedding).
-    One backend per distinct setting is kept for the process (actors are reused)."""
-    check_backend_name(name)
-    key = (name, address, tuple(sorted((k, v) for k, v in resources.items() if v is not None)))
-    if key not in _open:
-        backend = _REGISTRY[name](address, **dict(key[2]))
-        if not isinstance(backend, Backend):
-            raise TypeError(f"backend '{name}' does not implement coretune.backends.Backend")
-        _open[key] = backend
-    return _open[key]
-
-
-def from_config(cfg) -> Backend:
-    """The backend of a RunConfig (its `backend` section)."""
-    b = cfg.backend
-    return get_backend(b.name, b.address, **b.model_dump(exclude={"name", "address"}))
-
-
-def close_all() -> None:
-    for backend in _open.values():
-        backend.close()
+__all__ = ["BACKEND_REGISTRY", "Backend", "LocalBackend", "backend_names", "check_backend_name",
+           "close_all", "get_backend", "register_backend"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from coretune.backends import Backend
+from coretune.backends.base import Backend
 from coretune.errors import CoretuneError
 from coretune.select import plan_selection
 
@@ -170,7 +170,7 @@ class RayBackend(Backend):
 
     # --- embedding ------------------------------------------------------------------------
 
-    def embedder(self, encoder: str = "minilm", *, max_tokens: int = 128, batch_size: int = 64,
+    def embedder(self, encoder: str, *, max_tokens: int, batch_size: int,
                  device: str | None = None, cache_dir=None, quiet: bool = False):
         from coretune.embed import Embedder
 

@@ -6,33 +6,35 @@ from pathlib import Path
 
 import typer
 
+from coretune.cli.options import option
+from coretune.config import EVAL_SEED, EvaluateConfig
+from coretune.train import TrainConfig
+
 
 def train(
     data: Path = typer.Option(..., "--data", help="Subset or pool (.parquet, .jsonl, .csv)."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the model/adapter."),
-    model: str = typer.Option("default", help="default | local folder | Hugging Face id."),
-    lora: bool = typer.Option(False, "--lora", help="Train a LoRA adapter, not all weights."),
-    lr: float = typer.Option(5e-5, help="Peak learning rate (AdamW)."),
-    epochs: float = typer.Option(1.0, help="Passes over the data (fractions allowed)."),
-    max_steps: int | None = typer.Option(None, help="Optimizer steps (overrides --epochs)."),
-    batch_size: int = typer.Option(8, help="Rows per batch."),
-    grad_accum: int = typer.Option(1, help="Batches per optimizer step."),
-    micro_batch_size: int | None = typer.Option(
-        None, help="Rows per forward/backward pass (memory only; same loss). Default: batch."),
-    gradient_checkpointing: bool = typer.Option(
-        False, "--gradient-checkpointing", help="Recompute activations: less memory, slower."),
-    max_length: int = typer.Option(256, help="Tokens per row; the prompt is cut on the left."),
-    warmup_ratio: float = typer.Option(0.06, help="Share of steps with linear warmup."),
-    save_every: int = typer.Option(50, help="Checkpoint every N steps (re-run resumes)."),
-    seed: int = typer.Option(0, help="Seed for data order and initialisation."),
+    model: str = option(TrainConfig, "model"),
+    lora: bool = option(TrainConfig, "lora", "--lora"),
+    lr: float = option(TrainConfig, "lr"),
+    epochs: float = option(TrainConfig, "epochs"),
+    max_steps: int | None = option(TrainConfig, "max_steps"),
+    batch_size: int = option(TrainConfig, "batch_size"),
+    grad_accum: int = option(TrainConfig, "grad_accum"),
+    micro_batch_size: int | None = option(TrainConfig, "micro_batch_size"),
+    gradient_checkpointing: bool = option(TrainConfig, "gradient_checkpointing",
+                                          "--gradient-checkpointing"),
+    max_length: int = option(TrainConfig, "max_length"),
+    warmup_ratio: float = option(TrainConfig, "warmup_ratio"),
+    save_every: int = option(TrainConfig, "save_every"),
+    seed: int = option(TrainConfig, "seed"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Fine-tune a causal LM on the (prompt, target) rows of a subset, loss on targets only."""
     from pydantic import ValidationError
 
     from coretune.errors import CoretuneError
-    from coretune.outputs import Inputs, check_output_folder
-    from coretune.train import TrainConfig
+    from coretune.run.outputs import Inputs, check_output_folder
     from coretune.train import train as run_train
 
     check_output_folder(output, Inputs().pool(data))
@@ -51,19 +53,18 @@ def train(
 
 
 def evaluate(
-    model: str = typer.Option("default", help="default | trained folder | LoRA adapter | hub id."),
-    tasks: str = typer.Option(None, help="Comma-separated sets, shipped or --eval-file names "
-                              "(default: rte,cb,anli_r1,anli_r2,anli_r3, or the --eval-file "
-                              "sets when given)."),
-    eval_file: list[str] = typer.Option(
-        [], help="Your own set, NAME:DATA.jsonl:TEMPLATES.yaml:LABELS with LABELS the "
-        "comma-separated label names in index order (repeatable)."),
-    max_examples: int | None = typer.Option(None, help="Seeded sample of N examples per set."),
-    max_templates: int | None = typer.Option(None, help="First N templates with choices."),
-    length_norm: bool = typer.Option(False, "--length-norm",
-                                     help="Rank options by mean, not sum, token log-prob."),
-    batch_size: int = typer.Option(16, help="Prompts per forward pass."),
-    seed: int = typer.Option(0, help="Seed for the example sample and the bootstrap."),
+    model: str = option(TrainConfig, "model", help="default | trained folder | LoRA adapter | "
+                        "hub id."),
+    tasks: str = option(EvaluateConfig, "tasks", default=None, help="Comma-separated sets, "
+                        "shipped, registered or --eval-file names (default: "
+                        f"{','.join(EvaluateConfig.model_fields['tasks'].default)}, or the "
+                        "--eval-file sets when given)."),
+    eval_file: list[str] = option(EvaluateConfig, "eval_files", "--eval-file"),  # repeatable
+    max_examples: int | None = option(EvaluateConfig, "max_examples"),
+    max_templates: int | None = option(EvaluateConfig, "max_templates"),
+    length_norm: bool = option(EvaluateConfig, "length_norm", "--length-norm"),
+    batch_size: int = option(EvaluateConfig, "batch_size"),
+    seed: int = typer.Option(EVAL_SEED, help="Seed for the example sample."),
     output: Path | None = typer.Option(None, "-o", "--output",
                                        help="Folder for predictions.parquet + metrics.json."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -72,11 +73,11 @@ def evaluate(
 ) -> None:
     """Rank-classification accuracy per template, mean/median and bootstrap 95% intervals;
     the gold option's log-loss (nats, lower is better) with its interval on a second line."""
-    from coretune.evaluate import TASKS, format_row, parse_eval_file, register_eval_set
+    from coretune.evaluate import TASKS, format_row, parse_eval_file
     from coretune.evaluate import evaluate as run_eval
-    from coretune.outputs import Inputs, check_output_folder, check_outputs
+    from coretune.run.outputs import Inputs, check_output_folder, check_outputs
 
-    added = [register_eval_set(parse_eval_file(s)) for s in eval_file]
+    added = [parse_eval_file(s) for s in eval_file]
     if output is not None:
         inputs = Inputs()
         for ds in added:
@@ -89,7 +90,7 @@ def evaluate(
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]
     m = run_eval(model, chosen, max_examples=max_examples, max_templates=max_templates,
                  length_norm=length_norm, batch_size=batch_size, seed=seed, output_dir=output,
-                 quiet=quiet)
+                 quiet=quiet, extra=added)
     typer.echo(f"caps: max_examples={max_examples or 'all'} per set (seed {seed}), "
                f"max_templates={max_templates or 'all'}; scoring "
                f"{'mean' if length_norm else 'sum'} of option token log-probs", err=True)

@@ -44,7 +44,7 @@ def build(
 
     The default pool: shipped BIG-bench rows + RTE/CB through templates, deterministic."""
     from coretune.errors import CoretuneError
-    from coretune.outputs import Inputs, check_outputs
+    from coretune.run.outputs import Inputs, check_outputs
 
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise CoretuneError("pool output must be a .parquet file", path=output)
@@ -138,7 +138,7 @@ def export(
     from coretune.data.export import check_format, write_trainer_jsonl
     from coretune.data.pool import load_pool
     from coretune.errors import CoretuneError
-    from coretune.outputs import Inputs, check_outputs
+    from coretune.run.outputs import Inputs, check_outputs
 
     check_format(fmt)
     if output.suffix.lower() != ".jsonl":

@@ -7,15 +7,13 @@ from pathlib import Path
 import typer
 
 from coretune.backends import backend_names
+from coretune.cli.options import option
+from coretune.config import BackendConfig
 from coretune.models import silence_progress_bars
 
-BACKEND = typer.Option(None)
 
-
-def refresh_help() -> None:
-    """--backend lists what is registered when the command line is parsed."""
-    BACKEND.help = (" | ".join(backend_names()) + ": where embedding, labelling and "
-                    "selection run (default: the config's backend.name).")
+def _backends() -> str:
+    return ", ".join(backend_names())
 
 
 def run(
@@ -29,19 +27,21 @@ def run(
     full_eval: bool = typer.Option(False, "--full-eval",
                                    help="Drop the evaluation caps of the config."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    backend: str = BACKEND,
-    address: str = typer.Option(None, help="Ray cluster address ('auto', 'ray://head:10001'); "
-                                "none starts a local Ray cluster."),
+    backend: str = option(BackendConfig, "name", "--backend", default=None, listed=_backends,
+                          help="Where embedding, labelling and selection run (default: the "
+                          "config's backend.name)."),
+    address: str = option(BackendConfig, "address", default=None),
 ) -> None:
     """Run pool -> embed -> cluster -> target -> select -> train -> evaluate -> report.
 
     Finished stages are skipped; a killed run resumes at the first unfinished stage."""
     from coretune.config import load_config
     from coretune.errors import CoretuneError
-    from coretune.evaluate import format_row
-    from coretune.io import read_json
-    from coretune.layout import RunLayout
-    from coretune.pipeline import run as run_pipeline
+    from coretune.evaluate import per_example_accuracy
+    from coretune.report.summary import write_run_report
+    from coretune.report.table import seed_line
+    from coretune.run.layout import RunLayout
+    from coretune.run.pipeline import run as run_pipeline
 
     if quiet:
         silence_progress_bars()
@@ -64,10 +64,12 @@ def run(
             raise CoretuneError(f"seeds must be >= 0, got '{seeds}'", field="seeds")
     run_dir = runs_dir / cfg.name
     typer.echo(f"run {cfg.name} -> {run_dir} | evaluation caps: {cfg.evaluate.caps_text()}")
-    report = run_pipeline(cfg, run_dir, chosen, quiet)
+    report = run_pipeline(cfg, run_dir, chosen, quiet,
+                          report=lambda d: write_run_report([d], d))
     layout = RunLayout(run_dir)
-    for seed in chosen or cfg.seeds:
-        typer.echo(format_row(read_json(layout.metrics(seed)), f"{cfg.name} seed {seed}"))
+    for seed in chosen or cfg.seeds:  # each seed alone, with the table's intervals
+        typer.echo(seed_line(f"{cfg.name} seed {seed}",
+                             per_example_accuracy(layout.predictions(seed))))
     typer.echo(layout.table_md.read_text())
     typer.echo(f"report: {report}")
 
@@ -86,7 +88,7 @@ def table(
     the paper's numbers (docs/method.md); writes table.md, table.csv and report.html."""
     import os
 
-    from coretune.summary import find_runs, write_run_report
+    from coretune.report.summary import find_runs, write_run_report
 
     runs = find_runs(paths)
     out = output or Path(os.path.commonpath([str(r.parent) for r in runs]))

@@ -9,77 +9,75 @@ from pathlib import Path
 import typer
 
 from coretune.backends import backend_names
+from coretune.cli.options import option
+from coretune.config import (
+    BackendConfig,
+    ClusterConfig,
+    EmbedConfig,
+    PoolConfig,
+    RunConfig,
+    SelectConfig,
+    TargetConfig,
+)
+from coretune.embed.encoders import encoder_help
 from coretune.errors import CoretuneError
 from coretune.models import silence_progress_bars
 from coretune.select import method_names
-from coretune.target import VOTES
 
-METHOD = typer.Option("kcenter")
 _OPTION_NAMES = {"select.budget": "budget", "target.spec": "target"}
-BACKEND = typer.Option("local")
 
 
-def refresh_help() -> None:
-    """--method and --backend list what is registered when the command line is parsed."""
-    METHOD.help = " | ".join(method_names()) + "."
-    BACKEND.help = (" | ".join(backend_names()) + ": where embedding, labelling and "
-                    "selection run (same output).")
+def _methods() -> str:
+    return ", ".join(method_names())
+
+
+def _backends() -> str:
+    return ", ".join(backend_names())
 
 
 def select(
     pool: str = typer.Option(..., "--pool", help="Pool: a .parquet/.jsonl/.csv file, a folder "
                              "or glob of shards, a datasets save_to_disk folder, or hf:ID."),
-    columns: str = typer.Option(None, help="Pool field = source column, comma-separated, "
-                                "e.g. 'uid=id, prompt=inputs_pretokenized, task=task_name'."),
+    columns: str = option(PoolConfig, "columns"),
     output: Path = typer.Option(..., "-o", "--output", help="Subset file to write (.parquet)."),
     fmt: str = typer.Option("prompt-target", "--format", help="The .jsonl beside the subset: "
                             "prompt-target | prompt-completion (TRL) | messages (chat turns)."),
-    target: str = typer.Option("nli", help="nli | tasks:A,B | family:NAME | keywords:W,... | "
-                               "probe:FILE.jsonl"),
-    budget: str = typer.Option("0.5%", help="Share of the whole pool ('0.5%') or a row count."),
-    method: str = METHOD,
-    seed: int = typer.Option(0, help="Seed for the selection."),
-    k: int = typer.Option(100, "--k", help="Number of K-means clusters."),
-    cluster_seed: int = typer.Option(0, help="Seed for clustering and the probe sample."),
-    encoder: str = typer.Option("minilm-int8", help="minilm-int8 (int8, ONNX Runtime, CPU) | "
-                                "minilm (float32; on a GPU) | smollm2 | hf:MODEL | st:MODEL | "
-                                "st-int8:MODEL."),
-    max_tokens: int = typer.Option(128, help="Tokens per prompt for the encoder."),
-    batch_size: int = typer.Option(64, help="Encoder batch size."),
+    target: str = option(TargetConfig, "spec", "--target"),
+    budget: str = option(SelectConfig, "budget"),
+    method: str = option(SelectConfig, "method", listed=_methods,
+                         help="A registered selection method."),
+    seed: int = typer.Option(RunConfig.model_fields["seeds"].default[0],
+                             help="Seed for the selection."),
+    k: int = option(ClusterConfig, "k", "--k"),
+    cluster_seed: int = option(ClusterConfig, "seed", "--cluster-seed"),
+    encoder: str = option(EmbedConfig, "encoder", listed=encoder_help),
+    max_tokens: int = option(EmbedConfig, "max_tokens"),
+    batch_size: int = option(EmbedConfig, "batch_size"),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     cache_dir: Path = typer.Option(None, help="Embedding cache (default: embeddings/ in "
                                    "$CORETUNE_CACHE or ~/.cache/coretune)."),
-    rule: str = typer.Option("auto", help="Target rule: auto (cut at the best estimated F1, "
-                             "no tuning) | coverage (clusters holding 90% of the probes) | "
-                             "density (probe density >= 0.25). See docs/target.md."),
-    threshold: float = typer.Option(None, help="Override: keep clusters whose probe density "
-                                    "(nli/probe targets) or share of matching rows (metadata "
-                                    "targets) is at least this."),
-    top: int = typer.Option(None, help="Keep the top M clusters by target evidence instead."),
-    share: float = typer.Option(None, help="The target's share of the pool (0, 1], when "
-                                "known: the auto rule uses it instead of its estimate."),
-    by_task: bool = typer.Option(True, "--by-task/--no-by-task", help="A task with most of "
-                                 "its rows in the target clusters is kept whole, one with under "
-                                 "a third is dropped, one in between is left as it is."),
-    votes: int = typer.Option(VOTES, help="k-means runs that each apply the target rule; a "
-                              "row is a target row when most keep it (1: one clustering)."),
-    dedup: float = typer.Option(None, help="Drop rows within this cosine (0, 1] of an earlier "
-                                "row before clustering; the first of each group stays."),
-    probes: int = typer.Option(1000, help="Probe prompts for --target nli."),
+    rule: str = option(TargetConfig, "rule"),
+    threshold: float = option(TargetConfig, "threshold"),
+    top: int = option(TargetConfig, "top"),
+    share: float = option(TargetConfig, "share"),
+    by_task: bool = option(TargetConfig, "by_task", "--by-task/--no-by-task"),
+    votes: int = option(TargetConfig, "votes"),
+    dedup: float = option(RunConfig, "dedup"),
+    probes: int = option(TargetConfig, "probes"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output files "
                                    "(the subset and its .jsonl, .selection.parquet and "
                                    ".quality.json) if they exist."),
-    backend: str = BACKEND,
-    address: str = typer.Option(None, help="Ray cluster address ('auto', 'ray://head:10001'); "
-                                "none starts a local Ray cluster."),
+    backend: str = option(BackendConfig, "name", "--backend", listed=_backends,
+                          help="Where embedding, labelling and selection run (same output)."),
+    address: str = option(BackendConfig, "address"),
 ) -> None:
     """Select a small, representative subset of the target task's rows from a pool.
 
     The same steps, defaults and bytes as the select path of `coretune run`."""
-    from coretune import stages
     from coretune.config import section_config
     from coretune.io import write_json
+    from coretune.run import stages
     from coretune.select.output import write_subset
 
     _check_arguments(pool, output, fmt, method, backend, target, overwrite)  # before the slow part
@@ -98,24 +96,26 @@ def select(
         if e.field in _OPTION_NAMES:
             raise CoretuneError(e.reason, field=_OPTION_NAMES[e.field]) from None
         raise
-    stages.backend(cfg)  # Ray missing or unreachable: fail now
-    stages.make_target_finder(cfg)  # unknown target spec: fail now
-    data = stages.make_pool(cfg)
-    stages.check_select_inputs(cfg, data)
+    b = cfg.backend
+    stages.backend(b)  # Ray missing or unreachable: fail now
+    finder = stages.make_target_finder(cfg.target, cfg.cluster)
+    data = stages.make_pool(cfg.pool)
+    stages.check_select_inputs(cfg.cluster, cfg.select, finder, data)
 
     if quiet:
         silence_progress_bars()
     start = time.perf_counter()
-    embedder = stages.make_embedder(cfg, quiet=quiet, device=device, cache_dir=cache_dir)
+    embedder = stages.make_embedder(cfg.embed, b, quiet=quiet, device=device,
+                                    cache_dir=cache_dir)
     data, x, n_cached, n_encoded = _embed(cfg, data, embedder)
-    clusters = stages.fit_clusters(cfg, x)
-    finder = stages.find_targets(cfg, clusters, data, embedder, x)
-    result = stages.select_subset(cfg, data, seed, x, clusters, quiet=quiet, embedder=embedder,
-                                  mask=finder.mask_)
-    stages.backend(cfg).close()
+    clusters = stages.fit_clusters(cfg.cluster, b, x)
+    finder = stages.find_targets(finder, b, clusters, data, embedder, x)
+    result = stages.select_subset(cfg.select, b, data, seed, x, clusters, quiet=quiet,
+                                  embedder=embedder, mask=finder.mask_, finder=finder)
+    stages.backend(b).close()
     paths = write_subset(data, result, output, fmt)
     seconds = time.perf_counter() - start
-    q = stages.quality(cfg, data, result, x, finder.mask_, embedder)
+    q = stages.quality(data, result, x, finder.mask_, embedder, finder)
     write_json(paths["quality"], q)
     _print_summary(finder, clusters, len(data), n_cached, n_encoded, len(result), method, paths,
                    seconds)
@@ -125,12 +125,12 @@ def select(
 def _embed(cfg, data, embedder):
     """The pool's embeddings, less near-duplicates when `dedup` is set: (pool, x, cached rows,
     encoded rows)."""
-    from coretune import stages
+    from coretune.run import stages
 
     # the pool is in memory already; its prompts are not copied out whole (Pool.prompt_batches)
     x = embedder.embed_batches(data.prompt_batches(embedder.chunk_size), len(data))
     n_cached, n_encoded = embedder.n_cached_, embedder.n_encoded_
-    data, x, removed = stages.apply_dedup(cfg, data, x)
+    data, x, removed = stages.apply_dedup(cfg.dedup, data, x)
     if removed is not None:
         typer.echo(f"dedup at cosine {cfg.dedup}: {removed.removed} near-duplicate rows "
                    f"dropped, {len(data)} kept")
@@ -142,7 +142,7 @@ def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: st
     """What a user can get wrong on the command line, checked before anything is loaded."""
     from coretune.backends import check_backend_name
     from coretune.data.export import check_format
-    from coretune.outputs import Inputs, check_outputs
+    from coretune.run.outputs import Inputs, check_outputs
     from coretune.select import get_method
     from coretune.select.output import output_paths
 

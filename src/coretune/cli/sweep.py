@@ -1,4 +1,4 @@
-"""`coretune sweep`: a config over many budgets, methods and seeds (coretune.sweep)."""
+"""`coretune sweep`: a config over many budgets, methods and seeds (coretune.run.sweep)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def sweep(
     new points."""
     from coretune.config import load_config, validate
     from coretune.errors import CoretuneError
-    from coretune.sweep import QUICK, QUICK_STEPS, run_sweep
+    from coretune.report.sweep import write_sweep_report
+    from coretune.run.sweep import QUICK, QUICK_STEPS, run_sweep
 
     if quiet:
         silence_progress_bars()
@@ -69,7 +70,7 @@ def sweep(
     cfg = validate(raw)  # flags are checked like the block: one line naming the value
     folder = out or Path("runs") / f"{cfg.name}-{'quick' if quick else 'sweep'}"
     typer.echo(f"sweep {cfg.name} -> {folder} | evaluation caps: {cfg.evaluate.caps_text()}")
-    md = run_sweep(cfg, folder, quiet, log=typer.echo)
+    md = run_sweep(cfg, folder, quiet, log=typer.echo, report=write_sweep_report)
     typer.echo(md.read_text())
     typer.echo(f"wrote {md}, {md.with_suffix('.json')}, {md.with_suffix('.csv')}, "
                f"{md.with_name('report.html')}")

@@ -6,7 +6,7 @@ after lower-casing and splitting into words (`\\w+`), so case, punctuation and w
 not hide a copy. Long fields are matched by 13-grams (the usual choice for benchmark
 decontamination); NLI hypotheses are often shorter than 13 words, so a field of 8 to 12 words
 is matched by its 8-grams; a field under 8 words is too generic to match on ("A man is
-sleeping.") and is left out. Imports: errors, data.sources only.
+sleeping.") and is left out.
 """
 
 from __future__ import annotations

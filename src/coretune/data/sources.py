@@ -34,6 +34,9 @@ class Dataset:
         return load_templates(self.templates)
 
 
+# The shipped evaluation sets, in the paper's order, and how tables head them.
+EVAL_HEADERS = {"rte": "RTE", "cb": "CB", "anli_r1": "ANLI R1", "anli_r2": "ANLI R2",
+                "anli_r3": "ANLI R3"}
 _RTE = ("entailment", "not_entailment")
 _CB = ("entailment", "contradiction", "neutral")
 _ANLI = ("entailment", "neutral", "contradiction")

@@ -1,6 +1,6 @@
 """Rank-classification scoring: the sum of each option's token log-probabilities given the
-prompt, each prompt run once with its KV cache reused for the options (see the package
-docstring). Imports: numpy; torch lazily.
+prompt, each prompt run once with its KV cache reused for the options (see
+`coretune.evaluate.evaluator`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Evaluation sets: a registry of the shipped sets (RTE, CB, ANLI R1-R3) and any a user
-adds (`register_eval_set`, `--eval-file`, `evaluate.eval_files` in a config), and the
-rendered (example, template) items of a set. Imports: numpy, coretune.data, errors.
+adds (`register_eval_set`), the sets of a file spec (`--eval-file`, `evaluate.eval_files` in a
+config: passed to `evaluate` directly, not registered), and the rendered (example, template)
+items of a set.
 """
 
 from __future__ import annotations
@@ -13,27 +14,31 @@ import numpy as np
 
 from coretune.data.sources import Dataset, check_eval_dataset, eval_datasets
 from coretune.errors import CoretuneError
+from coretune.registry import Registry
 
-_ADDED: dict[str, Dataset] = {}
+# The shipped sets (looked up on every access: $CORETUNE_DATA may move them), then any added.
+EVAL_SET_REGISTRY: Registry[Dataset] = Registry("evaluation set", field="tasks",
+                                                builtin=eval_datasets)
 
 
 def register_eval_set(dataset: Dataset) -> Dataset:
     """Make `dataset` selectable by name (`--tasks NAME`, `evaluate.tasks: [NAME]`), a peer of
     the shipped sets (a shipped name is replaced)."""
-    _ADDED[dataset.name] = dataset
-    return dataset
+    return EVAL_SET_REGISTRY.register(dataset.name, dataset)
 
 
-def eval_sets() -> dict[str, Dataset]:
-    """Every evaluation set by name: the shipped ones, then the registered ones."""
-    return {**eval_datasets(), **_ADDED}
+def eval_sets(extra: Sequence[Dataset] = ()) -> dict[str, Dataset]:
+    """Every evaluation set by name: the shipped ones, the registered ones, then `extra`."""
+    return {**EVAL_SET_REGISTRY.items(), **{ds.name: ds for ds in extra}}
 
 
-def resolve_tasks(tasks: Sequence[str | Dataset] | str) -> list[Dataset]:
-    """Task names (`rte,cb,...`) or Dataset objects -> Datasets, with a clear error."""
+def resolve_tasks(tasks: Sequence[str | Dataset] | str, extra: Sequence[Dataset] = ()
+                  ) -> list[Dataset]:
+    """Task names (`rte,cb,...`) or Dataset objects -> Datasets, with a clear error; a name
+    may also be one of `extra` (a config's own sets)."""
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    known = eval_sets()
+    known = eval_sets(extra)
     out = []
     for t in tasks:
         if isinstance(t, Dataset):
@@ -41,8 +46,8 @@ def resolve_tasks(tasks: Sequence[str | Dataset] | str) -> list[Dataset]:
         elif t in known:
             out.append(known[t])
         else:
-            raise CoretuneError(f"unknown task '{t}' (known: {', '.join(known)})",
-                                field="tasks")
+            raise EVAL_SET_REGISTRY.unknown(t, names=known, what="task",
+                                            listed=f"known: {', '.join(known)}")
     if not out:
         raise CoretuneError("no tasks given", field="tasks")
     return out

@@ -1,6 +1,6 @@
 """Where the k-center traversal keeps X and its similarity vector: numpy (blocked, threaded,
 CPU) or torch (CUDA, or the CPU for testing). Both answer the same questions, so
-`coretune.select.kcenter` runs one loop over either. Imports: numpy, validation; torch lazily.
+`coretune.select.kcenter` runs one loop over either.
 """
 
 from __future__ import annotations

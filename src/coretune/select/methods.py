@@ -1,9 +1,10 @@
 """Selection methods: one class each, registered by name.
 
 A method picks `job.share` rows of one target cluster (`SelectionMethod.pick`); the engine
-(`coretune.select`) splits the budget between clusters and gathers the picks, and a backend may
-run the clusters anywhere. The config's allowed `select.method` values, the CLI help and the
-report's labels all come from this registry, so adding a method is one class:
+(`coretune.select.engine`) splits the budget between clusters and gathers the picks, and a
+backend may run the clusters anywhere. The config's allowed `select.method` values, the CLI
+help and the report's labels all come from this registry (`METHOD_REGISTRY`), so adding a
+method is one class:
 
     @register_method
     class Longest(SelectionMethod):
@@ -11,8 +12,6 @@ report's labels all come from this registry, so adding a method is one class:
         def pick(self, job, **_):
             order = np.argsort(-np.linalg.norm(job.x, axis=1), kind="stable")[:job.share]
             return job.rows[order], None
-
-Imports: numpy and the select modules; nothing above them.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from coretune.errors import CoretuneError
+from coretune.registry import Registry
 from coretune.select.kcenter import kcenter_greedy
 from coretune.select.rds import rds_order
 from coretune.select.sampling import random_rows
@@ -61,36 +60,32 @@ class SelectionMethod:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[SelectionMethod]] = {}
+METHOD_REGISTRY: Registry[type[SelectionMethod]] = Registry("method", field="method")
 
 
 def register_method(cls: type[SelectionMethod]) -> type[SelectionMethod]:
     """Class decorator: make `cls` available as `select.method: <cls.name>`."""
     if not (isinstance(cls, type) and issubclass(cls, SelectionMethod)):
         raise TypeError("a selection method subclasses SelectionMethod")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return METHOD_REGISTRY.register(cls.name, cls)
 
 
 def method_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    return METHOD_REGISTRY.names()
 
 
 def get_method(name: str) -> SelectionMethod:
-    if name not in _REGISTRY:
-        raise CoretuneError(f"unknown method '{name}' (one of {', '.join(_REGISTRY)})",
-                            field="method")
-    return _REGISTRY[name]()
+    return METHOD_REGISTRY.get(name)()
 
 
 def method_labels() -> dict[str, str]:
     """How reports name each method."""
-    return {name: cls.label for name, cls in _REGISTRY.items()}
+    return {name: cls.label for name, cls in METHOD_REGISTRY.items().items()}
 
 
 def budgeted_methods() -> tuple[str, ...]:
     """The methods that pick a budget of rows (the samplers a report compares)."""
-    return tuple(name for name, cls in _REGISTRY.items() if cls.uses_budget)
+    return tuple(name for name, cls in METHOD_REGISTRY.items().items() if cls.uses_budget)
 
 
 @register_method
@@ -162,3 +157,6 @@ class RDS(SelectionMethod):
     def pick(self, job, **_):  # plan_selection checked and normalised job.queries
         x = job.x if job.inv_norm is None else job.x * job.inv_norm[:, None]  # cosine
         return job.rows[rds_order(x, job.queries, job.share)], None
+
+
+METHODS = method_names()  # the shipped methods; `method_names()` adds registered ones

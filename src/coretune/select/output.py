@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from coretune.data.export import write_trainer_jsonl
 from coretune.data.pool import Pool
 from coretune.io import atomic_path
-from coretune.select import SelectionResult
+from coretune.select.engine import SelectionResult
 
 
 def output_paths(output: Path) -> dict[str, Path]:

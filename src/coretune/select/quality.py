@@ -168,7 +168,7 @@ def compare_methods(pool, x: np.ndarray, labels: np.ndarray, target_clusters: Se
                     ) -> list[dict]:
     """Select `budget` rows of the target clusters with each method (`select_rows`, same
     seed) and score each selection: one flat dict per method (`quality_table` prints them)."""
-    from coretune.select import select_rows
+    from coretune.select.engine import select_rows
 
     mask = np.isin(labels, np.asarray(target_clusters))
     rows = []

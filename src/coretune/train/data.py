@@ -20,21 +20,21 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("default", description="default | local folder | hub id")
-    lora: bool = False
+    lora: bool = Field(False, description="Train a LoRA adapter, not all weights.")
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lr: float = Field(5e-5, gt=0)
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (fractions allowed).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps (overrides epochs).")
     full_steps: bool = Field(
         False, description="Every optimizer step takes batch_size x grad_accum rows, the "
         "seeded order running on into the next epoch's; off: each epoch ends with a short "
         "step of its leftover rows (with 5 rows and batch_size 8 every step takes 5). A "
         "compute-matched sweep (sweep.train_steps) turns it on.")
     batch_size: int = Field(8, ge=1, description="Rows per batch; a step takes grad_accum batches.")
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1, description="Batches per optimizer step.")
     micro_batch_size: int | None = Field(
         None, ge=1, description="Rows per forward/backward pass, for memory only: an optimizer "
         "step still takes batch_size x grad_accum rows and the same loss. None: batch_size.")
@@ -42,13 +42,13 @@ class TrainConfig(BaseModel):
         False, description="Recompute activations in the backward pass: less memory, slower "
         "(off by default: it recomputes each layer's forward during backward; its CPU cost is "
         "the after_micro2_checkpointing row of benchmarks/bench_train.py).")
-    max_length: int = Field(256, ge=8)
+    max_length: int = Field(256, ge=8, description="Tokens per row; the prompt is cut on the left.")
     precision: Literal["auto", "float32", "bf16"] = Field(
         "auto", description="Weights stay float32; bf16: the forward and backward passes under "
         "bfloat16 autocast. auto: bf16 on a GPU, float32 on a CPU (bf16 autocast was not "
         "faster on a CPU with avx512_bf16: benchmarks/results/bench_train_bf16.json).")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    seed: int = 0
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps with linear warmup.")
+    seed: int = Field(0, description="Seed for data order and initialisation.")
     save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     log_every: int = Field(1, ge=1)
 
@@ -58,6 +58,10 @@ class TrainConfig(BaseModel):
         left = {*(() if self.full_steps else ("full_steps",)),
                 *(("precision",) if self.precision == "auto" else ())}
         return self.model_dump(exclude={*exclude, *left})
+
+    def key(self) -> dict:
+        """The train stage's key: the settings less checkpointing and logging."""
+        return self.settings(exclude={"save_every", "log_every"})
 
     @property
     def rows_per_step(self) -> int:

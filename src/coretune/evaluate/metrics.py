@@ -1,6 +1,5 @@
-"""Statistics of an evaluation: accuracy and gold-option log-loss per template and per
-example, and 95% percentile bootstrap intervals over examples. Imports: numpy, scipy; pandas and
-pyarrow lazily.
+"""The numbers of an evaluation: accuracy and gold-option log-loss per template and per example
+(their intervals: `coretune.stats`).
 
 Log-loss of an (example, template): -log of the gold option's probability under the softmax
 over the options' ranking scores (the scores the prediction takes the argmax of: summed token
@@ -11,7 +10,6 @@ overtaking another, so two runs that differ by little show it on fewer examples.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +18,7 @@ from scipy.special import log_softmax
 
 from coretune.evaluate.tasks import Item
 from coretune.io import read_json
-
-BOOTSTRAP_REPS = 2000
-
-
-def bootstrap_ci(per_example: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0,
-                 scale: float = 100) -> tuple[float, float]:
-    """95% percentile interval of the mean, times `scale` (100: accuracy in points)."""
-    rng = np.random.default_rng(seed)
-    n = len(per_example)
-    means = per_example[rng.integers(0, n, (reps, n))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(scale * lo), float(scale * hi)
-
-
-def avg_ci(per_task: Sequence[np.ndarray], reps: int = BOOTSTRAP_REPS, seed: int = 0,
-           scale: float = 100) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = np.mean([x[rng.integers(0, len(x), (reps, len(x)))].mean(axis=1)
-                     for x in per_task], axis=0)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(scale * lo), float(scale * hi)
+from coretune.stats import LOGLOSS, task_interval
 
 
 def gold_logloss(ranked: np.ndarray, gold: int) -> float:
@@ -88,10 +66,10 @@ def per_example_logloss(table: Any, length_norm: bool | None = None) -> dict[str
     return _per_example(df, "logloss")
 
 
-def task_metrics(items: list[Item], correct: np.ndarray, used: dict, seed: int,
+def task_metrics(items: list[Item], correct: np.ndarray, used: dict,
                  logloss: np.ndarray) -> dict:
-    """One set's metrics; `logloss` per item. The per-example arrays that the intervals
-    resample come back under `_per_example` (accuracy) and `_per_example_logloss`."""
+    """One set's metrics; `logloss` per item; intervals as the table's (`task_interval`). The
+    per-example arrays come back under `_per_example` (accuracy) and `_per_example_logloss`."""
     by_template: dict[str, list[bool]] = {}
     by_example: dict[int, list[int]] = {}
     for k, (it, c) in enumerate(zip(items, correct, strict=True)):
@@ -101,13 +79,13 @@ def task_metrics(items: list[Item], correct: np.ndarray, used: dict, seed: int,
     rows = [by_example[e] for e in sorted(by_example)]
     per_ex = np.array([np.mean(correct[r]) for r in rows])
     per_ex_loss = np.array([np.mean(logloss[r]) for r in rows])
-    lo, hi = bootstrap_ci(per_ex, seed=seed)
+    ci, loss_ci = task_interval([per_ex]), task_interval([per_ex_loss], LOGLOSS)
     return {"accuracy_per_template": acc, "mean": float(np.mean(list(acc.values()))),
-            "median": float(np.median(list(acc.values()))), "ci95": [lo, hi],
+            "median": float(np.median(list(acc.values()))), "ci95": [ci.lo, ci.hi],
             "n_items": len(items), **{f"n_{k}": v for k, v in used.items()
                                       if k in ("examples", "examples_total", "templates_total")},
             "templates": used["templates"],
             "logloss": float(per_ex_loss.mean()),
-            "logloss_ci95": list(bootstrap_ci(per_ex_loss, seed=seed, scale=1)),
+            "logloss_ci95": [loss_ci.lo, loss_ci.hi],
             "p_gold": float(np.mean([np.mean(np.exp(-logloss[r])) for r in rows])),
             "_per_example": per_ex, "_per_example_logloss": per_ex_loss}

@@ -1,5 +1,5 @@
 """Stage manifests: what a stage read, how it was configured, what it wrote, how long it took
-and its peak memory (`peak_rss_mb`, plus `gpu_peak_mb` on a GPU; see coretune.memory).
+and its peak memory (`peak_rss_mb`, plus `gpu_peak_mb` on a GPU; see coretune.run.memory).
 
 A stage's manifest is written last, atomically: it is the completion marker. A stage whose
 manifest key (config slice + upstream keys + input file hashes) matches is skipped; anything
@@ -22,7 +22,7 @@ from typing import Any
 
 from coretune.errors import CoretuneError
 from coretune.io import make_dir, read_json, sha256_file, write_json, write_text
-from coretune.memory import peak_memory
+from coretune.run.memory import peak_memory
 
 MANIFEST = "manifest.json"
 _HASH_LIMIT = 256 << 20  # larger files (model weights) are recorded by size, not hashed

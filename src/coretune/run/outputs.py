@@ -1,7 +1,7 @@
 """The one rule for what a command writes, checked before any work: an output is never one
 of the command's inputs, never inside a folder (or matched by a glob) it reads as a pool
 source, never a folder where a file goes, and never an existing file unless the user asked
-for it (`--overwrite`). Imports: errors, data.shards.
+for it (`--overwrite`).
 """
 
 from __future__ import annotations

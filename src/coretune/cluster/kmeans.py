@@ -54,7 +54,7 @@ class KMeansClusters:
     `sample_indices_` (rows the centroids were fitted on), `inertia_` (faiss objective).
     """
 
-    def __init__(self, k: int = 100, *, seed: int = 0, sample_size: int | None = None,
+    def __init__(self, k: int, *, seed: int = 0, sample_size: int | None = None,
                  niter: int = 25, spherical: bool = True, chunk_size: int = 65536,
                  train_threads: int | None = 1):
         self.k = k

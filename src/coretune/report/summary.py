@@ -10,14 +10,13 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.compare import ACCURACY, LOGLOSS, majority_baselines, paired_markdown, paired_rows
+from coretune.config import UNTUNED
 from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import per_example_accuracy, per_example_logloss
 from coretune.io import read_json
-from coretune.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout
-from coretune.manifest import MANIFEST
-from coretune.report import (
+from coretune.report.compare import majority_baselines, paired_markdown, paired_rows
+from coretune.report.html import (
     ONE_CLASS,
     one_class,
     plot_coverage,
@@ -27,11 +26,14 @@ from coretune.report import (
     plot_sweep,
     write_report,
 )
+from coretune.report.table import TASKS, build_rows, write_table
+from coretune.run.layout import CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout
+from coretune.run.manifest import MANIFEST
+from coretune.run.stages import load_target_rows
 from coretune.select.methods import budgeted_methods, method_labels
 from coretune.select.output import output_paths
 from coretune.select.quality import flatten
-from coretune.table import TASKS, build_rows, write_table
-from coretune.target import load_target_rows
+from coretune.stats import ACCURACY, LOGLOSS
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -105,6 +107,7 @@ def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
         "name": cfg["name"], "reproduces": cfg.get("reproduces", ""), "run": str(run.root),
         "seeds": seeds,
         "method": cfg["select"]["method"], "budget": cfg["select"]["budget"],
+        "untuned": cfg["select"]["method"] == UNTUNED,
         "model": cfg["train"]["model"],
         "pool_rows": _read(pool_m).get("rows") if pool_m.is_file() else None,
         "selected": sel_m.get("selected") if sel_m is not None else 0,
@@ -171,7 +174,7 @@ def _reference(per_row: dict, by_name: dict, reference: str | None) -> str | Non
     if reference is not None and reference not in per_row:
         raise CoretuneError(f"no finished run named '{reference}' (runs: "
                             f"{', '.join(sorted(per_row))})", field="reference")
-    untuned = [n for n, f in by_name.items() if f["method"] == "none"]
+    untuned = [n for n, f in by_name.items() if f["untuned"]]
     return reference or (untuned[0] if untuned else None)
 
 
@@ -286,7 +289,7 @@ def write_run_report(paths: list[Path], out: Path, title: str | None = None,
             points.setdefault(label, []).append((100 * f["share_of_pool"], c.mean, c.lo,
                                                        c.hi))
     untuned = [r["cells"]["avg"].mean for r in rows
-               if by_name[r["name"]]["method"] == "none" and "avg" in r["cells"]]
+               if by_name[r["name"]]["untuned"] and "avg" in r["cells"]]
     curve = plot_sweep(points, {}, untuned=untuned[0] if untuned else None, majority=majority)
     if curve is not None:  # one budget per method is not a curve
         figures["Accuracy vs budget"] = (curve, CAPTIONS["budget"])
@@ -345,7 +348,7 @@ def _evaluation_text(caps: dict, items: int) -> str:
 
 def _fact_row(f: dict) -> dict:
     selected = (f"{f['selected']:,} ({100 * f['share_of_pool']:.2f}%) by {f['method']}"
-                if f["method"] != "none" else "none (untuned model)")
+                if not f["untuned"] else "none (untuned model)")
     return {"run": f["name"], "reproduces": f["reproduces"], "model": f["model"],
             "pool rows": f"{f['pool_rows']:,}" if f["pool_rows"] else "–",
             "selected": selected, "seeds": _seeds_text(f["seeds"]),

@@ -3,13 +3,13 @@
 Every encoder returns float32 rows, L2-normalised, one per input text, in input order. Texts
 are batched longest first (an out-of-memory error shows up on the first batch, not after an
 hour) and restored to input order. A zero or non-finite vector is an error, never silent.
-Shipped: `minilm` (sentence-transformers all-MiniLM-L6-v2), `smollm2` and `hf:MODEL`
-(mean-pooled causal/any HF model, the paper's method), `smollm2-weighted` and
-`hf-weighted:MODEL` (RDS+'s position-weighted pool), `st:MODEL`, and `minilm-int8` /
-`st-int8:MODEL` (int8 under ONNX Runtime, onnx_encoder.py); `register_encoder` adds more.
+Shipped (`ENCODER_REGISTRY`): `minilm-int8` / `st-int8:MODEL` (int8 under ONNX Runtime,
+`coretune.embed.onnx`; the default), `minilm` (sentence-transformers all-MiniLM-L6-v2),
+`smollm2` and `hf:MODEL` (mean-pooled causal/any HF model, the paper's method),
+`smollm2-weighted` and `hf-weighted:MODEL` (RDS+'s position-weighted pool), `st:MODEL`;
+`register_encoder` adds more.
 `smollm2-weighted+response` and `hf-weighted+response:MODEL` embed a row's prompt and response
 together (texts made by `with_response`), as RDS+ embeds its pool: for `select.encoder`.
-Imports: numpy, coretune.errors; torch, transformers and coretune.train lazily.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from coretune.errors import CoretuneError
+from coretune.registry import Registry
 
-DEFAULT_MAX_TOKENS = 256
+DEFAULT_ENCODER = "minilm-int8"  # `embed.encoder`'s default
+DEFAULT_MAX_TOKENS = 128  # `embed.max_tokens`'s default
+DEFAULT_BATCH_SIZE = 64  # `embed.batch_size`'s default: texts per forward pass
 RESPONSE = "+response"  # an encoder kind with this ending reads `with_response` texts
 
 
@@ -36,7 +39,7 @@ class Encoder(Protocol):
     pooling: str
     max_tokens: int
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64,
+    def encode(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
                progress: Callable[[int], None] | None = None) -> np.ndarray: ...
 
 
@@ -80,7 +83,7 @@ def length_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
     return [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
 
 
-class _BatchEncoder:
+class BatchEncoder:
     """Shared batching: longest first, progress per batch, input order restored."""
 
     name: str
@@ -92,7 +95,7 @@ class _BatchEncoder:
         """One batch of texts -> raw [b, dim] rows (not yet normalised)."""
         raise NotImplementedError
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64,
+    def encode(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
                progress: Callable[[int], None] | None = None) -> np.ndarray:
         texts = list(texts)
         out = np.empty((len(texts), self.dim), np.float32)
@@ -111,12 +114,12 @@ def _device(device: str | None) -> str:
     return device
 
 
-class SentenceTransformerEncoder(_BatchEncoder):
+class SentenceTransformerEncoder(BatchEncoder):
     """A sentence-transformers model; default all-MiniLM-L6-v2 from its installed package."""
 
     pooling = "st"  # whatever the model's own pooling modules do (MiniLM: mean + normalise)
 
-    def __init__(self, model: str | Path | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+    def __init__(self, model: str | Path | None = None, *, max_tokens: int,
                  device: str | None = None):
         import torch
         from sentence_transformers import SentenceTransformer
@@ -148,7 +151,7 @@ class SentenceTransformerEncoder(_BatchEncoder):
         return emb.float().cpu().numpy()
 
 
-class MeanPoolEncoder(_BatchEncoder):
+class MeanPoolEncoder(BatchEncoder):
     """The paper's embedding: last hidden state of any Hugging Face model, mean-pooled over
     real tokens (attention mask), L2-normalised. CPU or CUDA.
 
@@ -161,7 +164,7 @@ class MeanPoolEncoder(_BatchEncoder):
     the left to fit `max_tokens`); one with an empty response is its prompt alone, as without
     `response`. Its cache is its own (`pooling` gains `+response`)."""
 
-    def __init__(self, model: str | Path, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+    def __init__(self, model: str | Path, *, max_tokens: int,
                  device: str | None = None, dtype: str = "float32", gguf_file: str | None = None,
                  pooling: str = "mean", response: bool = False):
         if pooling not in ("mean", "weighted"):
@@ -244,43 +247,52 @@ def smollm2_path() -> tuple[Path, str]:
     return folder, "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-# name -> factory(argument after ':', max_tokens, device); see `register_encoder`.
-_REGISTRY: dict[str, Callable[[str, int, str | None], Encoder]] = {}
+Factory = Callable[[str, int, str | None], Encoder]  # (argument after ':', max_tokens, device)
+ENCODER_REGISTRY: Registry[Factory] = Registry("encoder", field="encoder")
+# Encoders whose spec needs an argument, and how the help writes them.
+NEEDS_MODEL = {"hf": "hf:MODEL", "hf-weighted": "hf-weighted:MODEL",
+               "hf-weighted+response": "hf-weighted+response:MODEL", "st": "st:MODEL",
+               "st-int8": "st-int8:MODEL"}
 
 
-def register_encoder(name: str, factory: Callable[[str, int, str | None], Encoder]) -> None:
+def register_encoder(name: str, factory: Factory | str) -> None:
     """Make `factory(arg, max_tokens, device)` available as encoder spec `name` or
-    `name:ARG` (in `embed.encoder`, `--encoder`)."""
-    _REGISTRY[name] = factory
+    `name:ARG` (in `embed.encoder`, `--encoder`); "module:attr" is imported when first used."""
+    ENCODER_REGISTRY.register(name, factory)
 
 
 def encoder_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    return ENCODER_REGISTRY.names()
+
+
+def encoder_help() -> str:
+    """The registered encoders as specs, e.g. 'minilm-int8, minilm, ..., hf:MODEL'."""
+    return ", ".join(NEEDS_MODEL.get(n, n) for n in encoder_names())
 
 
 def check_encoder_spec(spec: str) -> str:
     """An encoder spec's name (and its `:MODEL` where one is needed), without loading it."""
     kind, _, arg = spec.partition(":")
-    if kind not in _REGISTRY:
-        known = ", ".join(_HELP.get(n, n) for n in _REGISTRY)
-        raise CoretuneError(f"unknown encoder '{spec}' ({known})", field="encoder")
-    if kind in _HELP and not arg:
-        raise CoretuneError(f"unknown encoder '{kind}' (give {_HELP[kind]})", field="encoder")
+    if kind not in ENCODER_REGISTRY:
+        raise ENCODER_REGISTRY.unknown(spec, listed=encoder_help())
+    if kind in NEEDS_MODEL and not arg:
+        raise CoretuneError(f"unknown encoder '{kind}' (give {NEEDS_MODEL[kind]})",
+                            field="encoder")
     return spec
 
 
-def make_encoder(spec: str = "minilm", *, max_tokens: int = DEFAULT_MAX_TOKENS,
+def make_encoder(spec: str = DEFAULT_ENCODER, *, max_tokens: int = DEFAULT_MAX_TOKENS,
                  device: str | None = None) -> Encoder:
-    """`minilm` (all-MiniLM-L6-v2), `smollm2` (mean-pooled SmolLM2-135M, the paper's method on
-    a small causal LM), `hf:MODEL` (mean-pooled, any model id or local dir), `st:MODEL`, or a
-    registered encoder."""
+    """A registered encoder by spec (see the module docstring and `encoder_help`), e.g.
+    `minilm-int8` (the default, as `embed.encoder`), `minilm`, `smollm2`, `hf:MODEL`."""
     if max_tokens < 1:
         raise CoretuneError("must be at least 1", field="max_tokens")
     kind, _, arg = check_encoder_spec(spec).partition(":")
-    return _REGISTRY[kind](arg, max_tokens, device)
+    return ENCODER_REGISTRY.get(kind)(arg, max_tokens, device)
 
 
-def _needs_model(kind: str, cls, **kw) -> Callable[[str, int, str | None], Encoder]:
+def needs_model(kind: str, cls, **kw) -> Factory:
+    """The factory of an encoder spec `kind:MODEL` built by `cls(MODEL, ...)`."""
     def make(arg: str, max_tokens: int, device: str | None) -> Encoder:
         if not arg:
             raise CoretuneError(f"unknown encoder '{kind}' (give {kind}:MODEL)", field="encoder")
@@ -288,7 +300,7 @@ def _needs_model(kind: str, cls, **kw) -> Callable[[str, int, str | None], Encod
     return make
 
 
-def _smollm2(pooling: str, response: bool = False) -> Callable[[str, int, str | None], Encoder]:
+def _smollm2(pooling: str, response: bool = False) -> Factory:
     def make(arg: str, max_tokens: int, device: str | None) -> Encoder:
         folder, gguf = smollm2_path()
         return MeanPoolEncoder(folder, gguf_file=gguf, max_tokens=max_tokens, device=device,
@@ -296,27 +308,17 @@ def _smollm2(pooling: str, response: bool = False) -> Callable[[str, int, str | 
     return make
 
 
-def _int8(model: str | None, *, max_tokens: int, device: str | None) -> Encoder:
-    from coretune.onnx_encoder import OnnxInt8Encoder  # onnxruntime only when asked for
-
-    return OnnxInt8Encoder(model, max_tokens=max_tokens, device=device)
-
-
-_HELP = {"hf": "hf:MODEL", "hf-weighted": "hf-weighted:MODEL",
-         "hf-weighted+response": "hf-weighted+response:MODEL", "st": "st:MODEL",
-         "st-int8": "st-int8:MODEL"}
+# MiniLM with int8 weights under ONNX Runtime, the fast CPU path and the default
+register_encoder("minilm-int8", "coretune.embed.onnx:minilm_int8")
 register_encoder("minilm", lambda arg, max_tokens, device: SentenceTransformerEncoder(
     max_tokens=max_tokens, device=device))
 register_encoder("smollm2", _smollm2("mean"))
 register_encoder("smollm2-weighted", _smollm2("weighted"))  # RDS+'s encoder on the default LM
-register_encoder("hf", _needs_model("hf", MeanPoolEncoder))
-register_encoder("hf-weighted", _needs_model("hf-weighted", MeanPoolEncoder, pooling="weighted"))
+register_encoder("hf", needs_model("hf", MeanPoolEncoder))
+register_encoder("hf-weighted", needs_model("hf-weighted", MeanPoolEncoder, pooling="weighted"))
 # RDS+'s pool rows: prompt and response together (`with_response` texts; select.encoder)
 register_encoder("smollm2-weighted+response", _smollm2("weighted", response=True))
-register_encoder("hf-weighted+response", _needs_model(
+register_encoder("hf-weighted+response", needs_model(
     "hf-weighted+response", MeanPoolEncoder, pooling="weighted", response=True))
-register_encoder("st", _needs_model("st", SentenceTransformerEncoder))
-# MiniLM / any mean-pooling ST model with int8 weights under ONNX Runtime: the fast CPU path
-register_encoder("minilm-int8", lambda arg, max_tokens, device: _int8(
-    None, max_tokens=max_tokens, device=device))
-register_encoder("st-int8", _needs_model("st-int8", _int8))
+register_encoder("st", needs_model("st", SentenceTransformerEncoder))
+register_encoder("st-int8", "coretune.embed.onnx:st_int8")  # any mean-pooling ST model, int8

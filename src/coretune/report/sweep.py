@@ -1,9 +1,9 @@
 """What a finished sweep found: sweep.json, sweep.md and sweep.csv.
 
 Per point (method x budget, seeds pooled): accuracy per eval set and on average with its 95%
-interval (coretune.table), beside each eval set's majority-class and chance accuracy; Δ vs the
+interval (`table`), beside each eval set's majority-class and chance accuracy; Δ vs the
 untuned model and Δ vs random at the same budget, each paired on the examples and seeds with a
-sign-flip p-value (coretune.compare); the knee of each method's curve; the point's selection
+sign-flip p-value (`coretune.stats`); the knee of each method's curve; the point's selection
 quality numbers (the select stage's manifest) and how well each ranks the points by accuracy
 (Spearman), i.e. whether the knee could be picked without training. Every number is given
 for accuracy and for the gold-option log-loss (nats, lower is better; its Δs are oriented so
@@ -15,40 +15,30 @@ or the sweep has no `all` budget, the design cannot tell selections apart and th
 so in one line and gives no knee and no method verdict (`doc["control"]["ranks"]`).
 The design (epoch-based or compute-matched), each point's optimizer steps and epochs over its
 rows, and its cost in seconds, selecting and training (the stage manifests), are reported too.
-Imports: compare, config, table, layout, evaluate, io, train; never the CLI.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.compare import (
-    ACCURACY,
-    LOGLOSS,
-    METRICS,
-    Delta,
-    Metric,
-    delta_unit,
-    knee,
-    majority_baselines,
-    paired_markdown,
-    paired_rows,
-)
 from coretune.config import RunConfig, SweepConfig
 from coretune.evaluate import per_example_accuracy, per_example_logloss
 from coretune.io import read_json, write_json, write_text
-from coretune.layout import SweepLayout
-from coretune.manifest import MANIFEST
-from coretune.report import _plain_table, one_class, plot_sweep, write_report
+from coretune.report.compare import delta_unit, majority_baselines, paired_markdown, paired_rows
+from coretune.report.html import _plain_table, one_class, plot_sweep, write_report
+from coretune.report.table import HEADERS, build_rows
+from coretune.run.layout import SweepLayout
+from coretune.run.manifest import MANIFEST
+from coretune.run.sweep import Point
 from coretune.select.budget import ALL
-from coretune.table import HEADERS, build_rows
+from coretune.stats import ACCURACY, LOGLOSS, METRICS, Delta, Metric, knee
 from coretune.train.data import rows_trained
 
 UNTUNED = "untuned"
@@ -57,19 +47,6 @@ UNTUNED = "untuned"
 # `all` too, needs the pool whether or not it selects.
 SELECTION_STAGES = ("embed", "dedup", "cluster", "target")
 CONTROL_P = 0.01  # the positive control must beat the untuned model at this level
-
-
-@dataclass(frozen=True)
-class Point:
-    """One point of a sweep (coretune.sweep): a method at a budget with one seed."""
-
-    method: str  # `all` for the budget that takes every target row
-    budget: str
-    seed: int
-
-    @property
-    def label(self) -> str:
-        return ALL if self.budget == ALL else f"{self.method} {self.budget}"
 
 
 def write_sweep_report(layout: SweepLayout, cfg: RunConfig, spec: SweepConfig,

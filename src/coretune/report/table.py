@@ -1,10 +1,8 @@
 """The paper-style table: accuracy per eval set, mean ± 95% interval over seeds and examples;
 the same for the gold-option log-loss (nats, lower is better) in table.md, not table.csv.
 
-The interval is a two-level bootstrap: resample seeds (runs) with replacement and the evaluation
-examples with replacement (one draw shared by all seeds, since every run scores the same
-examples), and take the mean accuracy; 2.5th and 97.5th percentiles of 2,000 replicates. A
-single seed, or seeds that agree exactly, give the usual example bootstrap.
+The intervals are `coretune.stats.task_interval` and `average_interval`: a two-level bootstrap
+over seeds and examples (one seed, or seeds that agree exactly, give the example bootstrap).
 """
 
 from __future__ import annotations
@@ -12,16 +10,15 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from coretune.compare import ACCURACY, Metric, replicates
+from coretune.data.sources import EVAL_HEADERS
+from coretune.stats import ACCURACY, Metric, average_interval, task_interval
 
-TASKS = ["rte", "cb", "anli_r1", "anli_r2", "anli_r3"]
-HEADERS = {"rte": "RTE", "cb": "CB", "anli_r1": "ANLI R1", "anli_r2": "ANLI R2",
-           "anli_r3": "ANLI R3", "avg": "Avg"}
+TASKS = list(EVAL_HEADERS)  # the shipped evaluation sets, in the paper's order
+HEADERS = {**EVAL_HEADERS, "avg": "Avg"}
 
 # The paper's headline table (Galactica-1.3b on P3; docs/method.md), for side-by-side comparison.
 PAPER = {
@@ -33,59 +30,32 @@ PAPER = {
 }
 
 
-@dataclass
-class Cell:
-    mean: float
-    lo: float
-    hi: float
-    n_seeds: int
-    n_examples: int
-    digits: int = 1
-
-    def text(self) -> str:
-        d = self.digits
-        return f"{self.mean:.{d}f} [{self.lo:.{d}f}, {self.hi:.{d}f}]"
-
-
-def bootstrap(per_seed: list[np.ndarray], reps: int = 2000, seed: int = 0,
-              metric: Metric = ACCURACY) -> Cell:
-    """`per_seed`: for each seed, per-example accuracy in [0, 1] (templates averaged), or the
-    per-example values of `metric`."""
-    means = replicates([[{"x": x} for x in per_seed]], ["x"], reps,
-                       np.random.default_rng(seed))[:, 0]
-    point = float(np.mean([x.mean() for x in per_seed]))
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    f = metric.scale
-    return Cell(f * point, f * lo, f * hi, len(per_seed),
-                int(np.mean([len(x) for x in per_seed])), metric.digits)
-
-
 def build_rows(runs: dict[str, list[dict[str, np.ndarray]]], tasks=TASKS,
                metric: Metric = ACCURACY) -> list[dict]:
     """`runs`: row name -> one dict per seed of {task: per-example accuracy} (or `metric`'s
-    values). Avg = mean of the task means (over the tasks the row was evaluated on); its
-    interval resamples the same way, task by task."""
+    values). Each cell is a `coretune.stats.Interval`; Avg = mean of the task means (over the
+    tasks the row was evaluated on), its interval resampling the same way, task by task."""
     rows = []
     for name, seeds in runs.items():
         row = {"name": name, "cells": {}}
         for t in tasks:
             per_seed = [s[t] for s in seeds if t in s]
             if per_seed:
-                row["cells"][t] = bootstrap(per_seed, metric=metric)
+                row["cells"][t] = task_interval(per_seed, metric)
         present = [t for t in tasks if t in row["cells"]]
         if present:
-            row["cells"]["avg"] = _avg_cell(seeds, present, metric=metric)
+            row["cells"]["avg"] = average_interval(seeds, present, metric)
         rows.append(row)
     return rows
 
 
-def _avg_cell(seeds: list[dict[str, np.ndarray]], tasks, reps: int = 2000,
-              metric: Metric = ACCURACY) -> Cell:
-    means = replicates([seeds], tasks, reps, np.random.default_rng(1))[:, 0]
-    point = float(np.mean([np.mean([s[t].mean() for t in tasks]) for s in seeds]))
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    f = metric.scale
-    return Cell(f * point, f * lo, f * hi, len(seeds), 0, metric.digits)
+def seed_line(name: str, per_task: dict[str, np.ndarray]) -> str:
+    """One seed's row as `coretune run` prints it: the table's cells of that seed alone, every
+    set it was evaluated on (the shipped ones first)."""
+    tasks = [*(t for t in TASKS if t in per_task), *(t for t in per_task if t not in TASKS)]
+    cells = build_rows({name: [per_task]}, tasks)[0]["cells"]
+    return f"{name} | " + " | ".join(f"{HEADERS.get(c, c)} {cells[c].text()}"
+                                     for c in [*tasks, "avg"])
 
 
 def to_markdown(rows: list[dict], tasks=TASKS, paper: bool = True) -> str:

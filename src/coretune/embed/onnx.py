@@ -1,5 +1,5 @@
 """`minilm-int8` / `st-int8:MODEL`: a mean-pooling sentence-transformers model run by ONNX
-Runtime with int8 weights, the fast CPU encoder (issue 11).
+Runtime with int8 weights, the fast CPU encoder.
 
 On first use the model's transformer is exported to ONNX (torch's exporter) and its MatMul
 weights quantised to int8 per output channel (`onnxruntime.quantization.quantize_dynamic`;
@@ -9,7 +9,6 @@ written atomically. Rows are the model's own mean pooling over the prompt's toke
 prompt run alone, so they differ from the float32 model's by quantisation error only (mean
 cosine ~0.99 on pool prompts); the encoder's name differs, so the embedding cache never
 mixes the two.
-Imports: numpy, coretune; torch, onnx and onnxruntime lazily.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coretune.encoders import SentenceTransformerEncoder, _BatchEncoder
+from coretune.embed.encoders import BatchEncoder, SentenceTransformerEncoder, needs_model
 from coretune.errors import CoretuneError
 from coretune.io import atomic_path
 from coretune.paths import cache_dir
@@ -31,7 +30,7 @@ from coretune.paths import cache_dir
 OPSET = 17
 
 
-class OnnxInt8Encoder(_BatchEncoder):
+class OnnxInt8Encoder(BatchEncoder):
     """A sentence-transformers model with mean pooling, int8 weights, ONNX Runtime on CPU."""
 
     pooling = "mean"
@@ -84,6 +83,14 @@ class OnnxInt8Encoder(_BatchEncoder):
     def _one(self, feed: dict) -> np.ndarray:
         hidden = self.session.run(None, feed)[0]
         return hidden.mean(1)  # one unpadded prompt: the mean over its tokens
+
+
+def minilm_int8(arg: str, max_tokens: int, device: str | None) -> OnnxInt8Encoder:
+    """The `minilm-int8` encoder: all-MiniLM-L6-v2 from its installed package."""
+    return OnnxInt8Encoder(None, max_tokens=max_tokens, device=device)
+
+
+st_int8 = needs_model("st-int8", OnnxInt8Encoder)  # `st-int8:MODEL`
 
 
 def _int8_file(st: SentenceTransformerEncoder, inputs: list[str]) -> Path:

@@ -1,4 +1,13 @@
-"""Paired comparisons of runs scored on the same evaluation examples, and the budget knee.
+"""Every interval and paired test coretune reports: bootstrap intervals over seeds and
+examples, paired comparisons of runs scored on the same evaluation examples, and the budget
+knee.
+
+Intervals: 95% percentile bootstrap, `BOOTSTRAP_REPS` replicates. A replicate draws the seeds
+(runs) with replacement and, once for all of them, the evaluation examples with replacement
+(every run scores the same examples, so identical seeds add no evidence), and takes the mean.
+An eval set's interval draws with generator seed `TASK_DRAWS`; the average's (the mean of the
+sets' means, each set resampled on its own) with `AVG_DRAWS`. One seed gives the plain
+example bootstrap. `coretune evaluate`, `coretune run` and the table all use these.
 
 Every run of a sweep scores the same examples and templates (fixed evaluation seed), so the
 difference between two runs is taken example by example: a paired bootstrap for the interval
@@ -28,6 +37,8 @@ from coretune.errors import CoretuneError
 
 Run = Sequence[dict[str, np.ndarray]]
 EXACT_FLIPS = 16  # at most 2**16 sign patterns are enumerated exactly; above that, sampled
+BOOTSTRAP_REPS = 2000
+TASK_DRAWS, AVG_DRAWS = 0, 1  # generator seeds: an eval set's interval, the average's
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,50 @@ class Metric:
 ACCURACY = Metric("accuracy", "accuracy", "points", 100.0, True, 1)
 LOGLOSS = Metric("logloss", "log-loss", "nats", 1.0, False, 3)
 METRICS = {m.name: m for m in (ACCURACY, LOGLOSS)}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean (x metric.scale) and its 95% interval, over `n_seeds` seeds; `n_examples`: an
+    eval set's examples (0 for the average over sets)."""
+
+    mean: float
+    lo: float
+    hi: float
+    n_seeds: int
+    n_examples: int
+    digits: int = 1
+
+    def text(self) -> str:
+        d = self.digits
+        return f"{self.mean:.{d}f} [{self.lo:.{d}f}, {self.hi:.{d}f}]"
+
+
+def task_interval(per_seed: Sequence[np.ndarray], metric: Metric = ACCURACY,
+                  reps: int = BOOTSTRAP_REPS) -> Interval:
+    """One eval set: `per_seed`, each seed's per-example values (templates averaged: accuracy
+    in [0, 1], or `metric`'s)."""
+    means = replicates([[{"x": x} for x in per_seed]], ["x"], reps,
+                       np.random.default_rng(TASK_DRAWS))[:, 0]
+    point = float(np.mean([x.mean() for x in per_seed]))
+    return _interval(point, means, metric, len(per_seed),
+                     int(np.mean([len(x) for x in per_seed])))
+
+
+def average_interval(per_seed: Run, tasks: Sequence[str], metric: Metric = ACCURACY,
+                     reps: int = BOOTSTRAP_REPS) -> Interval:
+    """The mean over `tasks` of each set's mean; `per_seed`: each seed's {task: per-example
+    values}."""
+    means = replicates([per_seed], tasks, reps, np.random.default_rng(AVG_DRAWS))[:, 0]
+    point = float(np.mean([np.mean([s[t].mean() for t in tasks]) for s in per_seed]))
+    return _interval(point, means, metric, len(per_seed), 0)
+
+
+def _interval(point: float, means: np.ndarray, metric: Metric, seeds: int,
+              examples: int) -> Interval:
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    f = metric.scale
+    return Interval(f * point, f * lo, f * hi, seeds, examples, metric.digits)
 
 
 @dataclass(frozen=True)
@@ -86,8 +141,9 @@ def accuracy(run: Run, tasks: Sequence[str], metric: Metric = ACCURACY) -> float
     return metric.scale * float(np.mean([_mean_over_seeds(run, t).mean() for t in tasks]))
 
 
-def paired_delta(a: Run, b: Run, tasks: Sequence[str] | None = None, *, reps: int = 2000,
-                 flips: int = 10000, seed: int = 0, metric: Metric = ACCURACY) -> Delta:
+def paired_delta(a: Run, b: Run, tasks: Sequence[str] | None = None, *,
+                 reps: int = BOOTSTRAP_REPS, flips: int = 10000, seed: int = 0,
+                 metric: Metric = ACCURACY) -> Delta:
     """Δ = accuracy(a) - accuracy(b), in points, averaged over `tasks` (each task weighs the
     same, as in the table's Avg column); for a metric where lower is better (log-loss),
     value(b) - value(a): positive always means a is better. Identical runs give Δ = 0 with a
@@ -201,64 +257,3 @@ def knee(curve: Sequence[tuple[object, Run]], *, tol: float = 1.0, alpha: float 
         if d.delta >= -tol and (d.p >= alpha or d.delta >= 0):
             return Knee(budget, curve[best][0], d)
     raise AssertionError("unreachable: the best budget always qualifies")
-
-
-def paired_rows(runs: dict[str, Run], reference: str, tasks: Sequence[str],
-                metric: Metric = ACCURACY) -> list[dict]:
-    """Δ of every row against `reference` (e.g. the untuned model), per task and on the
-    average: {"name", "cells": {task | "avg": Delta}}; tasks a row lacks are left out."""
-    ref = runs[reference]
-    out = []
-    for name, run in runs.items():
-        if name == reference:
-            continue
-        cells = {}
-        shared = [t for t in tasks if all(t in s for s in (*run, *ref))]
-        for t in shared:
-            cells[t] = paired_delta(run, ref, [t], metric=metric)
-        if shared:
-            cells["avg"] = paired_delta(run, ref, shared, metric=metric)
-        out.append({"name": name, "cells": cells})
-    return out
-
-
-def majority_baselines(predictions) -> dict[str, dict[str, float]]:
-    """Per eval set, from a predictions table (one row per example x template, with `task`,
-    `example`, `label`, `choices`): accuracy of always giving the most common gold label over
-    the examples that were scored, and of uniform chance."""
-    df = predictions.to_pandas() if hasattr(predictions, "to_pandas") else predictions
-    out = {}
-    for task, g in df.groupby("task", sort=False):
-        first = g.groupby("example", sort=True).first()
-        out[str(task)] = baselines(first["label"].to_numpy(),
-                                   int(first["choices"].map(len).max()))
-    return out
-
-
-def delta_unit(metric: Metric) -> str:
-    """What a Δ of `metric` is measured in and which way is better, in words."""
-    if metric.higher_is_better:
-        return f"{metric.label} {metric.unit}"
-    return f"{metric.label} {metric.unit}, reference minus row: + = lower {metric.label}, better"
-
-
-def paired_markdown(deltas: list[dict], reference: str, tasks: Sequence[str],
-                    base: dict[str, dict[str, float]] | None = None,
-                    metric: Metric = ACCURACY) -> str:
-    """Markdown: Δ accuracy points (or `metric`) vs `reference` with 95% paired intervals and
-    p-values, and (when given) each eval set's majority-class and chance accuracy."""
-    cols = [*tasks, "avg"]
-    what = "" if metric is ACCURACY else f" {metric.label}"
-    lines = [f"Paired Δ{what} vs `{reference}` ({delta_unit(metric)}; 95% paired-bootstrap "
-             "interval over examples and seeds; p from a paired sign-flip test):", "",
-             "| Row | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for row in deltas:
-        cells = [row["cells"][c].text(metric.digits) if c in row["cells"] else "–"
-                 for c in cols]
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    if base:
-        lines += ["", "| baseline | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-        for kind in ("majority", "chance"):
-            vals = [f"{base[t][kind]:.1f}" if t in base else "–" for t in tasks]
-            lines.append(f"| {kind} | " + " | ".join(vals) + " |")
-    return "\n".join(lines) + "\n"

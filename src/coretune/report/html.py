@@ -14,10 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from coretune.compare import ACCURACY, Metric, delta_unit, paired_markdown  # noqa: E402
 from coretune.errors import CoretuneError  # noqa: E402
 from coretune.io import write_bytes, write_text  # noqa: E402
-from coretune.table import HEADERS, LOGLOSS_TITLE, TASKS, to_markdown  # noqa: E402
+from coretune.report.compare import delta_unit, paired_markdown  # noqa: E402
+from coretune.report.table import HEADERS, LOGLOSS_TITLE, TASKS, to_markdown  # noqa: E402
+from coretune.stats import ACCURACY, Metric  # noqa: E402
 
 
 def _png(fig) -> bytes:

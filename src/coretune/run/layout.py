@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coretune.io import read_json
-from coretune.manifest import MANIFEST
+from coretune.run.manifest import MANIFEST
 from coretune.select.budget import ALL
 
 CONFIG_FILE = "config.json"

@@ -26,16 +26,17 @@ The rule (`rule=`):
 - `threshold=` or `top=m` (the m clusters with most evidence) override the rule.
 - `share=`: the target's share of the pool, when known; the auto probe rule uses it instead
   of its estimate (the estimate, not the cut, is what fails on the NLI-heavy pool).
-- `votes=V` (1 here; `target.votes` in configs and `--votes` on `coretune select`, default
-  `VOTES`): k-means lands in another local optimum under perturbations no encoder would
-  notice, and the rule takes whole clusters, so one clustering's target rows move a lot
-  (docs/target.md). With V > 1 the rule also runs on V - 1 more clusterings of
-  the same rows (seeds seed+1, ...) and a row is a target row when a strict majority of the V
-  runs keeps it. Costs V - 1 k-means fits; needs the embeddings (`fit(..., x=)`).
-- `by_task=True` (False here; `target.by_task` in configs and `--by-task` on `coretune select`
-  default to True): then a task with most of its rows among the target rows is kept whole, one
-  with fewer than a third of them is dropped (never the task with the most target rows), one
-  in between is left as it is (`task_step`).
+- `votes=V` (default `VOTES`, as `target.votes` and `--votes`): k-means lands in another
+  local optimum under perturbations no encoder would notice, and the rule takes whole
+  clusters, so one clustering's target rows move a lot (docs/target.md). With V > 1 the rule
+  also runs on V - 1 more clusterings of the same rows (seeds seed+1, ...) and a row is a
+  target row when a strict majority of the V runs keeps it. Costs V - 1 k-means fits
+  (through `fit(..., fit_clusters=)`: a backend's); needs the embeddings (`fit(..., x=)`).
+- `by_task=True` (the default, as `target.by_task` and `--by-task`): a task with most of its
+  rows among the target rows is kept whole, one with fewer than a third of them is dropped
+  (never the task with the most target rows), one in between is left as it is (`task_step`).
+
+The settings, their defaults and their rules are `TargetConfig`'s (`settings`).
 
 When the pool has a `family` column, recall and precision of the chosen clusters against
 `family == reference` (default `nli`) say how well the clusters capture the family.
@@ -44,17 +45,18 @@ When the pool has a `family` column, recall and precision of the chosen clusters
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
 from coretune.cluster import KMeansClusters, cluster_members
 from coretune.data.pool import Pool
 from coretune.errors import CoretuneError
-from coretune.io import read_json, read_jsonl
-from coretune.target_cut import (  # noqa: F401 (re-exported)
+from coretune.io import read_jsonl
+from coretune.target.cut import (
     COVERAGE,
     auto_cut,
     coverage_cut,
@@ -62,48 +64,11 @@ from coretune.target_cut import (  # noqa: F401 (re-exported)
     prefix_f1,
     task_step,
 )
+from coretune.target.settings import TargetConfig, TargetSpec, parse_target
 
-METADATA_KINDS = ("tasks", "family", "keywords")
 PROBE_DENSITY = 0.25  # the old (`density`) probe rule, see TargetClusters
 METADATA_SHARE = 0.5  # the old (`density`) metadata rule
-RULES = ("auto", "coverage", "density")
-VOTES = 11  # k-means runs that vote on each row (measured: benchmarks/bench_target.py)
-SPEC_HELP = "nli, tasks:NAME,..., family:NAME, keywords:WORD,..., probe:FILE.jsonl"
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    kind: str  # nli | probe | tasks | family | keywords
-    values: tuple[str, ...] = ()
-    path: Path | None = None
-
-    @property
-    def probing(self) -> bool:
-        return self.kind in ("nli", "probe")
-
-    def __str__(self) -> str:
-        if self.kind == "nli":
-            return "nli"
-        return f"{self.kind}:{self.path if self.path else ','.join(self.values)}"
-
-
-def parse_target(spec: str) -> TargetSpec:
-    """`nli` | `tasks:a,b` | `family:NAME` | `keywords:a,b` | `probe:FILE.jsonl`."""
-    spec = spec.strip()
-    if spec == "nli":
-        return TargetSpec("nli")
-    kind, sep, arg = spec.partition(":")
-    values = tuple(v.strip() for v in arg.split(",") if v.strip())
-    if sep and kind in METADATA_KINDS and values:
-        if kind == "family" and len(values) != 1:
-            raise CoretuneError(f"family takes one name, got '{arg}'", field="target")
-        return TargetSpec(kind, values)
-    if sep and kind == "probe" and arg:
-        path = Path(arg)
-        if not path.is_file():
-            raise CoretuneError("probe file not found", path=path, field="target")
-        return TargetSpec("probe", path=path)
-    raise CoretuneError(f"unknown target spec '{spec}' (expected {SPEC_HELP})", field="target")
+_DEFAULT = TargetConfig()  # the settings' defaults are the defaults here too
 
 
 def nli_probe_prompts(n: int = 500, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -217,12 +182,11 @@ def target_mask(target: dict, tasks, labels: np.ndarray) -> np.ndarray:
     return np.isin(labels, np.asarray(target["clusters"], np.int64))
 
 
-def load_target_rows(run, tasks, labels: np.ndarray) -> np.ndarray:
-    """The target rows (bool [n]) a run's target stage decided (`RunLayout.target_rows`); for
-    a run made before that file existed, from target.json (clusters or tasks)."""
-    if run.target_rows.is_file():
-        return np.load(run.target_rows, allow_pickle=False)
-    return target_mask(read_json(run.target_json), tasks, labels)
+FitClusters = Callable[..., KMeansClusters]  # (x, k, **KMeansClusters settings) -> fitted
+
+
+def _fit_here(x: np.ndarray, k: int, **kw) -> KMeansClusters:
+    return KMeansClusters(k, **kw).fit(x)
 
 
 class TargetClusters:
@@ -239,38 +203,42 @@ class TargetClusters:
     `probe_vectors_` for probing specs.
     """
 
-    def __init__(self, spec: str | TargetSpec = "nli", *, rule: str = "auto",
-                 threshold: float | None = None, top: int | None = None, n_probes: int = 1000,
-                 min_hits: int = 2, seed: int = 0, reference: str | None = None,
-                 share: float | None = None, by_task: bool = False, votes: int = 1):
-        self.spec = parse_target(spec) if isinstance(spec, str) else spec
-        self.rule = rule
-        self.threshold = threshold
-        self.top = top
-        self.n_probes = n_probes
-        self.min_hits = min_hits
-        self.seed = seed
-        self.reference = reference
-        self.share = share
-        self.by_task = by_task
-        self.votes = votes
-        if votes < 1:
-            raise CoretuneError(f"must be at least 1, got {votes}", field="target.votes")
-        if share is not None and not 0 < share <= 1:
-            raise CoretuneError(f"must be in (0, 1], got {share}", field="target.share")
-        if rule not in RULES:
-            raise CoretuneError(f"unknown rule '{rule}' (one of {', '.join(RULES)})",
-                                field="target.rule")
-        if threshold is not None and not (threshold > 0 and (self.spec.probing or threshold <= 1)):
-            raise CoretuneError("must be > 0 (and <= 1 for a metadata target)",
-                                field="threshold")
-        if top is not None and top < 1:
-            raise CoretuneError("must be at least 1", field="top")
+    def __init__(self, spec: str | TargetSpec = _DEFAULT.spec, *, rule: str = _DEFAULT.rule,
+                 threshold: float | None = None, top: int | None = None,
+                 n_probes: int = _DEFAULT.probes, min_hits: int = 2, seed: int = 0,
+                 reference: str | None = None, share: float | None = None,
+                 by_task: bool = _DEFAULT.by_task, votes: int = _DEFAULT.votes):
+        settings = {"spec": str(spec), "rule": rule, "threshold": threshold, "top": top,
+                    "probes": n_probes, "share": share, "by_task": by_task, "votes": votes}
+        try:  # the settings' rules, as a config's target section is checked
+            checked = TargetConfig.model_validate(settings)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise CoretuneError(err["msg"].removeprefix("Value error, "),
+                                field=".".join(["target", *map(str, err["loc"])])) from None
+        self._use(checked, seed=seed, min_hits=min_hits, reference=reference)
+
+    @classmethod
+    def from_config(cls, t: TargetConfig, seed: int, **kw) -> TargetClusters:
+        """The finder of a validated `target:` section; `seed`: the clustering's (the probe
+        sample's and the votes' first)."""
+        self = cls.__new__(cls)
+        self._use(t, seed=seed, **kw)
+        return self
+
+    def _use(self, t: TargetConfig, *, seed: int, min_hits: int = 2,
+             reference: str | None = None) -> None:
+        self.spec = parse_target(t.spec)
+        self.rule, self.threshold, self.top, self.n_probes = t.rule, t.threshold, t.top, t.probes
+        self.share, self.by_task, self.votes = t.share, t.by_task, t.votes
+        self.min_hits, self.seed, self.reference = min_hits, seed, reference
 
     def fit(self, clusters: KMeansClusters, pool: Pool, embedder=None,
-            x: np.ndarray | None = None) -> TargetClusters:
+            x: np.ndarray | None = None, fit_clusters: FitClusters | None = None
+            ) -> TargetClusters:
         """`embedder` (an `coretune.embed.Embedder` with the pool's encoder) is needed for
-        probing specs; `x` (the rows `clusters` was fitted on) for `votes` > 1."""
+        probing specs; `x` (the rows `clusters` was fitted on) for `votes` > 1, whose further
+        clusterings `fit_clusters(x, k, **settings)` makes (a backend's; default: here)."""
         labels = clusters.labels_
         if len(labels) != len(pool):
             raise CoretuneError(f"clusters cover {len(labels)} rows, the pool has {len(pool)}",
@@ -297,7 +265,7 @@ class TargetClusters:
         self.mask_ = chosen[labels]
         self.row_votes_ = None
         if self.votes > 1:
-            self.mask_ = self._vote(clusters, x)
+            self.mask_ = self._vote(clusters, x, fit_clusters or _fit_here)
             if not self.mask_.any():
                 raise CoretuneError(f"no row is kept by most of the {self.votes} runs for "
                                     f"'{self.spec}' (set votes to 1)", field="target.votes")
@@ -424,15 +392,14 @@ class TargetClusters:
             label = f"{self.spec} rows >= {threshold:.0%}"
         return chosen, cut, share, label
 
-    def _vote(self, clusters, x) -> np.ndarray:
+    def _vote(self, clusters, x, fit_clusters: FitClusters) -> np.ndarray:
         """Rows kept by a strict majority of `votes` runs of the rule: on `clusters` (its
         choice is `mask_`) and on votes - 1 more k-means fits of the same rows, seeds
         seed + 1, ... (same k, sample size, iterations)."""
         count = self.mask_.astype(np.int32)
         for i in range(1, self.votes):
-            km = KMeansClusters(clusters.k, seed=clusters.seed + i, niter=clusters.niter,
-                                sample_size=clusters.sample_size,
-                                spherical=clusters.spherical).fit(x)
+            km = fit_clusters(x, clusters.k, seed=clusters.seed + i, niter=clusters.niter,
+                              sample_size=clusters.sample_size, spherical=clusters.spherical)
             sizes = np.bincount(km.labels_, minlength=km.k)
             if self.spec.probing:
                 hits = np.bincount(km.predict(self.probe_vectors_), minlength=km.k)

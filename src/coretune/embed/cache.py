@@ -1,4 +1,4 @@
-"""Prompt embeddings through an on-disk cache (the encoders are in `coretune.encoders`).
+"""Prompt embeddings through an on-disk cache (the encoders are in `encoders`).
 
 `Embedder` wraps an encoder with a cache keyed by (encoder, pooling, max tokens) + sha256 of
 each prompt: a rerun encodes nothing, a grown pool encodes only its new rows. The cache is a
@@ -6,7 +6,6 @@ folder of append-only shards (`<id>.npy` float32 + `<id>.keys.npy` sha256 digest
 is written to a temporary name and renamed, keys last, so a crash never leaves a shard that
 looks whole. A pool is embedded as a stream of prompt batches (`Embedder.embed_batches_to`):
 the embed step holds one chunk, never the pool or its array (benchmarks/bench_embed_stream.py).
-Imports: encoders, io, paths, validation.
 """
 
 from __future__ import annotations
@@ -21,20 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coretune.encoders import (  # noqa: F401  (re-exported: the embedding API in one place)
-    DEFAULT_MAX_TOKENS,
-    RESPONSE,
-    Encoder,
-    MeanPoolEncoder,
-    SentenceTransformerEncoder,
-    encoder_names,
-    length_batches,
-    make_encoder,
-    normalise_rows,
-    register_encoder,
-    smollm2_path,
-    with_response,
-)
+from coretune.embed.encoders import DEFAULT_BATCH_SIZE, Encoder
 from coretune.errors import CoretuneError
 from coretune.io import atomic_path, read_json, sha256_file, write_json
 from coretune.paths import cache_dir as default_cache_dir
@@ -169,7 +155,7 @@ Put = Callable[[np.ndarray, np.ndarray], None]  # (rows, their vectors) -> store
 class Embedder:
     """Embed prompts through the on-disk cache.
 
-    >>> emb = Embedder(make_encoder("minilm", max_tokens=128)).embed(pool.prompts)
+    >>> emb = Embedder(make_encoder("minilm-int8", max_tokens=128)).embed(pool.prompts)
 
     `embed_batches` / `embed_batches_to` take the prompts as consecutive batches (e.g. a pool
     file read `chunk_size` rows at a time) and hold one batch, at most `chunk_size` prompts
@@ -183,7 +169,7 @@ class Embedder:
     """
 
     def __init__(self, encoder: Encoder, *, cache_dir: str | Path | None = None,
-                 batch_size: int = 64, chunk_size: int = 4096, quiet: bool = False):
+                 batch_size: int = DEFAULT_BATCH_SIZE, chunk_size: int = 4096, quiet: bool = False):
         self.encoder = encoder
         self.batch_size = batch_size
         self.chunk_size = chunk_size  # rows encoded between cache commits (crash = lose one)

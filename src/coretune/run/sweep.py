@@ -14,14 +14,14 @@ not in compute).
 Points are not cut from one large selection: each selects on its own (cheap next to training).
 k-center picks each cluster's rows in a prefix order, so a smaller budget's selection is the
 per-cluster prefix of a larger one wherever the per-cluster split of the budget does not shrink
-a cluster's share (tests/test_sweep.py shows both). Imports: config, layout, lock, pipeline,
-select, sweep_report; never the CLI.
+a cluster's share (tests/test_sweep.py shows both). The report is `coretune.report.sweep`'s.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -30,14 +30,13 @@ from coretune.backends import close_all
 from coretune.config import RunConfig, SweepConfig, check_pool_scope
 from coretune.errors import CoretuneError
 from coretune.io import read_json, write_json
-from coretune.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
-from coretune.lock import run_lock
-from coretune.manifest import MANIFEST
-from coretune.outputs import check_output_folder, first_missing
-from coretune.pipeline import config_inputs, plan
+from coretune.run.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
+from coretune.run.lock import run_lock
+from coretune.run.manifest import MANIFEST
+from coretune.run.outputs import check_output_folder, first_missing
+from coretune.run.pipeline import config_inputs, plan
 from coretune.select import resolve_budget
 from coretune.select.budget import ALL
-from coretune.sweep_report import Point, write_sweep_report
 
 Log = Callable[[str], None]
 
@@ -46,6 +45,19 @@ Log = Callable[[str], None]
 QUICK_STEPS = 4
 QUICK = [f"train.max_steps={QUICK_STEPS}", "train.batch_size=2", "train.micro_batch_size=",
          "evaluate.max_examples=8", "evaluate.max_templates=1"]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep: a method at a budget with one seed."""
+
+    method: str  # `all` for the budget that takes every target row
+    budget: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return ALL if self.budget == ALL else f"{self.method} {self.budget}"
 
 
 def spec_of(cfg: RunConfig) -> SweepConfig:
@@ -83,9 +95,7 @@ def point_config(cfg: RunConfig, method: str, budget: str) -> RunConfig:
 
 
 def untuned_config(cfg: RunConfig) -> RunConfig:
-    select = cfg.select.model_copy(update={"method": "none"})
-    return cfg.model_copy(update={"name": f"{cfg.name}/untuned", "select": select,
-                                  "sweep": None, "seeds": [0]})
+    return cfg.as_untuned(f"{cfg.name}/untuned")
 
 
 def resolve_budgets(budgets: list[str], pool_rows: int, target_rows: int) -> dict[str, int]:
@@ -120,16 +130,22 @@ def _shared_sizes(run: RunLayout) -> tuple[int, int]:
     return pool_rows, int(read_json(run.target_json)["rows"])
 
 
-def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print) -> Path:
+# (layout, config, sweep block, budget -> rows, points) -> the report's path
+Report = Callable[[SweepLayout, RunConfig, SweepConfig, dict[str, int], list[Point]], Path]
+
+
+def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print,
+              report: Report | None = None) -> Path | None:
     """Shared stages, then the budget checks, the untuned evaluation and every point; then
-    sweep.json/.md/.csv (coretune.sweep_report). Returns the path of sweep.md."""
+    `report` (`coretune.report.sweep.write_sweep_report`: sweep.json/.md/.csv) while the
+    sweep's folder is still locked. Returns what `report` returns."""
     spec = spec_of(cfg)
     check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)
     check_output_folder(out, config_inputs(cfg))  # stages may remove their own folders
     made = first_missing(out)
     try:
-        return _sweep(cfg, spec, layout, quiet, log)
+        return _sweep(cfg, spec, layout, quiet, log, report)
     except CoretuneError:  # bad input found by the first stage: leave no sweep folder behind
         if made is not None and not any(layout.shared.glob(f"*/{MANIFEST}")):
             shutil.rmtree(made, ignore_errors=True)
@@ -137,7 +153,7 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print) 
 
 
 def _sweep(cfg: RunConfig, spec: SweepConfig, layout: SweepLayout, quiet: bool,
-           log: Log) -> Path:
+           log: Log, report: Report | None) -> Path | None:
     out = layout.root
     with run_lock(out):  # a second sweep on this folder exits 2 naming this pid
         write_json(layout.config, cfg.model_dump())
@@ -161,7 +177,7 @@ def _sweep(cfg: RunConfig, spec: SweepConfig, layout: SweepLayout, quiet: bool,
                     f"[{i}/{len(points)}] {p.label} seed {p.seed}: {m}"))
         finally:
             close_all()  # embedding actors hold cluster resources
-        return write_sweep_report(layout, cfg, spec, counts, points)
+        return report(layout, cfg, spec, counts, points) if report else None
 
 
 def _run_point(cfg: RunConfig, layout: SweepLayout, p: Point, quiet: bool, log: Log) -> None:
