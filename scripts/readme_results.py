@@ -67,8 +67,8 @@ def sweep_block(folder: Path) -> str:
 def headline_block(doc: dict) -> str:
     """The README's summary of a sweep.json: the positive control, the power of both metrics,
     and per point its Δs against the untuned model (and random) and what it cost."""
-    from coretune.compare import ACCURACY, LOGLOSS, Delta
-    from coretune.sweep_report import _power_lines
+    from coretune.stats import ACCURACY, LOGLOSS, Delta
+    from coretune.report.sweep import _power_lines
 
     def delta(d: dict | None, digits: int) -> str:
         return "–" if not d else Delta(**d["avg"]).text(digits)

@@ -30,3 +30,11 @@ class CoretuneError(Exception):
         if field is not None:
             where += f"field '{field}': "
         super().__init__(where + message)
+
+
+def row_location(i: int | None, lines: list[int] | None) -> dict:
+    """The `line=` (JSONL: `lines[i]`) or `row=` (1-based) keyword of a CoretuneError for the
+    i-th record of a file; {} when no record is to blame."""
+    if i is None:
+        return {}
+    return {"line": lines[i]} if lines is not None else {"row": i + 1}

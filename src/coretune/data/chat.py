@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coretune.errors import CoretuneError
+from coretune.errors import row_location as _where
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -80,8 +81,6 @@ def render_prompt(turns: list[dict[str, str]]) -> str:
 def with_chat_columns(table: pa.Table, path, line_of: list[int] | None) -> pa.Table:
     """`table` with its `messages` checked and typed MESSAGES, and the prompt and target of
     each chat row made from them; a row without messages (null) keeps its own."""
-    from coretune.data.pool import _where
-
     turns = [None if v is None else check_turns(v, path=path, **_where(i, line_of))
              for i, v in enumerate(table.column("messages").to_pylist())]
     table = table.set_column(table.column_names.index("messages"), "messages",

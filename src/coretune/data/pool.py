@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from coretune.data.shards import Shard, apply_columns, hub_batches, list_shards, parse_columns
 from coretune.errors import CoretuneError
+from coretune.errors import row_location as _where
 from coretune.io import atomic_path, read_jsonl
 
 REQUIRED = ("uid", "task", "prompt", "target")
@@ -260,12 +261,6 @@ def _first_bad_type(values: list, name: str) -> int | None:
         if v is not None and type(v) is not kinds[0]:
             return i
     return None
-
-
-def _where(i: int | None, lines: list[int] | None) -> dict:
-    if i is None:
-        return {}
-    return {"line": lines[i]} if lines is not None else {"row": i + 1}
 
 
 def _validate(table: pa.Table, path, line_of: list[int] | None,
