@@ -4,6 +4,7 @@ them is typed by hand.
     python scripts/readme_results.py runs/results              # after bash scripts/results.sh
     python scripts/readme_results.py --sweep runs/laptop-sweep # after coretune sweep
     python scripts/readme_results.py --marker lora benchmarks/results/lora_vs_full  # a table.md
+    python scripts/readme_results.py --readme decontam benchmarks/results/bench_decontam.md
 
 Results: the table that `coretune table` wrote (accuracy, the paper's rows, what each run
 selected, its stage times and peak memory), into docs/results.md. Sweep: the sweep's sweep.md
@@ -67,8 +68,8 @@ def sweep_block(folder: Path) -> str:
 def headline_block(doc: dict) -> str:
     """The README's summary of a sweep.json: the positive control, the power of both metrics,
     and per point its Δs against the untuned model (and random) and what it cost."""
-    from coretune.stats import ACCURACY, LOGLOSS, Delta
     from coretune.report.sweep import _power_lines
+    from coretune.stats import ACCURACY, LOGLOSS, Delta
 
     def delta(d: dict | None, digits: int) -> str:
         return "–" if not d else Delta(**d["avg"]).text(digits)
@@ -99,6 +100,10 @@ def main(args: list[str]) -> None:
         replace(RESULTS, "sweep", sweep_block(folder))
         replace(README, "headline", headline_block(json.loads((folder / "sweep.json").read_text())))
         print(f"docs/results.md sweep and README.md headline replaced from {folder}")
+        return
+    if args[:1] == ["--readme"]:  # --readme NAME FILE: a benchmark's markdown in README.md
+        replace(README, args[1], Path(args[2]).read_text())
+        print(f"README.md {args[1]} replaced from {args[2]}")
         return
     # [--marker NAME] FOLDER: that folder's table.md between NAME's markers
     marker, runs = (args[1], Path(args[2])) if args[0] == "--marker" else ("results", Path(args[0]))

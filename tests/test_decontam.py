@@ -46,3 +46,43 @@ def test_prompt_and_target_both_count_and_summary_counts_rows():
     s = summary(hits, ["dev", "other"], selected=np.array([1, 2]))
     assert s["pool_rows"] == {"dev": 2, "other": 0, "any": 2}
     assert s["selected_rows"] == {"dev": 1, "other": 0, "any": 1}
+
+
+def _contaminated_pool(path):
+    """The small real pool plus 40 RTE dev examples rendered through the pool's own RTE
+    template, as if a pool had swallowed part of the evaluation set."""
+    import pyarrow as pa
+    from conftest import small_pool
+
+    from coretune.data.pool import Pool
+    from coretune.data.sources import eval_datasets
+
+    pool = small_pool()
+    rte = eval_datasets()["rte"]
+    tmpl = rte.load_templates().get("can we infer")
+    rows = [tmpl.render(r) for r in rte.rows()[:40]]
+    extra = pa.table({"uid": [f"leak/{i}" for i in range(40)], "task": ["rte"] * 40,
+                      "template": ["can we infer"] * 40, "prompt": [r.prompt for r in rows],
+                      "target": [r.target for r in rows],
+                      "choices": pa.array([[]] * 40, pa.list_(pa.string()))})
+    table = pa.concat_tables([pool.table.select(extra.column_names), extra])
+    Pool(table).save(path)
+
+
+def test_select_counts_contamination_and_decontaminate_drops_it(cli, tmp_path):
+    import json
+
+    _contaminated_pool(tmp_path / "pool.parquet")
+    counts = {}
+    for flag in ("", "--decontaminate"):
+        out = tmp_path / (flag or "plain") / "s.parquet"
+        proc = cli("select", "--pool", tmp_path / "pool.parquet", "-o", out, "--k", 12,
+                   "--probes", 100, "--method", "all", "--cache-dir", tmp_path / "cache",
+                   "--quiet", *([flag] if flag else []), check=True)
+        q = json.loads(out.with_name("s.quality.json").read_text())["contamination"]
+        counts[flag] = q
+        assert "contamination" in proc.stdout
+    plain, clean = counts[""], counts["--decontaminate"]
+    assert plain["pool_rows"]["rte"] >= 40 and plain["pool_rows"] == clean["pool_rows"]
+    assert plain["selected_rows"]["rte"] > 0 and not plain["dropped"]
+    assert clean["selected_rows"]["any"] == 0 and clean["dropped"]

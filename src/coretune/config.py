@@ -109,6 +109,10 @@ class SelectConfig(_Section):
         "(rds): its candidate rows and the examples are embedded with it (at embed.max_tokens, "
         "through the cache); e.g. smollm2-weighted+response, RDS+'s own. null: the embed "
         "stage's vectors. Other methods ignore it.")
+    decontaminate: bool = Field(
+        False, description="Drop the pool rows that share a word n-gram with an example of an "
+        "evaluation set (evaluate.tasks; 13-grams, 8-grams for fields of 8-12 words) before "
+        "selecting. Either way the quality report counts them per set (docs/pools.md).")
 
     @field_validator("encoder")
     @classmethod
@@ -147,8 +151,9 @@ class SelectConfig(_Section):
     def key(self, seed: int) -> dict:
         """The select stage's key for `seed`. `encoder` is in it only where the method reads
         it, so an unset one, or one a method ignores, leaves the key as before it existed."""
-        own = set() if self.own_encoder else {"encoder"}
-        return {**self.model_dump(exclude=own), "seed": seed}
+        left = {*(() if self.own_encoder else ("encoder",)),
+                *(() if self.decontaminate else ("decontaminate",))}
+        return {**self.model_dump(exclude=left), "seed": seed}
 
 
 EVAL_SEED = 0  # every run evaluates the same examples, so runs compare pairwise
@@ -211,6 +216,12 @@ class EvaluateConfig(_Section):
         from coretune.evaluate.tasks import parse_eval_file
 
         return [parse_eval_file(spec) for spec in self.eval_files]
+
+    def sets(self) -> list:
+        """Every set of `tasks` (Datasets: shipped, registered or from `eval_files`)."""
+        from coretune.evaluate.tasks import resolve_tasks
+
+        return resolve_tasks(self.tasks, self.datasets())
 
     def files(self) -> dict[str, Path]:
         """The files of `eval_files`: part of the evaluate stage's key."""

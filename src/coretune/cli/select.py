@@ -63,6 +63,7 @@ def select(
     by_task: bool = option(TargetConfig, "by_task", "--by-task/--no-by-task"),
     votes: int = option(TargetConfig, "votes"),
     dedup: float = option(RunConfig, "dedup"),
+    decontaminate: bool = option(SelectConfig, "decontaminate", "--decontaminate"),
     probes: int = option(TargetConfig, "probes"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output files "
@@ -90,7 +91,7 @@ def select(
             cluster={"k": k, "seed": cluster_seed},
             target={"spec": target, "rule": rule, "threshold": threshold, "top": top,
                     "probes": probes, "share": share, "by_task": by_task, "votes": votes},
-            select={"method": method, "budget": budget},
+            select={"method": method, "budget": budget, "decontaminate": decontaminate},
             backend={"name": backend, "address": address}, dedup=dedup)
     except CoretuneError as e:  # named as the checks after loading the pool name them
         if e.field in _OPTION_NAMES:
@@ -110,12 +111,16 @@ def select(
     data, x, n_cached, n_encoded = _embed(cfg, data, embedder)
     clusters = stages.fit_clusters(cfg.cluster, b, x)
     finder = stages.find_targets(finder, b, clusters, data, embedder, x)
+    hits, names = stages.contamination_of(data, cfg.evaluate.sets())
+    clean = ~hits.any(axis=1) if decontaminate else None
     result = stages.select_subset(cfg.select, b, data, seed, x, clusters, quiet=quiet,
-                                  embedder=embedder, mask=finder.mask_, finder=finder)
+                                  embedder=embedder, mask=finder.mask_, finder=finder,
+                                  clean=clean)
     stages.backend(b).close()
     paths = write_subset(data, result, output, fmt)
     seconds = time.perf_counter() - start
-    q = stages.quality(data, result, x, finder.mask_, embedder, finder)
+    q = stages.quality(data, result, x, finder.mask_, embedder, finder,
+                       (hits, names, decontaminate))
     write_json(paths["quality"], q)
     _print_summary(finder, clusters, len(data), n_cached, n_encoded, len(result), method, paths,
                    seconds)
@@ -179,6 +184,13 @@ def _print_quality(q: dict) -> None:
     out(f"  answers: {ab['distinct']} distinct, majority '{ab['majority'][:30]}' "
         f"{ab['majority_share']:.0%}, entropy {ab['entropy']:.2f}; tasks: {tm['tasks']}, "
         f"largest {tm['top_task_share']:.0%}")
+    if "contamination" in q:
+        c = q["contamination"]
+        per = ", ".join(f"{k} {v:,}" for k, v in c["pool_rows"].items() if k != "any")
+        out(f"  contamination ({c['n']['long']}-grams, {c['n']['short']}-grams for short "
+            f"fields): {c['pool_rows']['any']:,} pool rows share text with an evaluation "
+            f"example ({per}){', dropped before selecting' if c['dropped'] else ''}; "
+            f"{c['selected_rows']['any']:,} of the selected rows")
 
 
 def _print_summary(finder, clusters, n, n_cached, n_encoded, count, method, paths, seconds

@@ -11,8 +11,11 @@ sleeping.") and is left out.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -84,3 +87,28 @@ def summary(hits: np.ndarray, sets: Sequence[str], selected: np.ndarray | None =
         out["selected_rows"] = {s: int(sel[:, j].sum()) for j, s in enumerate(sets)}
         out["selected_rows"]["any"] = int(sel.any(axis=1).sum())
     return out
+
+
+def pool_hits(prompts: Sequence[str], targets: Sequence[str], datasets: Sequence,
+              cache: Path | None = None) -> tuple[np.ndarray, list[str]]:
+    """bool [rows, sets] of `pool_overlaps` against `datasets` (coretune.data.sources
+    Datasets) and the sets' names; read from `cache` (a folder) when it holds this answer."""
+    from coretune.io import sha256_file, write_bytes
+
+    names = [ds.name for ds in datasets]
+    h = hashlib.sha256(f"{LONG_N}:{SHORT_N}".encode())
+    for ds in datasets:
+        h.update(f"\n{ds.name}:{','.join(ds.fields)}:{sha256_file(ds.path)}".encode())
+    for p, t in zip(prompts, targets, strict=True):
+        h.update(b"\x1e" + p.encode("utf-8") + b"\x1f" + t.encode("utf-8"))
+    path = cache / f"{h.hexdigest()[:32]}.npy" if cache is not None else None
+    if path is not None and path.is_file():
+        hits = np.load(path, allow_pickle=False)
+        if hits.shape == (len(prompts), len(names)):
+            return hits, names
+    hits = pool_overlaps(prompts, targets, EvalIndex.of_datasets(datasets))
+    if path is not None:
+        buf = io.BytesIO()
+        np.save(buf, hits, allow_pickle=False)
+        write_bytes(path, buf.getvalue())
+    return hits, names

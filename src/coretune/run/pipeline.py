@@ -71,8 +71,12 @@ def plan(cfg: RunConfig, run_dir: Path, seed: int, quiet: bool = False,
                 lambda d: stages.cluster_stage(cfg.cluster, b, run, d))
             add("target", cfg.target.key(),
                 lambda d: stages.target_stage(finder(), e, b, run, d, quiet), cfg.target.files())
+        sets = cfg.evaluate.sets()
+        decontam = {f"decontaminate:{ds.name}": Path(ds.path) for ds in sets
+                    } if cfg.select.decontaminate else {}
         add("select", cfg.select.key(seed),
-            lambda d: stages.select_stage(cfg.select, finder(), e, b, run, seed, d, quiet))
+            lambda d: stages.select_stage(cfg.select, finder(), e, b, run, seed, d, quiet,
+                                          sets), decontam)
         t = cfg.train.model_copy(update={"seed": seed})
         add("train", t.key(), lambda d: stages.train_stage(t, run, seed, d, quiet))
         model = run.model(seed)

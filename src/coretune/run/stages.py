@@ -26,12 +26,14 @@ from coretune.config import (
     PoolConfig,
     SelectConfig,
 )
+from coretune.data import decontam
 from coretune.data.pool import Pool, load_pool, prompt_batches
 from coretune.data.sources import build_pool, parse_template_mode, sample_rows
 from coretune.embed import RESPONSE, Embedder, load_embeddings, with_response
 from coretune.errors import CoretuneError
 from coretune.evaluate import evaluate
 from coretune.io import atomic_path, read_json, write_json
+from coretune.paths import cache_dir as coretune_cache
 from coretune.run.layout import RunLayout
 from coretune.select import SelectionResult, get_method, resolve_budget
 from coretune.select.dedup import DedupResult, dedup
@@ -113,7 +115,8 @@ def select_subset(s: SelectConfig, b: BackendConfig, pool: Pool, seed: int,
                   x: np.ndarray | None = None, clusters: KMeansClusters | None = None,
                   targets: list[int] | None = None, *, quiet: bool = True,
                   embedder: Embedder | None = None, mask: np.ndarray | None = None,
-                  finder: TargetClusters | None = None) -> SelectionResult:
+                  finder: TargetClusters | None = None,
+                  clean: np.ndarray | None = None) -> SelectionResult:
     """The rows a config selects for `seed`: inside the target clusters (the backend runs the
     method per cluster), or from the whole pool (`scope: pool`: random, all and pool without
     embeddings, a method that reads them over every cluster). A method that reads the target
@@ -121,20 +124,27 @@ def select_subset(s: SelectConfig, b: BackendConfig, pool: Pool, seed: int,
     that method compares the candidate rows and examples under its own encoder instead
     (`own_vectors`). The target rows are those of the clusters `targets`, or `mask` (bool
     [n], `TargetClusters.mask_`: whole clusters, or whole tasks with `target.by_task`); rows
-    outside them are never picked."""
+    outside them are never picked, nor the rows where `clean` (bool [n], `select.decontaminate`)
+    is False."""
     n = len(pool)
     method, scope = s.method, s.scope
+    allowed = np.arange(n, dtype=np.int64) if clean is None else np.flatnonzero(clean)
     if method == WHOLE_POOL or (method == "all" and scope == "pool"):
-        idx = np.arange(n, dtype=np.int64)
-        return SelectionResult(idx, np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
+        m = len(allowed)
+        return SelectionResult(allowed, np.full(m, -1, np.int64), np.full(m, np.nan, np.float32))
     budget = resolve_budget(s.budget, n)
+    if clean is not None and mask is not None:
+        mask = mask & clean
     if scope == "pool" and x is not None:
         targets = list(range(clusters.k))
     elif scope == "pool":
         if method != "random":
             raise CoretuneError("scope 'pool' supports the methods random, all, pool and those "
                                 "that read embeddings", field="select.method")
-        idx = random_rows(np.arange(n), budget, np.random.default_rng([seed, 0]))
+        if budget > len(allowed):
+            raise CoretuneError(f"budget {budget} is more than the {len(allowed)} rows left "
+                                "after decontamination", field="select.budget")
+        idx = random_rows(allowed, budget, np.random.default_rng([seed, 0]))
         return SelectionResult(idx.astype(np.int64), np.full(len(idx), -1, np.int64),
                                np.full(len(idx), np.nan, np.float32))
     extra = {}  # only such methods pass queries: a backend written before them still works
@@ -146,6 +156,8 @@ def select_subset(s: SelectConfig, b: BackendConfig, pool: Pool, seed: int,
         if own is None:
             extra["queries"] = finder.probe_vectors(clusters, embedder)[0]
     labels = clusters.labels_
+    if clean is not None:
+        labels = np.where(clean, labels, -1)
     if mask is not None and scope == "target":
         labels = np.where(mask, labels, -1)  # no target cluster is -1
         targets = np.unique(labels[mask]).tolist()
@@ -195,15 +207,30 @@ def held_out_probes(finder: TargetClusters, embedder: Embedder) -> np.ndarray | 
 
 def quality(pool: Pool, result: SelectionResult, x: np.ndarray | None,
             candidates: np.ndarray | None, embedder: Embedder | None,
-            finder: TargetClusters | None) -> dict:
+            finder: TargetClusters | None, contamination: tuple | None = None) -> dict:
     """Selection quality without training (coretune.select.quality): task mix, answer
-    balance, and where there are embeddings the coverage curve and held-out probe coverage."""
+    balance, where there are embeddings the coverage curve and held-out probe coverage, and
+    with `contamination` ((hits, set names, dropped?) of `contamination_of`) the pool and
+    selected rows that share an n-gram with each evaluation set."""
     if x is None:  # whole-pool selections: no embeddings were made
         t = pool.table.take(result.indices)
-        return {"rows": len(result), "task_mix": task_mix(t.column("task").to_pylist()),
-                "answer_balance": answer_balance(t.column("target").to_pylist())}
-    probes = held_out_probes(finder, embedder) if embedder is not None else None
-    return selection_quality(pool, x, result.indices, candidates=candidates, probes=probes)
+        q = {"rows": len(result), "task_mix": task_mix(t.column("task").to_pylist()),
+             "answer_balance": answer_balance(t.column("target").to_pylist())}
+    else:
+        probes = held_out_probes(finder, embedder) if embedder is not None else None
+        q = selection_quality(pool, x, result.indices, candidates=candidates, probes=probes)
+    if contamination is not None:
+        hits, names, dropped = contamination
+        q["contamination"] = {**decontam.summary(hits, names, result.indices),
+                              "dropped": dropped}
+    return q
+
+
+def contamination_of(pool: Pool, sets: list) -> tuple[np.ndarray, list[str]]:
+    """bool [rows, sets]: the pool rows that share an n-gram with an example of each
+    evaluation set (coretune.data.decontam), cached by the rows' text and the sets' files."""
+    return decontam.pool_hits(pool.column("prompt"), pool.column("target"), sets,
+                              coretune_cache() / "decontam")
 
 
 def load_target_rows(run: RunLayout, tasks, labels: np.ndarray) -> np.ndarray:
@@ -273,9 +300,14 @@ def target_stage(finder: TargetClusters, e: EmbedConfig, b: BackendConfig, run: 
 
 
 def select_stage(s: SelectConfig, finder: TargetClusters | None, e: EmbedConfig,
-                 b: BackendConfig, run: RunLayout, seed: int, out: Path, quiet: bool) -> dict:
-    """`finder`: the run's target finder when it clusters (None: whole-pool selections)."""
+                 b: BackendConfig, run: RunLayout, seed: int, out: Path, quiet: bool,
+                 sets: list = ()) -> dict:
+    """`finder`: the run's target finder when it clusters (None: whole-pool selections);
+    `sets`: the evaluation sets whose contamination is counted (and dropped with
+    `select.decontaminate`)."""
     pool = load_pool(run.pool_file)
+    hits, names = contamination_of(pool, list(sets)) if sets else (None, [])
+    clean = ~hits.any(axis=1) if hits is not None and s.decontaminate else None
     x = clusters = mask = embedder = None
     if finder is not None:
         x, _ = load_embeddings(run.embeddings)
@@ -283,9 +315,10 @@ def select_stage(s: SelectConfig, finder: TargetClusters | None, e: EmbedConfig,
         mask = load_target_rows(run, pool.table.column("task").to_pylist(), clusters.labels_)
         embedder = make_embedder(e, b, quiet=quiet)
     result = select_subset(s, b, pool, seed, x, clusters, quiet=False, embedder=embedder,
-                           mask=mask, finder=finder)
+                           mask=mask, finder=finder, clean=clean)
     paths = write_subset(pool, result, out / "subset.parquet")
-    q = quality(pool, result, x, mask, embedder, finder)
+    q = quality(pool, result, x, mask, embedder, finder,
+                None if hits is None else (hits, names, s.decontaminate))
     write_json(paths["quality"], q)
     return {"selected": len(result), "share_of_pool": round(len(result) / len(pool), 6),
             "quality": flatten(q)}

@@ -195,6 +195,8 @@ def flatten(q: dict) -> dict:
     if "target" in q:
         row.update(target_precision=q["target"]["precision"],
                    target_task_recall=q["target"]["task_recall"])
+    if "contamination" in q:
+        row.update(contaminated=q["contamination"]["selected_rows"]["any"])
     return row
 
 
