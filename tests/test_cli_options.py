@@ -24,6 +24,7 @@ from coretune.train import TrainConfig
 SETTINGS = {
     "select": {"columns": (PoolConfig, "columns"), "target": (TargetConfig, "spec"),
                "budget": (SelectConfig, "budget"), "method": (SelectConfig, "method"),
+               "decontaminate": (SelectConfig, "decontaminate"),
                "k": (ClusterConfig, "k"), "cluster_seed": (ClusterConfig, "seed"),
                "encoder": (EmbedConfig, "encoder"), "max_tokens": (EmbedConfig, "max_tokens"),
                "batch_size": (EmbedConfig, "batch_size"), "rule": (TargetConfig, "rule"),
@@ -34,7 +35,7 @@ SETTINGS = {
                "address": (BackendConfig, "address")},
     "train": {name: (TrainConfig, name) for name in (
         "model", "lora", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
-        "micro_batch_size", "gradient_checkpointing", "max_length", "warmup_ratio",
+        "micro_batch_size", "gradient_checkpointing", "max_length", "precision", "warmup_ratio",
         "save_every", "seed")},
     "evaluate": {"model": (TrainConfig, "model"), "eval_file": (EvaluateConfig, "eval_files"),
                  "max_examples": (EvaluateConfig, "max_examples"),

@@ -13,6 +13,7 @@ import os
 import sys
 
 import typer
+import typer.core
 
 from coretune import __version__
 from coretune.cli import pool as pool_cmd
@@ -23,7 +24,18 @@ from coretune.io import NO_SPACE
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+# The commands in the order a user runs them (typer would list the `pool` group last).
+ORDER = ("pool", "select", "train", "evaluate", "run", "sweep", "table")
+
+
+class _InOrder(typer.core.TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+
 app = typer.Typer(
+    cls=_InOrder,
     name="coretune",
     help="Find the small slice of an instruction pool that matters for a task family, "
     "fine-tune on it, and prove it by evaluation.",

@@ -25,6 +25,7 @@ def train(
     gradient_checkpointing: bool = option(TrainConfig, "gradient_checkpointing",
                                           "--gradient-checkpointing"),
     max_length: int = option(TrainConfig, "max_length"),
+    precision: str = option(TrainConfig, "precision"),
     warmup_ratio: float = option(TrainConfig, "warmup_ratio"),
     save_every: int = option(TrainConfig, "save_every"),
     seed: int = option(TrainConfig, "seed"),
@@ -44,7 +45,8 @@ def train(
                           batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                           micro_batch_size=micro_batch_size,
                           gradient_checkpointing=gradient_checkpointing,
-                          warmup_ratio=warmup_ratio, save_every=save_every, seed=seed)
+                          warmup_ratio=warmup_ratio, save_every=save_every, seed=seed,
+                          precision=precision)
     except ValidationError as e:
         err = e.errors()[0]
         raise CoretuneError(err["msg"], field=str(err["loc"][0])) from None
@@ -71,8 +73,10 @@ def evaluate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace metrics.json and "
                                    "predictions.parquet in --output if they exist."),
 ) -> None:
-    """Rank-classification accuracy per template, mean/median and bootstrap 95% intervals;
-    the gold option's log-loss (nats, lower is better) with its interval on a second line."""
+    """Score a model on evaluation sets by rank classification.
+
+    Accuracy per template, mean/median and bootstrap 95% intervals; the gold option's
+    log-loss (nats, lower is better) with its interval on a second line."""
     from coretune.evaluate import TASKS, format_row, parse_eval_file
     from coretune.evaluate import evaluate as run_eval
     from coretune.run.outputs import Inputs, check_output_folder, check_outputs

@@ -12,9 +12,9 @@ app = typer.Typer(help="Build, inspect and export instruction pools.", no_args_i
 
 SOURCE_HELP = ("Pool file (.parquet, .jsonl, .csv), folder or glob of shards, datasets "
                "save_to_disk folder, or hf:ID[:CONFIG][@SPLIT].")
-COLUMNS_HELP = ("Map pool fields to source columns: FIELD=COLUMN,..., e.g. "
-                "prompt=inputs_pretokenized or messages=conversations; FIELD=- leaves the "
-                "source's FIELD column out. No uid: uids from the row content.")
+COLUMNS_HELP = ("Map pool fields to source columns, FIELD=COLUMN,... (e.g. prompt=question "
+                "or messages=turns); FIELD=- leaves the source's FIELD column out. No uid: "
+                "uids from the row content.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace the output if it exists.")
 
 
@@ -29,15 +29,15 @@ def build(
     templates: str = typer.Option(
         None, help="Templates per dataset: all (default), first:N, or fixed[:NAME]."),
     dataset: list[str] = typer.Option(
-        [], help="Extra dataset, NAME:DATA:TEMPLATES[:FAMILY] with DATA a .jsonl file and "
-        "TEMPLATES a promptsource .yaml (repeatable)."),
+        [], help="Extra dataset NAME:DATA:TEMPLATES, optionally :FAMILY at the end, with DATA "
+        "a .jsonl file and TEMPLATES a promptsource .yaml (repeatable)."),
     no_default_datasets: bool = typer.Option(
         False, "--no-default-datasets", help="Leave out the shipped RTE and CB training sets."),
-    max_rows: int = typer.Option(None, "--max-rows", min=1, help="Keep a seeded uniform "
+    max_rows: int = typer.Option(None, "--max-rows", help="Keep a seeded uniform "
                                  "sample of at most this many rows, in pool order (as a "
                                  "config's pool.max_rows does); with --from the source is read "
                                  "into memory."),
-    seed: int = typer.Option(0, min=0, help="Seed of the --max-rows sample (configs use 0)."),
+    seed: int = typer.Option(0, help="Seed of the --max-rows sample (configs use 0)."),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Build the default pool, or convert your own source (--from) to one pool file.
@@ -48,6 +48,8 @@ def build(
 
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise CoretuneError("pool output must be a .parquet file", path=output)
+    if seed < 0:
+        raise CoretuneError(f"must be >= 0, got {seed}", field="seed")
     start = time.perf_counter()
     if source is not None:
         if bigbench or templates or dataset or no_default_datasets:

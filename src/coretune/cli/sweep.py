@@ -40,9 +40,11 @@ def sweep(
                                "eval set, the first seed only (unless --seeds)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Run one point per budget x method x seed, sharing pool, embeddings, clusters and
-    target; pair every point with the untuned model; write sweep.json/.md/.csv with paired
-    intervals, the knee per method and the training-free predictors.
+    """A config at many budgets, methods and seeds, each paired with the untuned model.
+
+    One point per budget x method x seed, sharing pool, embeddings, clusters and target;
+    writes sweep.json/.md/.csv with paired intervals, the positive control, the knee per
+    method and the training-free predictors.
 
     Resumable: finished stages are skipped, so re-running or adding a budget costs only the
     new points."""
