@@ -12,7 +12,7 @@ start=$(date +%s)
   -o "$runs/pool.parquet" --overwrite
 .venv/bin/coretune pool info "$runs/pool.parquet" --top 5
 for cfg in vanilla coreset random; do
-  .venv/bin/coretune run "configs/demo/$cfg.yaml" --runs-dir "$runs" --quiet "$@"
+  .venv/bin/coretune run "configs/demo/$cfg.yaml" --runs-dir "$runs" "$@"
 done
 .venv/bin/coretune table "$runs" -o "$runs" --title "coretune demo"
 echo "demo finished in $(( $(date +%s) - start ))s; report: $runs/report.html"
