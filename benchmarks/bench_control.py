@@ -5,8 +5,9 @@ Each design here trains the default model on a seeded random sample of the shipp
 rows of one target (RTE + CB training rows through their promptsource templates), then scores
 every RTE and CB dev example through the first `templates` templates and pairs it with the
 untuned model on the same items: Δ accuracy (points) and Δ gold-option log-loss (nats, the
-log-loss of the gold option under the softmax over the options' scores; negative = better),
-each with a paired bootstrap 95% interval and a paired sign-flip p.
+log-loss of the gold option under the softmax over the options' scores), each with a paired
+bootstrap 95% interval and a paired sign-flip p, and, as everywhere in coretune, + = better
+(for log-loss: the untuned model's minus the fine-tune's).
 
 Resumable: every design's model and predictions stay under --work; a finished design is not
 redone. Writes benchmarks/results/bench_control.json (and .md).
@@ -65,8 +66,10 @@ def per_example(pred_file: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def paired(a: dict, b: dict, metric: str, seed: int = 0, reps: int = 2000) -> dict:
-    """a - b on `metric`, the mean over tasks of per-task means (each task weighs the same)."""
-    diffs = [a[t][metric] - b[t][metric] for t in TASKS]
+    """How much better `a` is than `b` on `metric` (accuracy: a - b; log-loss: b - a), the mean
+    over tasks of per-task means (each task weighs the same)."""
+    sign = 1.0 if metric == "accuracy" else -1.0
+    diffs = [sign * (a[t][metric] - b[t][metric]) for t in TASKS]
     rng = np.random.default_rng(seed)
     boots = np.mean([d[rng.integers(0, len(d), (reps, len(d)))].mean(axis=1) for d in diffs],
                     axis=0)
@@ -116,8 +119,8 @@ def markdown(doc: dict) -> str:
                      f"{r['epochs_seen']} | {a['delta']:+.1f} [{a['ci95'][0]:+.1f}, "
                      f"{a['ci95'][1]:+.1f}] | {a['p']:.3g} | {g['delta']:+.3f} "
                      f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] | {g['p']:.3g} |")
-    lines += ["", "Negative Δ log-loss is better. A design is a positive control when Δ log-loss"
-              " < 0 with p < 0.01.", ""]
+    lines += ["", "+ = better (log-loss: the untuned model's minus the fine-tune's). A design is "
+              "a positive control when its Δ log-loss is > 0 with p < 0.01.", ""]
     return "\n".join(lines)
 
 
