@@ -66,6 +66,6 @@ def test_the_demo_prints_the_pool_its_configs_use(cli, tmp_path):
     flags = re.search(r"coretune pool build (.*?) -o ", script).group(1).split()
     cli("pool", "build", *flags, "-o", tmp_path / "demo.parquet", check=True)
     printed = load_pool(tmp_path / "demo.parquet")
-    used = make_pool(load_config(ROOT / "configs/demo/coreset.yaml"))
+    used = make_pool(load_config(ROOT / "configs/demo/coreset.yaml").pool)
     assert len(printed) == len(used) == 5000
     assert printed.table.equals(used.table)
