@@ -15,6 +15,7 @@ expanded to the query heads), the attention output, and the MLP's gate, up, act(
 product: 8*hidden + 4*intermediate floats (gradient checkpointing: the layer inputs only).
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_train.py [--data subset.parquet] [--steps 3]
+    HF_HUB_OFFLINE=1 python benchmarks/bench_train.py --precision-ab 5 --steps 2  # bf16 vs fp32
 
 Default data: 25 rows of the shipped RTE/CB training sets through their first two templates
 (the demo trains on 25 NLI-like rows). Demo settings: full fine-tuning, batch 8, 256 tokens.
@@ -184,6 +185,58 @@ def bf16_summary(result: dict, work: Path) -> dict:
             "first_step_grads": compare_grads(work, "after_micro2", "after_micro2_bf16")}
 
 
+def precision_ab(rows: list[dict], blocks: int, steps: int) -> dict:
+    """float32 vs bf16 autocast on one loaded model (the demo's settings, micro-batch 2): the
+    same first optimizer step's rows, forward and backward only (no update, so every pass sees
+    the same weights), `steps` passes per block, blocks alternating A, B, A, B... so that other
+    load on the machine falls on both alike. Loss and gradients of each precision compared."""
+    import torch
+
+    from coretune.train.data import TrainConfig, make_batch, micro_batches, step_rows
+    from coretune.train.loop import setup
+
+    cfg = TrainConfig(lr=1e-4, batch_size=8, max_length=256, micro_batch_size=2)
+    with tempfile.TemporaryDirectory() as d:
+        s = setup(cfg, Path(d), [(r["prompt"], r["target"]) for r in rows], key="bench")
+    picks = step_rows(0, len(s.examples), cfg.rows_per_step, cfg.seed)
+    n_target = sum(sum(y != -100 for y in s.examples[i][1]) for i in picks)
+    chunks = micro_batches(picks, [len(x) for x, _ in s.examples], cfg.rows_per_pass)
+    batches = [make_batch([s.examples[i] for i in c], s.tok.pad_token_id) for c in chunks]
+    tokens = sum(int(m.sum()) for _, _, m in batches)
+
+    def step(bf16: bool) -> tuple[float, np.ndarray]:
+        loss_sum = 0.0
+        for ids, labels, mask in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = s.loss_fn(s.lm, ids, labels, mask, n_target)
+            loss.backward()
+            loss_sum += loss.item()
+        g = torch.cat([p.grad.flatten() for p in s.params]).float().numpy().copy()
+        s.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, g
+
+    times: dict[str, list[float]] = {"float32": [], "bf16": []}
+    out: dict[str, tuple] = {}
+    for block in range(2 * blocks):
+        name = ("float32", "bf16")[block % 2]
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            out[name] = step(name == "bf16")
+            times[name].append(time.perf_counter() - t0)
+    (la, ga), (lb, gb) = out["float32"], out["bf16"]
+    rate = {k: tokens / float(np.median(v)) for k, v in times.items()}
+    return {"tokens_per_step": tokens, "passes_per_precision": blocks * steps,
+            "tokens_per_s_median": {k: round(v, 1) for k, v in rate.items()},
+            "speed_ratio_bf16_over_float32": round(rate["bf16"] / rate["float32"], 3),
+            "step_seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
+            "loss": {"float32": round(la, 6), "bf16": round(lb, 6),
+                     "rel_diff": round(abs(lb - la) / la, 6)},
+            "grad_cosine": round(float(ga @ gb / (np.linalg.norm(ga) * np.linalg.norm(gb))), 6),
+            "grad_norm_rel_diff": round(abs(float(np.linalg.norm(gb) / np.linalg.norm(ga)) - 1),
+                                        6),
+            "threads": torch.get_num_threads()}
+
+
 def run_child(variant: str, rows_file: str, steps: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", variant, "--rows", rows_file,
                           "--steps", str(steps)], capture_output=True, text=True, check=True)
@@ -257,7 +310,24 @@ def main() -> None:
     ap.add_argument("--child"), ap.add_argument("--rows")
     ap.add_argument("--floors-only", action="store_true",
                     help="only recompute the floors table in an existing --out file")
+    ap.add_argument("--precision-ab", type=int, metavar="BLOCKS",
+                    help="only float32 vs bf16 autocast, BLOCKS alternating blocks of --steps "
+                    "passes each, in one process (writes bench_train_bf16.json)")
     args = ap.parse_args()
+    if args.precision_ab:
+        from coretune.io import write_json
+
+        start = os.getloadavg()
+        result = precision_ab(default_rows(), args.precision_ab, args.steps)
+        result.update({"data": "25 shipped RTE/CB training rows, first 2 templates (seeded); "
+                               "the first optimizer step's 8 rows, micro-batch 2",
+                       "load_average_at_start": list(start),
+                       "load_average_at_end": list(os.getloadavg()),
+                       "cpu_count": os.cpu_count(), "platform": platform.platform()})
+        out = Path(args.out).with_name("bench_train_bf16.json")
+        write_json(out, result)
+        print(json.dumps(result, indent=1))
+        return
     if args.floors_only:
         from coretune.io import write_json
 
