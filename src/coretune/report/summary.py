@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.config import UNTUNED
+from coretune.config import UNTUNED_METHOD
 from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import per_example_accuracy, per_example_logloss
@@ -107,7 +107,7 @@ def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
         "name": cfg["name"], "reproduces": cfg.get("reproduces", ""), "run": str(run.root),
         "seeds": seeds,
         "method": cfg["select"]["method"], "budget": cfg["select"]["budget"],
-        "untuned": cfg["select"]["method"] == UNTUNED,
+        "untuned": cfg["select"]["method"] == UNTUNED_METHOD,  # how config.json records it
         "model": cfg["train"]["model"],
         "pool_rows": _read(pool_m).get("rows") if pool_m.is_file() else None,
         "selected": sel_m.get("selected") if sel_m is not None else 0,
@@ -170,7 +170,7 @@ def _radius_figure(runs: list[Path]):
 
 
 def _reference(per_row: dict, by_name: dict, reference: str | None) -> str | None:
-    """`reference`, else the untuned model (a run with method `none`), else None."""
+    """`reference`, else the untuned model (`untuned: true`), else None."""
     if reference is not None and reference not in per_row:
         raise CoretuneError(f"no finished run named '{reference}' (runs: "
                             f"{', '.join(sorted(per_row))})", field="reference")

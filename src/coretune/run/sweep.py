@@ -139,6 +139,10 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print,
     """Shared stages, then the budget checks, the untuned evaluation and every point; then
     `report` (`coretune.report.sweep.write_sweep_report`: sweep.json/.md/.csv) while the
     sweep's folder is still locked. Returns what `report` returns."""
+    if cfg.untuned:
+        raise CoretuneError("a sweep trains every point and evaluates the untuned model "
+                            "itself (<sweep>/untuned/); remove untuned: true (or "
+                            "select.method: none, its old spelling)", field="untuned")
     spec = spec_of(cfg)
     check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)
