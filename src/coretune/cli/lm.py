@@ -83,9 +83,7 @@ def evaluate(
 
     added = [parse_eval_file(s) for s in eval_file]
     if output is not None:
-        inputs = Inputs()
-        for ds in added:
-            inputs.file(ds.path).file(ds.templates)
+        inputs = Inputs().eval_sets(added)
         check_output_folder(output, inputs)
         check_outputs([output / "metrics.json", output / "predictions.parquet"], inputs,
                       overwrite=overwrite)
