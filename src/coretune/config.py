@@ -181,6 +181,11 @@ class EvaluateConfig(_Section):
     length_norm: bool = Field(False, description="Rank options by mean, not sum, token "
                               "log-prob.")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass.")
+    chat_template: bool = Field(
+        False, description="Score through the model's chat template, as training joins a chat "
+        "row: each prompt one user turn with the generation prompt, each option the "
+        "assistant's reply (docs/chat-pools.md). For a model trained on chat rows; the model "
+        "must have a chat template. Off: the plain join of prompt and option.")
 
     @field_validator("eval_files")
     @classmethod
@@ -234,9 +239,10 @@ class EvaluateConfig(_Section):
                 for ds in self.datasets() for kind in ("path", "templates")}
 
     def key(self, model: str) -> dict:
-        """The evaluate stage's key for the base `model`; without per-set caps, the key runs
-        made before those caps existed."""
-        plain = set() if self.max_examples_by_task else {"max_examples_by_task"}
+        """The evaluate stage's key for the base `model`; without per-set caps and with the
+        plain join, the key runs made before those settings existed."""
+        plain = {*(() if self.max_examples_by_task else ("max_examples_by_task",)),
+                 *(() if self.chat_template else ("chat_template",))}
         return {**self.model_dump(exclude=plain), "model": model}
 
     def caps_text(self) -> str:

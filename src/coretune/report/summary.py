@@ -113,7 +113,8 @@ def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
         "selected": sel_m.get("selected") if sel_m is not None else 0,
         "share_of_pool": sel_m.get("share_of_pool") if sel_m is not None else 0.0,
         "eval_caps": {k: cfg["evaluate"].get(k) for k in ("max_examples", "max_templates",
-                                                          "max_examples_by_task")},
+                                                          "max_examples_by_task",
+                                                          "chat_template")},
         "eval_items": sum(t["n_items"] for t in metrics["tasks"].values()),
         "seconds": {k: round(v, 1) for k, v in sorted(stage_seconds.items())},
         "peak_rss_gb": {k: round(v / 1024, 2) for k, v in sorted(stage_peak.items())},
@@ -342,8 +343,9 @@ def _quality(run: RunLayout) -> dict | None:
 def _evaluation_text(caps: dict, items: int) -> str:
     n, t = caps.get("max_examples"), caps.get("max_templates")
     own = "".join(f", {task} ≤{k}" for task, k in (caps.get("max_examples_by_task") or {}).items())
+    chat = ", through the chat template" if caps.get("chat_template") else ""
     return (f"{f'≤{n}' if n else 'all'} examples{own} × {f'≤{t}' if t else 'all'} templates per "
-            f"set ({items:,} items)")
+            f"set ({items:,} items{chat})")
 
 
 def _fact_row(f: dict) -> dict:

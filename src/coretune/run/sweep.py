@@ -30,6 +30,7 @@ from coretune.backends import close_all
 from coretune.config import RunConfig, SweepConfig, check_pool_scope
 from coretune.errors import CoretuneError
 from coretune.io import read_json, write_json
+from coretune.run import stages
 from coretune.run.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
 from coretune.run.lock import run_lock
 from coretune.run.manifest import MANIFEST
@@ -147,6 +148,7 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print,
     check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)
     check_output_folder(out, config_inputs(cfg))  # stages may remove their own folders
+    stages.check_evaluate_inputs(cfg.evaluate, cfg.train.model)
     made = first_missing(out)
     try:
         return _sweep(cfg, spec, layout, quiet, log, report)
