@@ -86,3 +86,42 @@ def test_select_counts_contamination_and_decontaminate_drops_it(cli, tmp_path):
     assert plain["pool_rows"]["rte"] >= 40 and plain["pool_rows"] == clean["pool_rows"]
     assert plain["selected_rows"]["rte"] > 0 and not plain["dropped"]
     assert clean["selected_rows"]["any"] == 0 and clean["dropped"]
+
+
+def test_select_eval_file_sets_are_counted_and_dropped(cli, tmp_path):
+    """`coretune select --eval-file`: a user's own set, 3 of whose premises a constructed pool
+    holds, is counted beside the shipped sets and its rows dropped with --decontaminate."""
+    import json
+
+    premises = [f"{LONG} number {i}" for i in range(4)]
+    (tmp_path / "mine.jsonl").write_text("".join(
+        json.dumps({"premise": p, "hypothesis": "The budget passed.", "label": i % 2}) + "\n"
+        for i, p in enumerate(premises)))
+    (tmp_path / "t.yaml").write_text(
+        "dataset: mine\ntemplates:\n  t1: !Template\n    id: t1\n    name: t1\n"
+        "    jinja: '{{premise}} Is it true that {{hypothesis}} ||| {{answer_choices[label]}}'\n"
+        "    answer_choices: yes ||| no\n")
+    rows = [{"uid": f"f{i}", "task": "facts", "target": "yes",
+             "prompt": f"Is fact {i} about {'rivers' if i % 2 else 'mountains'} true?"}
+            for i in range(12)]
+    for i in range(3):  # the leaks: facts rows that quote a premise of the user's set
+        rows[i]["prompt"] = f"Read this. {premises[i]}. Is it true?"
+    rows += [{"uid": f"p{i}", "task": "poetry", "target": "Leaves fall.",
+              "prompt": f"Write a short poem about the colour of autumn leaf number {i}."}
+             for i in range(12)]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = f"mine:{tmp_path / 'mine.jsonl'}:{tmp_path / 't.yaml'}:yes,no"
+    counts = {}
+    for flag in ("", "--decontaminate"):
+        out = tmp_path / (flag or "plain") / "s.parquet"
+        proc = cli("select", "--pool", tmp_path / "pool.jsonl", "-o", out, "--k", 2,
+                   "--target", "tasks:facts", "--budget", "24", "--method", "all",
+                   "--max-tokens", 32, "--cache-dir", tmp_path / "cache", "--quiet",
+                   "--eval-file", spec, *([flag] if flag else []), check=True)
+        counts[flag] = json.loads(out.with_name("s.quality.json").read_text())["contamination"]
+        assert "anli_r3 0, mine 3)" in " ".join(proc.stdout.split())  # printed, too
+    plain, clean = counts[""], counts["--decontaminate"]
+    assert plain["pool_rows"] == clean["pool_rows"] == {
+        "rte": 0, "cb": 0, "anli_r1": 0, "anli_r2": 0, "anli_r3": 0, "mine": 3, "any": 3}
+    assert plain["selected_rows"]["mine"] == 3 and not plain["dropped"]
+    assert clean["selected_rows"]["any"] == 0 and clean["dropped"]

@@ -254,3 +254,57 @@ def test_config_caps_must_name_an_evaluated_set():
     cfg = validate({"name": "t",
                     "evaluate": {"tasks": ["rte", "cb"], "max_examples_by_task": {"cb": 5}}})
     assert cfg.evaluate.caps_text() == "max_examples=all, cb<=5, max_templates=all"
+
+
+def test_chat_template_scores_each_prompt_as_a_user_turn(lm, tmp_path):
+    """`chat_template`: the prompt ids are the user turn through the template with the
+    generation prompt, the option ids the assistant content as encode_chat tokenises it, and
+    the scores the unbatched reference's on those ids."""
+    from coretune.evaluate import encoders, parse_eval_file
+    from coretune.evaluate.evaluator import CHAT_JOIN
+    from coretune.models import encode_chat
+
+    model, tok = lm
+    data, tpl = _toy_files(tmp_path)
+    ds = parse_eval_file(f"toy:{data}:{tpl}:entailment,neutral,contradiction")
+    items, used = build_items(ds)
+    assert used["templates"] == ["ynm"] and len(items) == 3  # one template, 3 examples
+    prompt_ids, option_ids = encoders(tok, True, "default")
+    for it in items:
+        user = [{"role": "user", "content": it.prompt}]
+        want = tok.apply_chat_template(user, add_generation_prompt=True)["input_ids"]
+        assert prompt_ids(it.prompt) == list(want)
+        for c in it.choices:
+            reply = encode_chat(tok, [*user, {"role": "assistant", "content": c}])
+            assert reply == (list(want), option_ids(c))
+    m = evaluate(lm, [ds], chat_template=True, batch_size=2, quiet=True,
+                 output_dir=tmp_path / "chat")
+    assert m["join"] == CHAT_JOIN
+    chat = pq.read_table(tmp_path / "chat" / "predictions.parquet").to_pandas()
+    for it, got in zip(items, chat["logprob"], strict=True):
+        ref = score_unbatched(model, Request(prompt_ids(it.prompt),
+                                             [option_ids(c) for c in it.choices]))
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    plain = evaluate(lm, [ds], quiet=True, output_dir=tmp_path / "plain")
+    assert plain["join"] != CHAT_JOIN
+    scores = pq.read_table(tmp_path / "plain" / "predictions.parquet").column("logprob")
+    assert not np.allclose(np.stack(scores.to_pylist()), np.stack(chat["logprob"]))
+
+
+def test_chat_template_needs_a_model_with_one():
+    from types import SimpleNamespace
+
+    from coretune.evaluate import encoders
+
+    with pytest.raises(CoretuneError, match="field 'chat_template': model 'plain' has no chat "
+                                            "template"):
+        encoders(SimpleNamespace(chat_template=None), True, "plain")
+    encoders(SimpleNamespace(chat_template=None), False, "plain")  # the plain join needs none
+
+
+def test_chat_template_is_in_the_evaluate_key_only_when_on():
+    from coretune.config import EvaluateConfig
+
+    off, on = EvaluateConfig(), EvaluateConfig(chat_template=True)
+    assert "chat_template" not in off.key("default")
+    assert on.key("default") == {**off.key("default"), "chat_template": True}

@@ -21,6 +21,8 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
+    model_validator,
 )
 
 from coretune.backends import BACKEND_REGISTRY
@@ -38,10 +40,10 @@ from coretune.select.methods import METHOD_REGISTRY, budgeted_methods, get_metho
 from coretune.target import TargetConfig
 from coretune.train import TrainConfig
 
-# `select.method` values that are not selection methods: train on the whole pool, or not at
-# all (the untuned model: the base model evaluated, no selection and no training).
-WHOLE_POOL, UNTUNED = "pool", "none"
-PSEUDO_METHODS = (WHOLE_POOL, UNTUNED)
+# `select.method: pool` is no selection method: train on every row of the pool.
+WHOLE_POOL = "pool"
+# The old spelling of `untuned: true`, still read, and how config.json records that mode.
+UNTUNED_METHOD = "none"
 
 
 class _Section(BaseModel):
@@ -99,8 +101,8 @@ class ClusterConfig(_Section):
 
 class SelectConfig(_Section):
     method: str = Field("kcenter", description="A registered selection method "
-                        "(coretune.select.methods), `pool` (every row) or `none` (the untuned "
-                        "model: no selection, no training).")
+                        "(coretune.select.methods) or `pool` (every row). `none`, the old "
+                        "spelling of the top-level `untuned: true`, still loads as that.")
     budget: str = Field("0.5%", description="Share of the whole pool ('0.5%') or a row count.")
     scope: Literal["target", "pool"] = Field(
         "target", description="Select inside the target clusters, or from the whole pool.")
@@ -122,7 +124,10 @@ class SelectConfig(_Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        names = (*method_names(), *PSEUDO_METHODS)
+        if v == UNTUNED_METHOD:  # RunConfig maps it to `untuned: true` unless untuned is set
+            raise ValueError(f"'{v}' is the old spelling of the top-level `untuned: true`, "
+                             "and this config sets untuned otherwise; keep one of them")
+        names = (*method_names(), WHOLE_POOL)
         if v not in names:
             raise ValueError(METHOD_REGISTRY.unknown(v, names=names).reason)
         return v
@@ -176,6 +181,11 @@ class EvaluateConfig(_Section):
     length_norm: bool = Field(False, description="Rank options by mean, not sum, token "
                               "log-prob.")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass.")
+    chat_template: bool = Field(
+        False, description="Score through the model's chat template, as training joins a chat "
+        "row: each prompt one user turn with the generation prompt, each option the "
+        "assistant's reply (docs/chat-pools.md). For a model trained on chat rows; the model "
+        "must have a chat template. Off: the plain join of prompt and option.")
 
     @field_validator("eval_files")
     @classmethod
@@ -229,9 +239,10 @@ class EvaluateConfig(_Section):
                 for ds in self.datasets() for kind in ("path", "templates")}
 
     def key(self, model: str) -> dict:
-        """The evaluate stage's key for the base `model`; without per-set caps, the key runs
-        made before those caps existed."""
-        plain = set() if self.max_examples_by_task else {"max_examples_by_task"}
+        """The evaluate stage's key for the base `model`; without per-set caps and with the
+        plain join, the key runs made before those settings existed."""
+        plain = {*(() if self.max_examples_by_task else ("max_examples_by_task",)),
+                 *(() if self.chat_template else ("chat_template",))}
         return {**self.model_dump(exclude=plain), "model": model}
 
     def caps_text(self) -> str:
@@ -359,6 +370,10 @@ class RunConfig(_Section):
     reproduces: str = Field("", description="Which row or ablation of the paper "
                             "(docs/method.md) this run stands for.")
     seeds: list[NonNegativeInt] = [0]
+    untuned: bool = Field(
+        False, description="The untuned model: train.model evaluated as it is, with no pool, "
+        "selection or training (those sections are not read). `select.method: none`, the "
+        "old spelling, still loads as this.")
     pool: PoolConfig = PoolConfig()
     embed: EmbedConfig = EmbedConfig()
     dedup: float | None = Field(None, gt=0, le=1, description="Drop rows within this cosine "
@@ -371,25 +386,40 @@ class RunConfig(_Section):
     backend: BackendConfig = BackendConfig()
     sweep: SweepConfig | None = None  # only `coretune sweep` reads it
 
-    @property
-    def untuned(self) -> bool:
-        """The untuned model (`select.method: none`): no pool, selection or training, the base
-        model evaluated."""
-        return self.select.method == UNTUNED
+    @model_validator(mode="before")
+    @classmethod
+    def _old_untuned_spelling(cls, data):
+        """`select.method: none` is `untuned: true` (the method back at its default). With
+        `untuned` set to anything but true it stays, and the select section refuses it."""
+        select = data.get("select") if isinstance(data, dict) else None
+        if not (isinstance(select, dict) and select.get("method") == UNTUNED_METHOD
+                and data.get("untuned", True) is True):
+            return data
+        rest = {k: v for k, v in select.items() if k != "method"}
+        return {**data, "untuned": True, "select": rest}
+
+    @model_serializer(mode="wrap")
+    def _record(self, handler):
+        """The dump (a run's config.json) records the untuned mode as every run folder has
+        since before `untuned` existed, as `select.method: none`, and leaves `untuned` out:
+        the same config writes the same bytes, and reading them back gives the same mode."""
+        out = handler(self)
+        if out.pop("untuned", False) and isinstance(out.get("select"), dict):
+            out["select"] = {**out["select"], "method": UNTUNED_METHOD}
+        return out
 
     @property
     def needs_clusters(self) -> bool:
         """Whether the run embeds, clusters and finds target clusters (selection inside them,
         or a method that reads the embeddings of the whole pool)."""
         method = self.select.method
-        if method in PSEUDO_METHODS:
+        if self.untuned or method == WHOLE_POOL:
             return False
         return self.select.scope == "target" or get_method(method).reads_embeddings
 
     def as_untuned(self, name: str) -> RunConfig:
         """This config as the untuned model named `name` (one seed: nothing to vary)."""
-        select = self.select.model_copy(update={"method": UNTUNED})
-        return self.model_copy(update={"name": name, "select": select, "sweep": None,
+        return self.model_copy(update={"name": name, "untuned": True, "sweep": None,
                                        "seeds": [0]})
 
     @field_validator("name")

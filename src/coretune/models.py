@@ -14,8 +14,10 @@ separately keeps the option tokens identical whatever the prompt ends with.
 
 Chat rows (a pool row's `messages`) are joined through the tokenizer's chat template when it
 has one (`encode_chat`): the turns before the last, rendered with the generation prompt, then
-the last (assistant) turn's content without special tokens. Without a template a chat row
-takes the plain join of its text prompt and target. Evaluation scores prompt/target rows only.
+the last (assistant) turn's content without special tokens (`encode_reply`). Without a
+template a chat row takes the plain join of its text prompt and target. Evaluation uses the
+plain join, or with `evaluate.chat_template` the chat join: the prompt as one user turn
+(`encode_user_prompt`), each option as the assistant's reply.
 """
 
 from __future__ import annotations
@@ -206,14 +208,34 @@ def encode_target(tok: Any, target: str) -> list[int]:
     return list(tok(JOIN + target, add_special_tokens=False)["input_ids"])
 
 
+def has_chat_template(tok: Any) -> bool:
+    return bool(getattr(tok, "chat_template", None))
+
+
+def encode_chat_prompt(tok: Any, turns: list[dict]) -> list[int]:
+    """`turns` through `tok`'s chat template, ending with the generation prompt (the
+    assistant's turn opened)."""
+    return list(tok.apply_chat_template(turns, add_generation_prompt=True, tokenize=True,
+                                        return_dict=False))
+
+
+def encode_user_prompt(tok: Any, prompt: str) -> list[int]:
+    """`prompt` as a conversation of one user turn (`encode_chat_prompt`)."""
+    return encode_chat_prompt(tok, [{"role": "user", "content": prompt}])
+
+
+def encode_reply(tok: Any, content: str) -> list[int]:
+    """An assistant turn's content after `encode_chat_prompt`: no special tokens and no
+    leading space (the template's generation prompt ends the line before it)."""
+    return list(tok(content, add_special_tokens=False)["input_ids"])
+
+
 def encode_chat(tok: Any, turns: list[dict]) -> tuple[list[int], list[int]] | None:
     """(prompt ids, target ids) of a conversation through `tok`'s chat template, as the module
     docstring says; None when `tok` has no chat template."""
-    if not getattr(tok, "chat_template", None):
+    if not has_chat_template(tok):
         return None
-    prompt = tok.apply_chat_template(turns[:-1], add_generation_prompt=True, tokenize=True,
-                                     return_dict=False)
-    return list(prompt), list(tok(turns[-1]["content"], add_special_tokens=False)["input_ids"])
+    return encode_chat_prompt(tok, turns[:-1]), encode_reply(tok, turns[-1]["content"])
 
 
 def silence_progress_bars() -> None:

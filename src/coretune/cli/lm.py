@@ -66,6 +66,7 @@ def evaluate(
     max_templates: int | None = option(EvaluateConfig, "max_templates"),
     length_norm: bool = option(EvaluateConfig, "length_norm", "--length-norm"),
     batch_size: int = option(EvaluateConfig, "batch_size"),
+    chat_template: bool = option(EvaluateConfig, "chat_template", "--chat-template"),
     seed: int = typer.Option(EVAL_SEED, help="Seed for the example sample."),
     output: Path | None = typer.Option(None, "-o", "--output",
                                        help="Folder for predictions.parquet + metrics.json."),
@@ -83,9 +84,7 @@ def evaluate(
 
     added = [parse_eval_file(s) for s in eval_file]
     if output is not None:
-        inputs = Inputs()
-        for ds in added:
-            inputs.file(ds.path).file(ds.templates)
+        inputs = Inputs().eval_sets(added)
         check_output_folder(output, inputs)
         check_outputs([output / "metrics.json", output / "predictions.parquet"], inputs,
                       overwrite=overwrite)
@@ -94,10 +93,11 @@ def evaluate(
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]
     m = run_eval(model, chosen, max_examples=max_examples, max_templates=max_templates,
                  length_norm=length_norm, batch_size=batch_size, seed=seed, output_dir=output,
-                 quiet=quiet, extra=added)
+                 quiet=quiet, extra=added, chat_template=chat_template)
     typer.echo(f"caps: max_examples={max_examples or 'all'} per set (seed {seed}), "
                f"max_templates={max_templates or 'all'}; scoring "
-               f"{'mean' if length_norm else 'sum'} of option token log-probs", err=True)
+               f"{'mean' if length_norm else 'sum'} of option token log-probs"
+               f"{' through the chat template' if chat_template else ''}", err=True)
     for name, t in m["tasks"].items():
         typer.echo(f"{name}: {t['n_examples']}/{t['n_examples_total']} examples x "
                    f"{len(t['templates'])}/{t['n_templates_total']} templates; "

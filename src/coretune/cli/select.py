@@ -14,6 +14,7 @@ from coretune.config import (
     BackendConfig,
     ClusterConfig,
     EmbedConfig,
+    EvaluateConfig,
     PoolConfig,
     RunConfig,
     SelectConfig,
@@ -25,6 +26,10 @@ from coretune.models import silence_progress_bars
 from coretune.select import method_names
 
 _OPTION_NAMES = {"select.budget": "budget", "target.spec": "target"}
+EVAL_FILE = ("Your own evaluation set, as coretune evaluate's --eval-file takes it: "
+             "NAME:DATA:TEMPLATES:LABELS (a .jsonl file, a .yaml file, the label names). Its "
+             "examples are looked for in the pool beside the shipped sets': counted and, with "
+             "--decontaminate, dropped. Repeatable.")
 
 
 def _methods() -> str:
@@ -64,6 +69,7 @@ def select(
     votes: int = option(TargetConfig, "votes"),
     dedup: float = option(RunConfig, "dedup"),
     decontaminate: bool = option(SelectConfig, "decontaminate", "--decontaminate"),
+    eval_file: list[str] = option(EvaluateConfig, "eval_files", "--eval-file", help=EVAL_FILE),
     probes: int = option(TargetConfig, "probes"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output files "
@@ -81,7 +87,8 @@ def select(
     from coretune.run import stages
     from coretune.select.output import write_subset
 
-    _check_arguments(pool, output, fmt, method, backend, target, overwrite)  # before the slow part
+    # before the slow part
+    _check_arguments(pool, output, fmt, method, backend, target, overwrite, eval_file)
     if k < 1:
         raise CoretuneError(f"--k {k} must be at least 1", field="k")
     try:
@@ -92,6 +99,7 @@ def select(
             target={"spec": target, "rule": rule, "threshold": threshold, "top": top,
                     "probes": probes, "share": share, "by_task": by_task, "votes": votes},
             select={"method": method, "budget": budget, "decontaminate": decontaminate},
+            evaluate=_evaluate_section(eval_file),
             backend={"name": backend, "address": address}, dedup=dedup)
     except CoretuneError as e:  # named as the checks after loading the pool name them
         if e.field in _OPTION_NAMES:
@@ -142,11 +150,20 @@ def _embed(cfg, data, embedder):
     return data, x, n_cached, n_encoded
 
 
+def _evaluate_section(eval_file: list[str]) -> dict:
+    """The shipped sets and the user's own (`--eval-file`): each one's contamination is
+    counted, and dropped with `--decontaminate`."""
+    names = [spec.split(":")[0] for spec in eval_file]
+    shipped = EvaluateConfig.model_fields["tasks"].default
+    return {"eval_files": list(eval_file), "tasks": list(dict.fromkeys([*shipped, *names]))}
+
+
 def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: str,
-                     target: str, overwrite: bool) -> None:
+                     target: str, overwrite: bool, eval_file: list[str]) -> None:
     """What a user can get wrong on the command line, checked before anything is loaded."""
     from coretune.backends import check_backend_name
     from coretune.data.export import check_format
+    from coretune.evaluate import parse_eval_file
     from coretune.run.outputs import Inputs, check_outputs
     from coretune.select import get_method
     from coretune.select.output import output_paths
@@ -156,7 +173,7 @@ def _check_arguments(pool: str, output: Path, fmt: str, method: str, backend: st
     get_method(method)
     check_format(fmt)
     check_backend_name(backend)
-    inputs = Inputs().pool(pool)
+    inputs = Inputs().pool(pool).eval_sets(parse_eval_file(spec) for spec in eval_file)
     kind, _, probe = target.strip().partition(":")
     if kind == "probe":
         inputs.file(probe)

@@ -3,7 +3,9 @@
 Each (example, template) gives a prompt and its answer options; an option's score is the sum
 of its tokens' log-probabilities given the prompt (optionally divided by its token count,
 `length_norm`), and the prediction is the best-scoring option. Prompt and option are joined
-as in training (see `coretune.models`: prompt ids + ids of `" " + option`).
+as in training (see `coretune.models`: prompt ids + ids of `" " + option`); with
+`chat_template`, as training joins a chat row: the prompt as one user turn through the
+model's chat template with the generation prompt, the option as the assistant's reply.
 
 Scoring runs each prompt ONCE: prompts are batched (sorted by length, longest first), their
 key/value cache is kept, and the options are then run against that cache, one option slot
@@ -25,7 +27,8 @@ interval resamples each task's examples independently and averages the task mean
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +40,34 @@ from coretune.evaluate.metrics import gold_logloss, task_metrics
 from coretune.evaluate.scoring import Request, score_requests
 from coretune.evaluate.tasks import Item, build_items, resolve_tasks
 from coretune.io import atomic_path, write_json
-from coretune.models import encode_prompt, encode_target, load_model
+from coretune.models import (
+    encode_prompt,
+    encode_reply,
+    encode_target,
+    encode_user_prompt,
+    has_chat_template,
+    load_model,
+)
 from coretune.stats import BOOTSTRAP_REPS, LOGLOSS, average_interval
 
 TASKS = tuple(EVAL_HEADERS)  # the shipped sets, the default
+PLAIN_JOIN = "prompt ids + ids of ' ' + option (no special tokens)"
+CHAT_JOIN = ("chat template: the prompt as one user turn with the generation prompt, then the "
+             "option's ids as the assistant's reply (no special tokens)")
+
+Encode = Callable[[str], list[int]]
+
+
+def encoders(tok: Any, chat_template: bool, model_name: str) -> tuple[Encode, Encode]:
+    """(prompt -> ids, option -> ids): the plain join, or the chat join (`chat_template`; a
+    CoretuneError when the model has no chat template)."""
+    if not chat_template:
+        return partial(encode_prompt, tok), partial(encode_target, tok)
+    if not has_chat_template(tok):
+        raise CoretuneError(f"model '{model_name}' has no chat template (its tokenizer has "
+                            "none); evaluate it with the plain join, chat_template off",
+                            field="chat_template")
+    return partial(encode_user_prompt, tok), partial(encode_reply, tok)
 
 
 def example_cap(task: str, max_examples: int | None,
@@ -64,6 +91,7 @@ def evaluate(
     padding_side: str = "left",
     quiet: bool = False,
     extra: Sequence[Dataset] = (),
+    chat_template: bool = False,
 ) -> dict:
     """Evaluate `model` (a spec for `load_model`, or a (model, tokenizer) pair) on `tasks`
     (names of registered sets or of `extra`'s, or Datasets); `seed` draws the examples.
@@ -71,6 +99,8 @@ def evaluate(
     Returns the metrics dict (also written to `output_dir/metrics.json`, with
     `predictions.parquet`, when `output_dir` is given). Accuracies are percentages. A set named
     in `max_examples_by_task` is capped at the smaller of its own cap and `max_examples`.
+    `chat_template`: join prompt and option through the model's chat template (module
+    docstring).
     """
     by_task = dict(max_examples_by_task or {})
     for name, v in (("max_examples", max_examples), ("max_templates", max_templates),
@@ -83,6 +113,7 @@ def evaluate(
     else:
         model_name = str(model)
         lm, tok = load_model(model)
+    encode_p, encode_o = encoders(tok, chat_template, model_name)
     items: list[Item] = []
     used: dict[str, dict] = {}
     for ds in datasets:
@@ -94,9 +125,8 @@ def evaluate(
     option_cache: dict[str, list[int]] = {}
     requests = []
     for it in items:
-        p = prompt_ids.get(it.prompt) or prompt_ids.setdefault(it.prompt,
-                                                                encode_prompt(tok, it.prompt))
-        opts = [option_cache.get(c) or option_cache.setdefault(c, encode_target(tok, c))
+        p = prompt_ids.get(it.prompt) or prompt_ids.setdefault(it.prompt, encode_p(it.prompt))
+        opts = [option_cache.get(c) or option_cache.setdefault(c, encode_o(c))
                 for c in it.choices]
         requests.append(Request(p, opts))
     scores = score_requests(lm, requests, pad_id=tok.pad_token_id, batch_size=batch_size,
@@ -111,7 +141,7 @@ def evaluate(
         "model": model_name, "length_norm": length_norm, "seed": seed,
         "max_examples": max_examples, "max_examples_by_task": by_task,
         "max_templates": max_templates,
-        "join": "prompt ids + ids of ' ' + option (no special tokens)",
+        "join": CHAT_JOIN if chat_template else PLAIN_JOIN,
         "interval": "95% percentile bootstrap over examples (templates averaged per example), "
                     f"{BOOTSTRAP_REPS} replicates, as in the table (coretune.stats)",
         "tasks": {},

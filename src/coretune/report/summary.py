@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from coretune.config import UNTUNED
+from coretune.config import UNTUNED_METHOD
 from coretune.embed import load_embeddings
 from coretune.errors import CoretuneError
 from coretune.evaluate import per_example_accuracy, per_example_logloss
@@ -107,13 +107,14 @@ def _facts(run: RunLayout, cfg: dict, seeds: list[int]) -> dict:
         "name": cfg["name"], "reproduces": cfg.get("reproduces", ""), "run": str(run.root),
         "seeds": seeds,
         "method": cfg["select"]["method"], "budget": cfg["select"]["budget"],
-        "untuned": cfg["select"]["method"] == UNTUNED,
+        "untuned": cfg["select"]["method"] == UNTUNED_METHOD,  # how config.json records it
         "model": cfg["train"]["model"],
         "pool_rows": _read(pool_m).get("rows") if pool_m.is_file() else None,
         "selected": sel_m.get("selected") if sel_m is not None else 0,
         "share_of_pool": sel_m.get("share_of_pool") if sel_m is not None else 0.0,
         "eval_caps": {k: cfg["evaluate"].get(k) for k in ("max_examples", "max_templates",
-                                                          "max_examples_by_task")},
+                                                          "max_examples_by_task",
+                                                          "chat_template")},
         "eval_items": sum(t["n_items"] for t in metrics["tasks"].values()),
         "seconds": {k: round(v, 1) for k, v in sorted(stage_seconds.items())},
         "peak_rss_gb": {k: round(v / 1024, 2) for k, v in sorted(stage_peak.items())},
@@ -170,7 +171,7 @@ def _radius_figure(runs: list[Path]):
 
 
 def _reference(per_row: dict, by_name: dict, reference: str | None) -> str | None:
-    """`reference`, else the untuned model (a run with method `none`), else None."""
+    """`reference`, else the untuned model (`untuned: true`), else None."""
     if reference is not None and reference not in per_row:
         raise CoretuneError(f"no finished run named '{reference}' (runs: "
                             f"{', '.join(sorted(per_row))})", field="reference")
@@ -342,8 +343,9 @@ def _quality(run: RunLayout) -> dict | None:
 def _evaluation_text(caps: dict, items: int) -> str:
     n, t = caps.get("max_examples"), caps.get("max_templates")
     own = "".join(f", {task} ≤{k}" for task, k in (caps.get("max_examples_by_task") or {}).items())
+    chat = ", through the chat template" if caps.get("chat_template") else ""
     return (f"{f'≤{n}' if n else 'all'} examples{own} × {f'≤{t}' if t else 'all'} templates per "
-            f"set ({items:,} items)")
+            f"set ({items:,} items{chat})")
 
 
 def _fact_row(f: dict) -> dict:

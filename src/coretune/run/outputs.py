@@ -40,6 +40,12 @@ class Inputs:
             self.files.append((Path(path), what))
         return self
 
+    def eval_sets(self, datasets: Iterable) -> Inputs:
+        """The data and template files of evaluation sets (coretune.data.sources.Dataset)."""
+        for ds in datasets:
+            self.file(ds.path).file(ds.templates)
+        return self
+
     def pool(self, source: str | Path | None) -> Inputs:
         """A pool source as `coretune.data.shards.list_shards` reads it (its errors, e.g. a
         glob that matches nothing, are the same the command would give reading it)."""

@@ -102,6 +102,7 @@ def run(cfg: RunConfig, run_dir: Path, seeds: list[int] | None = None, quiet: bo
     Before the slow stages, the pool is checked against the settings (k, budget, target)."""
     layout = RunLayout(run_dir)
     check_output_folder(run_dir, config_inputs(cfg))  # stages may remove their own folders
+    stages.check_evaluate_inputs(cfg.evaluate, cfg.train.model)
     made = first_missing(run_dir)  # the folder this run creates, if any
     try:
         return _run(cfg, run_dir, layout, seeds, quiet, log, report)

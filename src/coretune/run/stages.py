@@ -31,7 +31,7 @@ from coretune.data.pool import Pool, load_pool, prompt_batches
 from coretune.data.sources import build_pool, parse_template_mode, sample_rows
 from coretune.embed import RESPONSE, Embedder, load_embeddings, with_response
 from coretune.errors import CoretuneError
-from coretune.evaluate import evaluate
+from coretune.evaluate import encoders, evaluate
 from coretune.io import atomic_path, read_json, write_json
 from coretune.paths import cache_dir as coretune_cache
 from coretune.run.layout import RunLayout
@@ -336,5 +336,14 @@ def evaluate_stage(ev: EvaluateConfig, model: str | Path, out: Path, quiet: bool
                        max_examples_by_task=ev.max_examples_by_task,
                        max_templates=ev.max_templates, length_norm=ev.length_norm,
                        batch_size=ev.batch_size, seed=EVAL_SEED, output_dir=out, quiet=quiet,
-                       extra=ev.datasets())
+                       extra=ev.datasets(), chat_template=ev.chat_template)
     return {"avg": metrics["avg"]["mean"]}
+
+
+def check_evaluate_inputs(ev: EvaluateConfig, model: str) -> None:
+    """Before the first stage: a chat-template evaluation needs a `model` (the base; a
+    fine-tune keeps its tokenizer) with a chat template."""
+    if ev.chat_template:
+        from coretune.models import load_tokenizer
+
+        encoders(load_tokenizer(model), True, model)

@@ -30,6 +30,7 @@ from coretune.backends import close_all
 from coretune.config import RunConfig, SweepConfig, check_pool_scope
 from coretune.errors import CoretuneError
 from coretune.io import read_json, write_json
+from coretune.run import stages
 from coretune.run.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
 from coretune.run.lock import run_lock
 from coretune.run.manifest import MANIFEST
@@ -139,10 +140,15 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print,
     """Shared stages, then the budget checks, the untuned evaluation and every point; then
     `report` (`coretune.report.sweep.write_sweep_report`: sweep.json/.md/.csv) while the
     sweep's folder is still locked. Returns what `report` returns."""
+    if cfg.untuned:
+        raise CoretuneError("a sweep trains every point and evaluates the untuned model "
+                            "itself (<sweep>/untuned/); remove untuned: true (or "
+                            "select.method: none, its old spelling)", field="untuned")
     spec = spec_of(cfg)
     check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)
     check_output_folder(out, config_inputs(cfg))  # stages may remove their own folders
+    stages.check_evaluate_inputs(cfg.evaluate, cfg.train.model)
     made = first_missing(out)
     try:
         return _sweep(cfg, spec, layout, quiet, log, report)
