@@ -44,6 +44,11 @@ DESIGNS = {
     "lora-lr2e-4-100rows-40steps": (100, {"lr": 2e-4, "max_steps": 40, "lora": True}),
     "lr1e-5-400rows-100steps": (400, {"lr": 1e-5, "max_steps": 100}),
     "lr3e-5-400rows-100steps": (400, {"lr": 3e-5, "max_steps": 100}),
+    # bf16 autocast (1.43x per step on this CPU): the first repeats a float32 design above
+    "lr1e-5-100rows-40steps-bf16": (100, {"lr": 1e-5, "max_steps": 40, "precision": "bf16"}),
+    "lr3e-5-400rows-50steps-bf16": (400, {"lr": 3e-5, "max_steps": 50, "precision": "bf16"}),
+    "lr1e-4-400rows-50steps-bf16": (400, {"lr": 1e-4, "max_steps": 50, "precision": "bf16"}),
+    "lr3e-5-400rows-100steps-bf16": (400, {"lr": 3e-5, "max_steps": 100, "precision": "bf16"}),
 }
 BASE = {"batch_size": 8, "micro_batch_size": 2, "max_length": 256, "warmup_ratio": 0.06}
 
