@@ -163,6 +163,34 @@ def test_full_finetune_lowers_loss_and_saves_a_loadable_model(tmp_path):
     assert (out / "model.safetensors").stat().st_mtime_ns == mtime
 
 
+def test_precision_auto_is_bf16_on_a_gpu_or_a_cpu_with_native_bf16():
+    import torch
+
+    from coretune.train.loop import cpu_has_bf16, uses_bf16
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [uses_bf16(p, cpu) for p in ("float32", "bf16")] == [False, True]
+    assert [uses_bf16(p, gpu) for p in ("float32", "bf16", "auto")] == [False, True, True]
+    assert uses_bf16("auto", cpu) is cpu_has_bf16()
+
+
+def test_bf16_steps_follow_float32_steps(tmp_path):
+    """Two steps under bf16 autocast: the precision is recorded, the first step's loss (same
+    weights) is the float32 run's to within bf16 rounding, and the step lowers it as much
+    (weights, gradients and AdamW stay float32)."""
+    losses = {}
+    for precision in ("float32", "bf16"):
+        cfg = TrainConfig(max_steps=2, batch_size=4, lr=1e-4, max_length=64, save_every=100,
+                          precision=precision)
+        out = train(_rows(), "default", cfg, tmp_path / precision, quiet=True)
+        assert json.loads((out / "train_state.json").read_text())["precision"] == precision
+        losses[precision] = [json.loads(x)["loss"]
+                             for x in (out / "train_log.jsonl").read_text().splitlines()]
+    (a0, a1), (b0, b1) = losses["float32"], losses["bf16"]
+    assert b0 == pytest.approx(a0, rel=0.01) and b0 != a0  # it did run in bf16
+    assert b1 < b0 / 2 and b1 == pytest.approx(a1, rel=0.25)
+
+
 class _Stop(Exception):
     pass
 
@@ -271,7 +299,8 @@ def test_cli_micro_batches_and_checkpointing_keep_the_loss(cli, tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"uid": str(i), "task": "t", **r}) + "\n"
                             for i, r in enumerate(_rows())))
-    common = ["--max-steps", "2", "--batch-size", "4", "--max-length", "64", "--quiet"]
+    common = ["--max-steps", "2", "--batch-size", "4", "--max-length", "64", "--quiet",
+              "--precision", "float32"]  # exact arithmetic: only the grouping differs
     cli("train", "--data", data, "-o", tmp_path / "a", *common, check=True)
     cli("train", "--data", data, "-o", tmp_path / "b", *common, "--micro-batch-size", "1",
         "--gradient-checkpointing", check=True)

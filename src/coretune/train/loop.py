@@ -153,7 +153,18 @@ def setup(cfg: TrainConfig, out: Path, rows: list[tuple], key: str,
 
 def uses_bf16(precision: str, device) -> bool:
     """Whether `precision` means bfloat16 autocast on `device` (see TrainConfig.precision)."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16
+    autocast is emulated and slower than float32. torch's probes are private: absent means no."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def train_step(s: Session) -> tuple[float, int]:
