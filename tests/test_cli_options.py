@@ -36,8 +36,8 @@ SETTINGS = {
                "address": (BackendConfig, "address")},
     "train": {name: (TrainConfig, name) for name in (
         "model", "lora", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
-        "micro_batch_size", "gradient_checkpointing", "max_length", "precision", "warmup_ratio",
-        "save_every", "seed")},
+        "micro_batch_size", "gradient_checkpointing", "pass_tokens", "packing", "max_length",
+        "precision", "warmup_ratio", "save_every", "seed")},
     "evaluate": {"model": (TrainConfig, "model"), "eval_file": (EvaluateConfig, "eval_files"),
                  "max_examples": (EvaluateConfig, "max_examples"),
                  "max_templates": (EvaluateConfig, "max_templates"),

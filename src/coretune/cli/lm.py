@@ -24,6 +24,8 @@ def train(
     micro_batch_size: int | None = option(TrainConfig, "micro_batch_size"),
     gradient_checkpointing: bool = option(TrainConfig, "gradient_checkpointing",
                                           "--gradient-checkpointing"),
+    pass_tokens: int | None = option(TrainConfig, "pass_tokens"),
+    packing: bool = option(TrainConfig, "packing", "--packing"),
     max_length: int = option(TrainConfig, "max_length"),
     precision: str = option(TrainConfig, "precision"),
     warmup_ratio: float = option(TrainConfig, "warmup_ratio"),
@@ -43,8 +45,8 @@ def train(
     try:
         cfg = TrainConfig(model=model, lora=lora, lr=lr, epochs=epochs, max_steps=max_steps,
                           batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-                          micro_batch_size=micro_batch_size,
-                          gradient_checkpointing=gradient_checkpointing,
+                          micro_batch_size=micro_batch_size, pass_tokens=pass_tokens,
+                          packing=packing, gradient_checkpointing=gradient_checkpointing,
                           warmup_ratio=warmup_ratio, save_every=save_every, seed=seed,
                           precision=precision)
     except ValidationError as e:
