@@ -43,7 +43,8 @@ SETTINGS = {
                  "max_templates": (EvaluateConfig, "max_templates"),
                  "length_norm": (EvaluateConfig, "length_norm"),
                  "batch_size": (EvaluateConfig, "batch_size"),
-                 "chat_template": (EvaluateConfig, "chat_template")},
+                 "chat_template": (EvaluateConfig, "chat_template"),
+                 "batch_tokens": (EvaluateConfig, "batch_tokens")},
 }
 # Options whose help rewords their field's description (the command reads it its own way).
 REWORDED = {"select": {"method", "backend", "eval_file"}, "train": set(), "evaluate": {"model"}}

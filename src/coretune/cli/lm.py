@@ -68,6 +68,7 @@ def evaluate(
     max_templates: int | None = option(EvaluateConfig, "max_templates"),
     length_norm: bool = option(EvaluateConfig, "length_norm", "--length-norm"),
     batch_size: int = option(EvaluateConfig, "batch_size"),
+    batch_tokens: int | None = option(EvaluateConfig, "batch_tokens"),
     chat_template: bool = option(EvaluateConfig, "chat_template", "--chat-template"),
     seed: int = typer.Option(EVAL_SEED, help="Seed for the example sample."),
     output: Path | None = typer.Option(None, "-o", "--output",
@@ -94,8 +95,9 @@ def evaluate(
         tasks = ",".join(ds.name for ds in added) or ",".join(TASKS)
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]
     m = run_eval(model, chosen, max_examples=max_examples, max_templates=max_templates,
-                 length_norm=length_norm, batch_size=batch_size, seed=seed, output_dir=output,
-                 quiet=quiet, extra=added, chat_template=chat_template)
+                 length_norm=length_norm, batch_size=batch_size, batch_tokens=batch_tokens,
+                 seed=seed, output_dir=output, quiet=quiet, extra=added,
+                 chat_template=chat_template)
     typer.echo(f"caps: max_examples={max_examples or 'all'} per set (seed {seed}), "
                f"max_templates={max_templates or 'all'}; scoring "
                f"{'mean' if length_norm else 'sum'} of option token log-probs"

@@ -335,8 +335,9 @@ def evaluate_stage(ev: EvaluateConfig, model: str | Path, out: Path, quiet: bool
     metrics = evaluate(str(model), ev.tasks, max_examples=ev.max_examples,
                        max_examples_by_task=ev.max_examples_by_task,
                        max_templates=ev.max_templates, length_norm=ev.length_norm,
-                       batch_size=ev.batch_size, seed=EVAL_SEED, output_dir=out, quiet=quiet,
-                       extra=ev.datasets(), chat_template=ev.chat_template)
+                       batch_size=ev.batch_size, batch_tokens=ev.batch_tokens,
+                       seed=EVAL_SEED, output_dir=out, quiet=quiet, extra=ev.datasets(),
+                       chat_template=ev.chat_template)
     return {"avg": metrics["avg"]["mean"]}
 
 
