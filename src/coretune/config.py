@@ -77,6 +77,16 @@ class EmbedConfig(_Section):
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, description="Tokens per prompt for the "
                             "encoder.")
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Encoder batch size.")
+    batch_tokens: int | None = Field(
+        None, ge=1, description="Encoder batches by tokens instead of batch_size prompts: "
+        "prompts, longest first, fill each batch up to this many tokens, padding included "
+        "(a longer prompt runs alone), each chunk tokenised in one call. The same rows up to "
+        "float rounding (bit for bit with minilm-int8, which runs each prompt alone). Local "
+        "backend only. None: batch_size prompts a batch.")
+
+    def key(self) -> dict:
+        """The embed stage's key; without a token budget, the key runs made before it had."""
+        return self.model_dump(exclude=set() if self.batch_tokens else {"batch_tokens"})
 
     @field_validator("encoder")
     @classmethod
