@@ -244,6 +244,21 @@ def test_packing_refuses_a_model_that_lets_rows_mix(session, tmp_path, monkeypat
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
 
 
+def test_the_packing_probe_tells_architectures_apart():
+    """Llama's decoder hands the position ids to transformers' mask builder, OPT's (5.25)
+    does not: its packed rows see each other, and the probe says so (random tiny models)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+
+    from coretune.train.loss import keeps_packed_rows_apart
+
+    torch.manual_seed(0)
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "vocab_size": 100}
+    assert keeps_packed_rows_apart(LlamaForCausalLM(LlamaConfig(**sizes, intermediate_size=64)))
+    assert not keeps_packed_rows_apart(OPTForCausalLM(OPTConfig(**sizes, ffn_dim=64)))
+
+
 def test_new_fields_stay_out_of_the_settings_at_their_defaults():
     """Left at their defaults, the train key is the one runs had before they existed."""
     plain = TrainConfig().settings()
