@@ -149,11 +149,12 @@ def setup(cfg: TrainConfig, out: Path, rows: list[tuple], key: str,
     if not cfg.full_steps:
         steps_per_epoch = math.ceil(steps_per_epoch)
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    fused = dev.type == "cuda"
-    optimizer = adamw(lm, cfg, fused)
+    optimizer = adamw(lm, cfg, fused=dev.type == "cuda")
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
 
     step, log = load_checkpoint(work_dir(out), lm, optimizer, scheduler, key)
+    # a resumed run keeps its checkpoint's setting: torch restores a group's `fused` flag
+    fused = bool(optimizer.param_groups[0].get("fused"))
     use_target = not full_logits and supports_target_logits(lm)
     return Session(cfg, out, key, len(rows), examples, lm, tok, dev, optimizer, scheduler,
                    total, step, log, target_loss if use_target else full_logit_loss,
