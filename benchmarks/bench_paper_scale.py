@@ -23,6 +23,7 @@ manifest gives its seconds, `peak_rss_mb` and, on a GPU, `gpu_peak_mb`), with th
   saved with a tokenizer (`--tokenizer`, default: the default model's, SmolLM2, 49,152 ids)
   into a local folder that `train.model` names: the real weights are unreachable here, and a
   random model costs the same per token. Accuracies of such a model mean nothing.
+  `--layout llama`: the same sizes in Llama's layout (`model_config`), for `--packing`.
 - Training: 3 epochs over the 0.5% k-center coreset (~15k rows of 3M), batch 16, 512 tokens
   (the paper configs); checkpoints every 1000 steps, not 50 (a 1.3B model's checkpoint with
   AdamW state is ~16 GB). coretune's train loop has no dtype option: on CUDA it keeps
@@ -48,6 +49,20 @@ not counted) / seconds of the optimizer steps (train_log.jsonl) and / stage seco
 sampled every second in a thread, summarised per stage; without a GPU the JSON says
 `"gpu": "no GPU: <why>"`. A stage finished by an earlier invocation (the run resumes stage by
 stage, like `coretune run`) keeps its manifest numbers and has no utilisation samples.
+
+Share of the GPU's peak (`share_of_peak` in the JSON), next to the mean GPU utilisation of
+each stage: training 6 x parameters x tokens/s (the steps' real tokens), evaluation and
+embedding 2 x parameters x tokens/s (the model's, the encoder's), over the GPU's peak dense
+bf16 FLOP/s from `PEAK_BF16` by device name (the JSON names the entry, or says the peak is
+unknown). No attention term, so long sequences are under-counted a little. `baseline` holds
+the earlier H100 run's numbers in the same terms (BASELINE_H100).
+
+The new batching can be switched on from here: `--pass-tokens N` and `--packing` (training
+passes by tokens, packed rows), `--embed-batch-tokens N` and `--eval-batch-tokens N`
+(encoder and scoring batches by tokens); they set train.pass_tokens, train.packing,
+embed.batch_tokens and evaluate.batch_tokens, which are in those stages' keys. Packing needs
+`--layout llama`: OPT's decoder (transformers 5.25) builds its attention mask without the
+position ids that tell packed rows apart, and coretune refuses to pack for it.
 
 On a GPU machine (the device image has torch, transformers, sentence-transformers and
 nvidia-ml-py, but not faiss-cpu, pydantic or the packages with the default models):
@@ -103,6 +118,20 @@ GALACTICA_OPT = {"hidden_size": GALACTICA_1_3B["hidden_size"],
                  "num_attention_heads": 32, "max_position_embeddings": 2048}
 TINY_OPT = {"hidden_size": 64, "num_hidden_layers": 2, "ffn_dim": 256, "vocab_size": 50000,
             "num_attention_heads": 4, "max_position_embeddings": 512}
+# Peak dense bf16 FLOP/s (vendor datasheets, no sparsity): the MFU denominator.
+PEAK_BF16 = {"H100 SXM": 989e12, "H200": 989e12, "A100": 312e12}
+MINILM_PARAMETERS = 22_713_216  # all-MiniLM-L6-v2 (embeddings included)
+# The earlier H100 run (docs/performance.md; 40,000 rows, batch sizes by count, no packing):
+# its rates and mean GPU utilisation, to compare a new run against.
+BASELINE_H100 = {
+    "device": "cuda: NVIDIA H100 80GB HBM3", "rows": 40_000,
+    "embed": {"tokens_per_s": 183_283.0, "rows_per_s": 1591.3, "gpu_util_mean_pct": 16.5,
+              "parameters": MINILM_PARAMETERS},
+    "train": {"tokens_per_s": 4461.2, "gpu_util_mean_pct": 17.0, "parameters": 1_315_201_024},
+    "evaluate": {"tokens_per_s": 50_591.4, "gpu_util_mean_pct": 40.8,
+                 "parameters": 1_315_201_024},
+}
+FLOPS_PER_PARAMETER = {"embed": 2, "train": 6, "evaluate": 2}  # per token: forward 2, +backward 4
 SMALL_OPT = {"hidden_size": 256, "num_hidden_layers": 4, "ffn_dim": 1024, "vocab_size": 50000,
              "num_attention_heads": 4, "max_position_embeddings": 512}
 
@@ -171,34 +200,52 @@ def synthesise_pool(folder: Path, rows: int, bigbench: str, seed: int = 0) -> di
     return info
 
 
-def build_model(folder: Path, arch: dict, tokenizer: str) -> dict:
-    """An OPT model with random weights (seed 0) and `tokenizer`, saved as a local folder
-    that `coretune.models.load_model` reads like any other; skipped when already there."""
+def model_config(arch: dict, layout: str, tok):
+    """`arch` (OPT's sizes) as an OPT config, or (`llama`) a Llama one of the same width,
+    depth, heads and vocabulary whose 3-matrix MLP is 2/3 as wide, so that it has about the
+    same parameters; its decoder reads packed position ids, which OPT's does not (OPT builds
+    its attention mask without them, so coretune refuses train.packing there)."""
+    from transformers import LlamaConfig, OPTConfig
+
+    ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+           "eos_token_id": tok.eos_token_id}
+    if layout == "opt":
+        return OPTConfig(**arch, word_embed_proj_dim=arch["hidden_size"], dropout=0.1,
+                         attention_dropout=0.1, activation_function="gelu", **ids)
+    return LlamaConfig(**{k: arch[k] for k in ("hidden_size", "num_hidden_layers",
+                                                "num_attention_heads", "vocab_size",
+                                                "max_position_embeddings")},
+                       intermediate_size=round(2 * arch["ffn_dim"] / 3),
+                       tie_word_embeddings=True, **ids)
+
+
+def build_model(folder: Path, arch: dict, tokenizer: str, layout: str = "opt") -> dict:
+    """A model of `layout` (`model_config`) with random weights (seed 0) and `tokenizer`,
+    saved as a local folder that `coretune.models.load_model` reads like any other; skipped
+    when already there."""
     import torch
-    from transformers import OPTConfig, OPTForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from coretune.io import read_json, write_json
     from coretune.models import load_tokenizer
 
     marker = folder / "bench_model.json"
-    if marker.is_file() and [read_json(marker).get(k) for k in ("arch", "tokenizer")] == [
-            arch, str(tokenizer)]:
+    if marker.is_file() and [read_json(marker).get(k, "opt") for k in (
+            "arch", "tokenizer", "layout")] == [arch, str(tokenizer), layout]:
         return read_json(marker)
     tok = load_tokenizer(tokenizer)
     if len(tok) > arch["vocab_size"]:
         raise SystemExit(f"tokenizer has {len(tok)} ids, the model {arch['vocab_size']}")
-    config = OPTConfig(**arch, word_embed_proj_dim=arch["hidden_size"], dropout=0.1,
-                       attention_dropout=0.1, activation_function="gelu",
-                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                       eos_token_id=tok.eos_token_id)
+    config = model_config(arch, layout, tok)
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(dev):  # initialising 1.3B weights on the GPU is much faster
-        model = OPTForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
     shutil.rmtree(folder, ignore_errors=True)
     model.to("cpu").save_pretrained(folder)
     tok.save_pretrained(folder)
-    info = {"arch": arch, "parameters": sum(p.numel() for p in model.parameters()),
+    info = {"arch": arch, "layout": layout,
+            "parameters": sum(p.numel() for p in model.parameters()),
             "tokenizer": str(tokenizer), "tokenizer_ids": len(tok), "weights": "random, seed 0"}
     del model
     if dev == "cuda":  # the stages' GPU memory samples should not count this model
@@ -286,6 +333,13 @@ def make_config(scale: Scale, args, pool_dir: Path, model_dir: Path):
         over.append(f"embed.encoder={args.encoder}")
     if args.max_tokens:
         over.append(f"embed.max_tokens={args.max_tokens}")
+    for flag, key in (("pass_tokens", "train.pass_tokens"),
+                      ("embed_batch_tokens", "embed.batch_tokens"),
+                      ("eval_batch_tokens", "evaluate.batch_tokens")):
+        if getattr(args, flag, None):
+            over.append(f"{key}={getattr(args, flag)}")
+    if getattr(args, "packing", False):
+        over.append("train.packing=true")
     return load_config(CONFIG, over)
 
 
@@ -356,8 +410,10 @@ def embed_tokens(cfg, pool_file: Path, rows: int, seed: int = 0) -> dict:
     ids = tok(sample, truncation=True, max_length=cfg.embed.max_tokens)["input_ids"]
     per_row = sum(map(len, ids)) / k
     how = "every row" if k == rows else f"a seeded sample of {k} rows, scaled"
+    params = getattr(getattr(enc, "model", None), "parameters", None)  # none: not torch
     return {"tokens": round(per_row * rows), "tokens_per_row": round(per_row, 2),
-            "counted_on": how}
+            "counted_on": how,
+            "encoder_parameters": sum(p.numel() for p in params()) if params else None}
 
 
 def train_tokens(model_dir: Path) -> dict:
@@ -387,6 +443,63 @@ def eval_tokens(cfg, model_dir: Path) -> dict:
                   for it in items for c in it.choices)
     return {"items": len(items), "prompt_tokens": prompt, "option_tokens": options,
             "tokens": prompt + options}
+
+
+def peak_flops(device_name: str | None) -> dict:
+    """The peak dense bf16 FLOP/s of the GPU `device_name` (torch.cuda.get_device_name) from
+    PEAK_BF16, and which entry it is; `flops` None with the reason where it is not known."""
+    name = (device_name or "").upper()
+    if "H200" in name:
+        key = "H200"
+    elif "H100" in name and not any(k in name for k in ("PCIE", "NVL")):
+        key = "H100 SXM"
+    elif "A100" in name:
+        key = "A100"
+    else:
+        why = f"{device_name} is not in PEAK_BF16" if device_name else "no GPU"
+        return {"flops": None, "peak": f"unknown: {why}"}
+    return {"flops": PEAK_BF16[key],
+            "peak": f"{key}: {PEAK_BF16[key]:.4g} dense bf16 FLOP/s (datasheet)"}
+
+
+def share_of_peak(stage: str, tokens_per_s, parameters: int | None, peak: dict,
+                  util_pct: float | None = None) -> dict:
+    """One stage's model FLOP/s (FLOPS_PER_PARAMETER x parameters x tokens/s) and its share
+    of `peak` (MFU, %), beside the GPU's mean utilisation."""
+    k = FLOPS_PER_PARAMETER[stage]
+    out = {"formula": f"{k} * parameters * tokens/s / peak", "parameters": parameters,
+           "tokens_per_s": tokens_per_s, "gpu_util_mean_pct": util_pct}
+    if not isinstance(tokens_per_s, int | float) or not parameters:
+        return {**out, "model_flops_per_s": None,
+                "mfu_pct": "unknown: no rate or no parameter count"}
+    flops = k * parameters * tokens_per_s
+    out["model_flops_per_s"] = round(flops, 1)
+    out["mfu_pct"] = (round(100 * flops / peak["flops"], 2) if peak["flops"]
+                      else peak["peak"])
+    return out
+
+
+def shares(tokens: dict, stages: dict, parameters: dict, device_name: str | None) -> dict:
+    """`share_of_peak` of embedding, training and evaluation in this run, and of the
+    baseline H100 run in the same terms."""
+    peak = peak_flops(device_name)
+
+    def util(name):
+        gpu = stages.get(name, {}).get("gpu")
+        return gpu.get("util_mean_pct") if isinstance(gpu, dict) else None
+
+    base_peak = peak_flops(BASELINE_H100["device"].removeprefix("cuda: "))
+    return {"peak": peak["peak"],
+            "stages": {name: share_of_peak(name, tokens[name]["tokens_per_s"],
+                                           parameters[name], peak, util(name))
+                       for name in FLOPS_PER_PARAMETER},
+            "baseline": {"run": {k: BASELINE_H100[k] for k in ("device", "rows")},
+                         "peak": base_peak["peak"],
+                         "stages": {name: share_of_peak(
+                             name, BASELINE_H100[name]["tokens_per_s"],
+                             BASELINE_H100[name]["parameters"], base_peak,
+                             BASELINE_H100[name]["gpu_util_mean_pct"])
+                             for name in FLOPS_PER_PARAMETER}}}
 
 
 def rate(tokens: float, seconds: float) -> float | str:
@@ -432,9 +545,11 @@ def device_info() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "machine": platform.machine()}
     if torch.cuda.is_available():
-        info["device"] = f"cuda: {torch.cuda.get_device_name(0)}"
+        info["gpu_name"] = torch.cuda.get_device_name(0)
+        info["device"] = f"cuda: {info['gpu_name']}"
         info["bf16"] = torch.cuda.is_bf16_supported()
-        info["precision"] = {"train": "float32 weights, bfloat16 autocast (coretune.train)",
+        info["precision"] = {"train": "float32 weights, bfloat16 autocast, fused AdamW "
+                                      "(coretune.train)",
                              "evaluate": "bfloat16 weights (coretune.models)"}
     else:
         info["device"] = "cpu"
@@ -448,6 +563,17 @@ def parse_args(argv=None):
     ap.add_argument("--rows", type=int, help="pool rows (default: the scale's)")
     ap.add_argument("--encoder", help="embed.encoder (default: the config's, minilm)")
     ap.add_argument("--max-tokens", type=int, help="embed.max_tokens (default: the scale's)")
+    ap.add_argument("--layout", choices=["opt", "llama"], default="opt",
+                    help="the random model: opt (Galactica's layout, the paper's) or llama "
+                         "(same sizes, about the same parameters; --packing needs it)")
+    ap.add_argument("--pass-tokens", type=int,
+                    help="train.pass_tokens: training passes of at most N tokens")
+    ap.add_argument("--packing", action="store_true",
+                    help="train.packing: each pass's rows in one sequence, no padding")
+    ap.add_argument("--embed-batch-tokens", type=int,
+                    help="embed.batch_tokens: encoder batches of at most N tokens")
+    ap.add_argument("--eval-batch-tokens", type=int,
+                    help="evaluate.batch_tokens: scoring batches of at most N prompt tokens")
     ap.add_argument("--tokenizer", default="default",
                     help="the random model's tokenizer: a model spec or folder (default: the "
                          "default model's)")
@@ -478,10 +604,16 @@ def main(argv=None) -> dict:
     began = time.time()
     try:
         pool, synth = timed(lambda: synthesise_pool(work / "pool", rows, scale.bigbench))
-        model, built = timed(lambda: build_model(work / "model", scale.arch, tokenizer))
+        model, built = timed(lambda: build_model(work / "model", scale.arch, tokenizer,
+                                                 args.layout))
         cfg = make_config(scale, args, work / "pool", work / "model")
         stages, plan_s = run_stages(cfg, work / "run", sampler, gpu_how)
         tokens = throughput(cfg, work / "run", stages, rows)
+        host = device_info()
+        peak = shares(tokens, stages, {"embed": tokens["embed"]["encoder_parameters"],
+                                       "train": model["parameters"],
+                                       "evaluate": model["parameters"]},
+                      host.get("gpu_name"))
     finally:
         if sampler:
             sampler.halt.set()
@@ -489,9 +621,9 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "bench_paper_scale", "scale": args.scale,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": device_info(), "config": cfg.model_dump(), "pool": pool, "model": model,
+        "host": host, "config": cfg.model_dump(), "pool": pool, "model": model,
         "setup": {"synthesise_pool": synth, "build_model": built, "plan_seconds": plan_s},
-        "stages": stages, "tokens": tokens,
+        "stages": stages, "tokens": tokens, "share_of_peak": peak,
         "gpu": ({"method": gpu_how, "whole_run": sampler.between(began, time.time())}
                 if sampler else gpu_how),
         # every stage's manifest seconds (right after a resume too) and this process's own

@@ -28,7 +28,8 @@ SETTINGS = {
                "eval_file": (EvaluateConfig, "eval_files"),
                "k": (ClusterConfig, "k"), "cluster_seed": (ClusterConfig, "seed"),
                "encoder": (EmbedConfig, "encoder"), "max_tokens": (EmbedConfig, "max_tokens"),
-               "batch_size": (EmbedConfig, "batch_size"), "rule": (TargetConfig, "rule"),
+               "batch_size": (EmbedConfig, "batch_size"),
+               "batch_tokens": (EmbedConfig, "batch_tokens"), "rule": (TargetConfig, "rule"),
                "threshold": (TargetConfig, "threshold"), "top": (TargetConfig, "top"),
                "share": (TargetConfig, "share"), "by_task": (TargetConfig, "by_task"),
                "votes": (TargetConfig, "votes"), "dedup": (RunConfig, "dedup"),
@@ -36,14 +37,15 @@ SETTINGS = {
                "address": (BackendConfig, "address")},
     "train": {name: (TrainConfig, name) for name in (
         "model", "lora", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
-        "micro_batch_size", "gradient_checkpointing", "max_length", "precision", "warmup_ratio",
-        "save_every", "seed")},
+        "micro_batch_size", "gradient_checkpointing", "pass_tokens", "packing", "max_length",
+        "precision", "warmup_ratio", "save_every", "seed")},
     "evaluate": {"model": (TrainConfig, "model"), "eval_file": (EvaluateConfig, "eval_files"),
                  "max_examples": (EvaluateConfig, "max_examples"),
                  "max_templates": (EvaluateConfig, "max_templates"),
                  "length_norm": (EvaluateConfig, "length_norm"),
                  "batch_size": (EvaluateConfig, "batch_size"),
-                 "chat_template": (EvaluateConfig, "chat_template")},
+                 "chat_template": (EvaluateConfig, "chat_template"),
+                 "batch_tokens": (EvaluateConfig, "batch_tokens")},
 }
 # Options whose help rewords their field's description (the command reads it its own way).
 REWORDED = {"select": {"method", "backend", "eval_file"}, "train": set(), "evaluate": {"model"}}

@@ -82,6 +82,46 @@ def test_mean_pool_encoder_equals_minilm_and_ignores_padding(minilm, prompts):
     alone = hf.encode([short], 1)
     padded = hf.encode([short, prompts[0] * 3], 2)[0]  # batched with a much longer text
     np.testing.assert_allclose(alone[0], padded, atol=1e-5)
+    np.testing.assert_allclose(hf.encode(some, 8, batch_tokens=300), hf.encode(some, 8),
+                               atol=1e-6)
+
+
+def _spy_batches(monkeypatch, enc) -> list[tuple[int, int]]:
+    """(rows, padded width) of every batch `enc` runs from now on."""
+    shapes, real = [], enc.forward_features
+
+    def spy(features):
+        shapes.append(tuple(features["attention_mask"].shape))
+        return real(features)
+
+    monkeypatch.setattr(enc, "forward_features", spy)
+    return shapes
+
+
+def test_token_budget_batches_give_the_same_rows(minilm, prompts, monkeypatch):
+    """Batches of at most 500 tokens, padding included (many short prompts a batch, few long
+    ones): the rows of batches of 16 and of sentence-transformers' own encode, to float
+    rounding, in input order."""
+    some = prompts[:40]
+    by_count = minilm.encode(some, 16)
+    shapes = _spy_batches(monkeypatch, minilm)
+    by_tokens = minilm.encode(some, 16, batch_tokens=500)
+    assert sum(n for n, _ in shapes) == len(some) and len({n for n, _ in shapes}) > 2
+    assert all(n == 1 or n * width <= 500 for n, width in shapes)
+    widths = [w for _, w in shapes]
+    assert widths == sorted(widths, reverse=True)  # longest first
+    np.testing.assert_allclose(by_tokens, by_count, atol=1e-6)
+    ref = minilm.model.encode(some, batch_size=16, normalize_embeddings=True)
+    np.testing.assert_allclose(by_tokens, ref, atol=1e-5)
+    assert minilm.encode([], 16, batch_tokens=500).shape == (0, 384)
+
+
+def test_embedder_batches_by_tokens_where_the_encoder_can(minilm, prompts, tmp_path):
+    x = Embedder(minilm, cache_dir=tmp_path / "a", batch_tokens=400, quiet=True).embed(
+        prompts[:20])
+    np.testing.assert_allclose(x, minilm.encode(prompts[:20], 16), atol=1e-6)
+    with pytest.raises(CoretuneError, match="cannot batch by tokens"):
+        Embedder(Counting(minilm), cache_dir=tmp_path / "b", batch_tokens=400)
 
 
 def test_cache_hit_miss_and_growth(minilm, prompts, tmp_path):
@@ -179,8 +219,10 @@ def test_int8_encoder_is_close_to_minilm_made_once_and_cached_apart(minilm, prom
     cos = (x * ref).sum(1)
     assert cos.mean() > 0.98 and cos.min() > 0.95  # measured 0.991 / 0.97 on pool prompts
     assert cos.min() < 0.9999 and cache_key(enc) != cache_key(minilm)  # int8 rows, own cache
-    # each prompt runs alone: its row does not depend on the batch it came in
+    # each prompt runs alone: its row does not depend on the batch it came in, by count or
+    # by tokens
     np.testing.assert_array_equal(enc.encode(some[::-1], 8)[::-1], x)
+    np.testing.assert_array_equal(enc.encode(some, 16, batch_tokens=300), x)
     for workers in (1, 3):  # nor on how many threads run the prompts
         enc.workers = workers
         np.testing.assert_array_equal(enc.encode(some, 16), x)
@@ -251,3 +293,12 @@ def test_response_encoder_joins_prompt_and_response_as_training_does(prompts):
     np.testing.assert_allclose(got, expected / np.linalg.norm(expected), atol=1e-5)
     alone = enc.encode([with_response(prompts[1], ""), with_response(prompt, "yes")], 2)[0]
     np.testing.assert_allclose(alone, plain.encode([prompts[1]], 1)[0], atol=1e-5)
+
+
+def test_batch_tokens_is_in_the_embed_key_only_when_set():
+    """Unset, the embed stage's key is the one runs had before the option existed."""
+    from coretune.config import EmbedConfig
+
+    plain = EmbedConfig().key()
+    assert "batch_tokens" not in plain
+    assert EmbedConfig(batch_tokens=8192).key() == {**plain, "batch_tokens": 8192}

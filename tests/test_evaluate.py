@@ -61,15 +61,43 @@ def reference(lm):
     return reqs, [score_unbatched(model, r) for r in reqs]
 
 
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_batched_scores_match_unbatched_reference(lm, reference, side):
+@pytest.fixture(scope="module")
+def batched(lm, reference):
+    """The reference requests scored in batches of 8, with each padding side."""
     model, tok = lm
+    return {side: score_requests(model, reference[0], pad_id=tok.pad_token_id, batch_size=8,
+                                 padding_side=side) for side in ("left", "right")}
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batched_scores_match_unbatched_reference(reference, batched, side):
     reqs, expected = reference
     assert len({len(r.prompt_ids) for r in reqs}) > 3  # real padding happens
     assert any(len(o) > 1 for r in reqs for o in r.option_ids)  # multi-token options too
-    batched = score_requests(model, reqs, pad_id=tok.pad_token_id, batch_size=8,
-                             padding_side=side)
-    for got, want in zip(batched, expected, strict=True):
+    for got, want in zip(batched[side], expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_token_budget_batches_give_the_same_scores(lm, reference, batched, monkeypatch):
+    """Batches of at most 300 padded prompt tokens (more short prompts a batch, fewer long
+    ones): the scores of batch_size batches (1e-5 relative: float32 sums over other shapes)
+    and of the unbatched reference."""
+    from coretune.evaluate import scoring
+
+    model, tok = lm
+    reqs, expected = reference
+    shapes, real = [], scoring._score_batch
+
+    def spy(model, batch, *args):
+        shapes.append([len(r.prompt_ids) for r in batch])
+        return real(model, batch, *args)
+
+    monkeypatch.setattr(scoring, "_score_batch", spy)
+    budget = score_requests(model, reqs, pad_id=tok.pad_token_id, batch_tokens=300)
+    assert sum(map(len, shapes)) == len(reqs) and len({len(b) for b in shapes}) > 1
+    assert all(len(b) == 1 or len(b) * max(b) <= 300 for b in shapes)
+    for got, same, want in zip(budget, batched["left"], expected, strict=True):
+        np.testing.assert_allclose(got, same, rtol=1e-5)
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
@@ -308,3 +336,12 @@ def test_chat_template_is_in_the_evaluate_key_only_when_on():
     off, on = EvaluateConfig(), EvaluateConfig(chat_template=True)
     assert "chat_template" not in off.key("default")
     assert on.key("default") == {**off.key("default"), "chat_template": True}
+
+
+def test_batch_tokens_is_in_the_evaluate_key_only_when_set():
+    """Unset, the evaluate stage's key is the one runs had before the option existed."""
+    from coretune.config import EvaluateConfig
+
+    plain = EvaluateConfig().key("m")
+    assert "batch_tokens" not in plain
+    assert EvaluateConfig(batch_tokens=4096).key("m") == {**plain, "batch_tokens": 4096}

@@ -13,7 +13,8 @@ SRC = ROOT / "src" / "coretune"
 # Lowest first. A module belongs to the first layer one of whose names prefixes it.
 LAYERS = [
     ("foundation", ["coretune.errors", "coretune.io", "coretune.paths", "coretune.validation",
-                    "coretune.registry", "coretune.stats", "coretune.models"]),
+                    "coretune.registry", "coretune.stats", "coretune.models",
+                    "coretune.batching"]),
     ("data", ["coretune.data"]),
     ("library", ["coretune.embed", "coretune.cluster", "coretune.target", "coretune.select",
                  "coretune.train", "coretune.evaluate"]),

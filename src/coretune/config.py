@@ -77,6 +77,16 @@ class EmbedConfig(_Section):
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, description="Tokens per prompt for the "
                             "encoder.")
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Encoder batch size.")
+    batch_tokens: int | None = Field(
+        None, ge=1, description="Encoder batches by tokens instead of batch_size prompts: "
+        "prompts, longest first, fill each batch up to this many tokens, padding included "
+        "(a longer prompt runs alone), each chunk tokenised in one call. The same rows up to "
+        "float rounding (bit for bit with minilm-int8, which runs each prompt alone). Local "
+        "backend only. None: batch_size prompts a batch.")
+
+    def key(self) -> dict:
+        """The embed stage's key; without a token budget, the key runs made before it had."""
+        return self.model_dump(exclude=set() if self.batch_tokens else {"batch_tokens"})
 
     @field_validator("encoder")
     @classmethod
@@ -181,6 +191,11 @@ class EvaluateConfig(_Section):
     length_norm: bool = Field(False, description="Rank options by mean, not sum, token "
                               "log-prob.")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass.")
+    batch_tokens: int | None = Field(
+        None, ge=1, description="Prompt tokens per forward pass instead of batch_size "
+        "prompts: prompts, longest first, fill each batch up to this many tokens, padding "
+        "included (a longer prompt runs alone). The same scores up to float rounding. None: "
+        "batch_size prompts a batch.")
     chat_template: bool = Field(
         False, description="Score through the model's chat template, as training joins a chat "
         "row: each prompt one user turn with the generation prompt, each option the "
@@ -239,10 +254,12 @@ class EvaluateConfig(_Section):
                 for ds in self.datasets() for kind in ("path", "templates")}
 
     def key(self, model: str) -> dict:
-        """The evaluate stage's key for the base `model`; without per-set caps and with the
-        plain join, the key runs made before those settings existed."""
+        """The evaluate stage's key for the base `model`; without per-set caps, with the
+        plain join and without a token budget, the key runs made before those settings
+        existed."""
         plain = {*(() if self.max_examples_by_task else ("max_examples_by_task",)),
-                 *(() if self.chat_template else ("chat_template",))}
+                 *(() if self.chat_template else ("chat_template",)),
+                 *(() if self.batch_tokens else ("batch_tokens",))}
         return {**self.model_dump(exclude=plain), "model": model}
 
     def caps_text(self) -> str:

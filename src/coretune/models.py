@@ -180,6 +180,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or default_dtype)
     except OSError as e:
         raise CoretuneError(_hub_message(base, e), field="model") from e
+    prefer_sdpa(model)
     if adapter:
         from peft import PeftModel
 
@@ -190,6 +191,14 @@ def load_model(
     model.to(dev)
     model.train(for_training)
     return model, tok
+
+
+def prefer_sdpa(model: Any) -> None:
+    """torch's scaled-dot-product attention (fused kernels on a GPU) where the model has it:
+    transformers 5 picks it by default; asked for here so that a model loaded on eager
+    attention (an older default, or its config) is moved to it."""
+    if getattr(model, "_supports_sdpa", False) and model.config._attn_implementation != "sdpa":
+        model.set_attn_implementation("sdpa")
 
 
 def _hub_message(where: str | Path, e: Exception) -> str:

@@ -30,7 +30,7 @@ class Backend(ABC):
     @abstractmethod
     def embedder(self, encoder: str, *, max_tokens: int, batch_size: int,
                  device: str | None = None, cache_dir: str | Path | None = None,
-                 quiet: bool = False) -> Embedder:
+                 quiet: bool = False, batch_tokens: int | None = None) -> Embedder:
         """An `Embedder` (same cache, same rows) whose encoding runs on this backend."""
 
     @abstractmethod
@@ -62,9 +62,10 @@ class LocalBackend(Backend):
 
     def embedder(self, encoder: str, *, max_tokens: int, batch_size: int,
                  device: str | None = None, cache_dir: str | Path | None = None,
-                 quiet: bool = False) -> Embedder:
+                 quiet: bool = False, batch_tokens: int | None = None) -> Embedder:
         return Embedder(make_encoder(encoder, max_tokens=max_tokens, device=device),
-                        cache_dir=cache_dir, batch_size=batch_size, quiet=quiet)
+                        cache_dir=cache_dir, batch_size=batch_size, quiet=quiet,
+                        batch_tokens=batch_tokens)
 
     def assign(self, x, centroids, spherical, chunk):
         return assign_rows(x, centroids, spherical, chunk)

@@ -171,11 +171,14 @@ class RayBackend(Backend):
     # --- embedding ------------------------------------------------------------------------
 
     def embedder(self, encoder: str, *, max_tokens: int, batch_size: int,
-                 device: str | None = None, cache_dir=None, quiet: bool = False):
+                 device: str | None = None, cache_dir=None, quiet: bool = False,
+                 batch_tokens: int | None = None):
         from coretune.embed import Embedder
 
+        # RayEncoder batches by count only (the driver has no tokenizer): Embedder refuses
+        # batch_tokens for it
         return Embedder(RayEncoder(self, encoder, max_tokens, device), cache_dir=cache_dir,
-                        batch_size=batch_size, quiet=quiet)
+                        batch_size=batch_size, quiet=quiet, batch_tokens=batch_tokens)
 
     def _encoders(self, spec: str, max_tokens: int, device: str | None) -> tuple[list, dict]:
         kind, _, arg = spec.partition(":")

@@ -24,6 +24,8 @@ def train(
     micro_batch_size: int | None = option(TrainConfig, "micro_batch_size"),
     gradient_checkpointing: bool = option(TrainConfig, "gradient_checkpointing",
                                           "--gradient-checkpointing"),
+    pass_tokens: int | None = option(TrainConfig, "pass_tokens"),
+    packing: bool = option(TrainConfig, "packing", "--packing"),
     max_length: int = option(TrainConfig, "max_length"),
     precision: str = option(TrainConfig, "precision"),
     warmup_ratio: float = option(TrainConfig, "warmup_ratio"),
@@ -43,8 +45,8 @@ def train(
     try:
         cfg = TrainConfig(model=model, lora=lora, lr=lr, epochs=epochs, max_steps=max_steps,
                           batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-                          micro_batch_size=micro_batch_size,
-                          gradient_checkpointing=gradient_checkpointing,
+                          micro_batch_size=micro_batch_size, pass_tokens=pass_tokens,
+                          packing=packing, gradient_checkpointing=gradient_checkpointing,
                           warmup_ratio=warmup_ratio, save_every=save_every, seed=seed,
                           precision=precision)
     except ValidationError as e:
@@ -66,6 +68,7 @@ def evaluate(
     max_templates: int | None = option(EvaluateConfig, "max_templates"),
     length_norm: bool = option(EvaluateConfig, "length_norm", "--length-norm"),
     batch_size: int = option(EvaluateConfig, "batch_size"),
+    batch_tokens: int | None = option(EvaluateConfig, "batch_tokens"),
     chat_template: bool = option(EvaluateConfig, "chat_template", "--chat-template"),
     seed: int = typer.Option(EVAL_SEED, help="Seed for the example sample."),
     output: Path | None = typer.Option(None, "-o", "--output",
@@ -92,8 +95,9 @@ def evaluate(
         tasks = ",".join(ds.name for ds in added) or ",".join(TASKS)
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]
     m = run_eval(model, chosen, max_examples=max_examples, max_templates=max_templates,
-                 length_norm=length_norm, batch_size=batch_size, seed=seed, output_dir=output,
-                 quiet=quiet, extra=added, chat_template=chat_template)
+                 length_norm=length_norm, batch_size=batch_size, batch_tokens=batch_tokens,
+                 seed=seed, output_dir=output, quiet=quiet, extra=added,
+                 chat_template=chat_template)
     typer.echo(f"caps: max_examples={max_examples or 'all'} per set (seed {seed}), "
                f"max_templates={max_templates or 'all'}; scoring "
                f"{'mean' if length_norm else 'sum'} of option token log-probs"

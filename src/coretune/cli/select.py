@@ -58,6 +58,7 @@ def select(
     encoder: str = option(EmbedConfig, "encoder", listed=encoder_help),
     max_tokens: int = option(EmbedConfig, "max_tokens"),
     batch_size: int = option(EmbedConfig, "batch_size"),
+    batch_tokens: int | None = option(EmbedConfig, "batch_tokens"),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     cache_dir: Path = typer.Option(None, help="Embedding cache (default: embeddings/ in "
                                    "$CORETUNE_CACHE or ~/.cache/coretune)."),
@@ -94,7 +95,8 @@ def select(
     try:
         cfg = section_config(
             name="select", pool={"path": pool, "columns": columns},
-            embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size},
+            embed={"encoder": encoder, "max_tokens": max_tokens, "batch_size": batch_size,
+                   "batch_tokens": batch_tokens},
             cluster={"k": k, "seed": cluster_seed},
             target={"spec": target, "rule": rule, "threshold": threshold, "top": top,
                     "probes": probes, "share": share, "by_task": by_task, "votes": votes},

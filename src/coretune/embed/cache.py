@@ -11,6 +11,7 @@ the embed step holds one chunk, never the pool or its array (benchmarks/bench_em
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -169,9 +170,17 @@ class Embedder:
     """
 
     def __init__(self, encoder: Encoder, *, cache_dir: str | Path | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, chunk_size: int = 4096, quiet: bool = False):
+                 batch_size: int = DEFAULT_BATCH_SIZE, chunk_size: int = 4096, quiet: bool = False,
+                 batch_tokens: int | None = None):
         self.encoder = encoder
         self.batch_size = batch_size
+        # batches of at most this many tokens instead (BatchEncoder.encode); an encoder
+        # whose encode cannot is refused now, not after the pool is read
+        self.batch_tokens = batch_tokens
+        if batch_tokens is not None and "batch_tokens" not in inspect.signature(
+                encoder.encode).parameters:
+            raise CoretuneError(f"encoder {encoder.name} cannot batch by tokens on this "
+                                "backend", field="batch_tokens")
         self.chunk_size = chunk_size  # rows encoded between cache commits (crash = lose one)
         self.quiet = quiet
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "embeddings"
@@ -300,7 +309,9 @@ class _Todo:
             self.bar = tqdm(unit="prompt", desc=f"embed ({self.emb.encoder.name[:30]})",
                             disable=self.emb.quiet, dynamic_ncols=True)
         start = time.perf_counter()
-        vecs = self.emb.encoder.encode(self.texts, self.emb.batch_size, progress=self.bar.update)
+        tokens = {} if self.emb.batch_tokens is None else {"batch_tokens": self.emb.batch_tokens}
+        vecs = self.emb.encoder.encode(self.texts, self.emb.batch_size, progress=self.bar.update,
+                                       **tokens)
         check_stored_embeddings(vecs)  # an encoder outside this module may not check
         self.emb.cache.add(np.array(list(self.index), _DIGEST), vecs)
         self.put(np.asarray(self.rows, np.int64), vecs)

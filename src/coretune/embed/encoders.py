@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from coretune.batching import budget_batches
 from coretune.errors import CoretuneError
 from coretune.registry import Registry
 
@@ -83,27 +84,86 @@ def length_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
     return [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
 
 
+def take_rows(features: dict, idx, width: int, side: str = "right") -> dict:
+    """Rows `idx` of padded model inputs, cut to `width` columns (the longest of them): what
+    tokenising those texts alone with padding gives. Non-array entries pass as they are."""
+    import torch
+
+    def cut(v):
+        if isinstance(v, torch.Tensor):
+            v = v[torch.as_tensor(idx)]
+        elif isinstance(v, np.ndarray):
+            v = v[np.asarray(idx)]
+        else:
+            return v
+        return v[:, :width] if side == "right" else v[:, v.shape[1] - width:]
+
+    return {k: cut(v) for k, v in features.items()}
+
+
 class BatchEncoder:
-    """Shared batching: longest first, progress per batch, input order restored."""
+    """Shared batching: longest first, progress per batch, input order restored.
+
+    `encode(..., batch_tokens=N)` batches by tokens instead of a count: every text is
+    tokenised in one call (the fast tokenizer's batch encoding, not one call per batch),
+    sorted by its token count, longest first, and cut into batches of at most N tokens,
+    padding included (`coretune.batching`). What is and is not bit-stable: a row is computed
+    from its own tokens either way, but a batched forward pass sums in an order that depends
+    on the batch's shape, so rows from other batches agree to float rounding (~1e-7), not bit
+    for bit; an encoder that runs each text alone (`minilm-int8`) gives the same bits however
+    its texts are batched. A subclass gives `features` and `forward_features`."""
 
     name: str
     dim: int
     pooling: str
     max_tokens: int
 
-    def forward_batch(self, texts: list[str]) -> np.ndarray:
-        """One batch of texts -> raw [b, dim] rows (not yet normalised)."""
+    def features(self, texts: list[str]) -> dict:
+        """The model's inputs for `texts`, padded to the longest, with an attention_mask."""
         raise NotImplementedError
 
+    def forward_features(self, features: dict) -> np.ndarray:
+        """One batch of inputs (`features`' rows) -> raw [b, dim] rows (not normalised)."""
+        raise NotImplementedError
+
+    @property
+    def padding_side(self) -> str:
+        return getattr(getattr(self, "tokenizer", None), "padding_side", "right")
+
+    def forward_batch(self, texts: list[str]) -> np.ndarray:
+        """One batch of texts -> raw [b, dim] rows (not yet normalised)."""
+        return self.forward_features(self.features(texts))
+
     def encode(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
+               progress: Callable[[int], None] | None = None,
+               batch_tokens: int | None = None) -> np.ndarray:
         texts = list(texts)
         out = np.empty((len(texts), self.dim), np.float32)
-        for idx in length_batches(texts, batch_size):
-            out[idx] = normalise_rows(self.forward_batch([texts[i] for i in idx]), idx)
+        batches = (self._by_count(texts, batch_size) if batch_tokens is None
+                   else self._by_tokens(texts, batch_tokens))
+        for idx, raw in batches:
+            out[idx] = normalise_rows(raw, idx)
             if progress is not None:
                 progress(len(idx))
         return out
+
+    def _by_count(self, texts: list[str], batch_size: int):
+        for idx in length_batches(texts, batch_size):
+            yield idx, self.forward_batch([texts[i] for i in idx])
+
+    def _by_tokens(self, texts: list[str], budget: int):
+        if type(self).features is BatchEncoder.features:
+            raise CoretuneError(f"encoder {self.name} cannot batch by tokens (it has no "
+                                "features method)", field="batch_tokens")
+        if not texts:
+            return
+        features = self.features(texts)
+        lengths = np.asarray(features["attention_mask"]).sum(1)
+        order = np.argsort(-lengths, kind="stable")  # ties in input order: same every run
+        for run in budget_batches(lengths[order].tolist(), budget):
+            idx = order[run.start:run.stop]
+            yield idx, self.forward_features(
+                take_rows(features, idx, int(lengths[idx].max()), self.padding_side))
 
 
 def _device(device: str | None) -> str:
@@ -142,10 +202,17 @@ class SentenceTransformerEncoder(BatchEncoder):
         self.dim = int(dim())
         self._prepare = getattr(self.model, "preprocess", None) or self.model.tokenize
 
-    def forward_batch(self, texts: list[str]) -> np.ndarray:
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def features(self, texts: list[str]) -> dict:
+        return self._prepare(texts)
+
+    def forward_features(self, features: dict) -> np.ndarray:
         from sentence_transformers.util import batch_to_device
 
-        features = batch_to_device(self._prepare(texts), self.device)
+        features = batch_to_device(features, self.device)
         with self._torch.inference_mode():
             emb = self.model(features)["sentence_embedding"]
         return emb.float().cpu().numpy()
@@ -196,15 +263,16 @@ class MeanPoolEncoder(BatchEncoder):
         self.model.to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
 
-    def forward_batch(self, texts: list[str]) -> np.ndarray:
-        torch = self._torch
+    def features(self, texts: list[str]) -> dict:
         if self.response:
             ids = [self._pair_ids(*split_response(t)) for t in texts]
-            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-        else:
-            batch = self.tokenizer(texts, padding=True, truncation=True,
-                                   max_length=self.max_tokens, return_tensors="pt")
-        batch = batch.to(self.device)
+            return dict(self.tokenizer.pad({"input_ids": ids}, return_tensors="pt"))
+        return dict(self.tokenizer(texts, padding=True, truncation=True,
+                                   max_length=self.max_tokens, return_tensors="pt"))
+
+    def forward_features(self, features: dict) -> np.ndarray:
+        torch = self._torch
+        batch = {k: v.to(self.device) for k, v in features.items()}
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)

@@ -22,7 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from coretune.embed.encoders import BatchEncoder, SentenceTransformerEncoder, needs_model
+from coretune.embed.encoders import (
+    BatchEncoder,
+    SentenceTransformerEncoder,
+    needs_model,
+    take_rows,
+)
 from coretune.errors import CoretuneError
 from coretune.io import atomic_path
 from coretune.paths import cache_dir
@@ -67,14 +72,20 @@ class OnnxInt8Encoder(BatchEncoder):
         self.session = ort.InferenceSession(str(path), options,
                                             providers=["CPUExecutionProvider"])
 
-    def forward_batch(self, texts: list[str]) -> np.ndarray:
-        # One prompt per call: dynamic int8 scales a tensor's activations together, so in a
-        # batch a prompt's row would depend on its neighbours (up to ~0.02 a coordinate) and
-        # on what the cache already held. Alone, it depends on the prompt only. Tokenised
-        # here, on this thread: a fast tokenizer called from several threads can fail.
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)
-        feeds = [{k: np.asarray([ids[k][i]], np.int64) for k in self.inputs}
-                 for i in range(len(texts))]
+    def features(self, texts: list[str]) -> dict:
+        # Tokenised on this thread, not the workers': a fast tokenizer called from several
+        # threads can fail.
+        return dict(self.tokenizer(texts, padding=True, truncation=True,
+                                   max_length=self.max_tokens, return_tensors="np"))
+
+    def forward_features(self, features: dict) -> np.ndarray:
+        # One prompt per call, unpadded: dynamic int8 scales a tensor's activations together,
+        # so in a batch a prompt's row would depend on its neighbours (up to ~0.02 a
+        # coordinate) and on what the cache already held. Alone, it depends on the prompt
+        # only, however the prompts are batched.
+        inputs = {k: features[k].astype(np.int64) for k in self.inputs}
+        feeds = [take_rows(inputs, [i], int(n), self.padding_side)
+                 for i, n in enumerate(features["attention_mask"].sum(1))]
         if self.workers == 1 or len(feeds) == 1:
             return np.concatenate([self._one(f) for f in feeds])
         with ThreadPoolExecutor(self.workers) as pool:  # ORT releases the GIL while it runs

@@ -86,6 +86,7 @@ def evaluate(
     max_templates: int | None = None,
     length_norm: bool = False,
     batch_size: int = 16,
+    batch_tokens: int | None = None,
     seed: int = 0,
     output_dir: str | Path | None = None,
     padding_side: str = "left",
@@ -101,6 +102,8 @@ def evaluate(
     in `max_examples_by_task` is capped at the smaller of its own cap and `max_examples`.
     `chat_template`: join prompt and option through the model's chat template (module
     docstring).
+    `batch_tokens`: batches of at most that many padded prompt tokens, not `batch_size`
+    prompts (`score_requests`).
     """
     by_task = dict(max_examples_by_task or {})
     for name, v in (("max_examples", max_examples), ("max_templates", max_templates),
@@ -130,7 +133,8 @@ def evaluate(
                 for c in it.choices]
         requests.append(Request(p, opts))
     scores = score_requests(lm, requests, pad_id=tok.pad_token_id, batch_size=batch_size,
-                            padding_side=padding_side, quiet=quiet, desc="evaluate")
+                            batch_tokens=batch_tokens, padding_side=padding_side, quiet=quiet,
+                            desc="evaluate")
     n_tokens = [np.array([len(o) for o in r.option_ids]) for r in requests]
     ranked = [s / n if length_norm else s for s, n in zip(scores, n_tokens, strict=True)]
     preds = np.array([int(np.argmax(s)) for s in ranked])

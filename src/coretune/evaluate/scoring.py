@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from coretune.batching import budget_batches
+
 
 @dataclass(frozen=True)
 class Request:
@@ -26,11 +28,14 @@ def score_requests(
     *,
     pad_id: int,
     batch_size: int = 16,
+    batch_tokens: int | None = None,
     padding_side: str = "left",
     quiet: bool = True,
     desc: str = "scoring",
 ) -> list[np.ndarray]:
-    """Sum of log-probabilities of every option of every request (float64, request order)."""
+    """Sum of log-probabilities of every option of every request (float64, request order).
+    Prompts run longest first, `batch_size` a batch or, with `batch_tokens`, as many as keep
+    a batch's padded prompts within that many tokens (`coretune.batching`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -43,9 +48,14 @@ def score_requests(
     out: list[np.ndarray | None] = [None] * len(requests)
     device = next(model.parameters()).device
     bar = tqdm(total=len(requests), desc=desc, disable=quiet, unit="prompt")
+    if batch_tokens is None:
+        runs = [range(m, min(m + batch_size, len(order))) for m in range(0, len(order),
+                                                                         batch_size)]
+    else:
+        runs = budget_batches([len(requests[i].prompt_ids) for i in order], batch_tokens)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for run in runs:
+            idx = order[run.start:run.stop]
             scores = _score_batch(model, [requests[i] for i in idx], pad_id, padding_side,
                                   device)
             for i, s in zip(idx, scores, strict=True):

@@ -88,7 +88,8 @@ def make_embedder(e: EmbedConfig, b: BackendConfig, *, quiet: bool = False,
                   device: str | None = None, cache_dir: str | Path | None = None) -> Embedder:
     """The embed stage's embedder, running on the backend."""
     return backend(b).embedder(e.encoder, max_tokens=e.max_tokens, batch_size=e.batch_size,
-                               device=device, cache_dir=cache_dir, quiet=quiet)
+                               device=device, cache_dir=cache_dir, quiet=quiet,
+                               batch_tokens=e.batch_tokens)
 
 
 def apply_dedup(threshold: float | None, pool: Pool, x: np.ndarray
@@ -181,7 +182,7 @@ def own_vectors(spec: str, b: BackendConfig, finder: TargetClusters, pool: Pool,
     example as its prompt and answer (`nli`: none)."""
     own = backend(b).embedder(spec, max_tokens=embedder.encoder.max_tokens,
                               batch_size=embedder.batch_size, cache_dir=embedder.cache_root,
-                              quiet=quiet)
+                              quiet=quiet, batch_tokens=embedder.batch_tokens)
     rows = np.flatnonzero(candidates).astype(np.int64)
     prompts = pool.table.column("prompt").take(rows).to_pylist()
     queries = finder.probe_prompts()[0]
@@ -335,8 +336,9 @@ def evaluate_stage(ev: EvaluateConfig, model: str | Path, out: Path, quiet: bool
     metrics = evaluate(str(model), ev.tasks, max_examples=ev.max_examples,
                        max_examples_by_task=ev.max_examples_by_task,
                        max_templates=ev.max_templates, length_norm=ev.length_norm,
-                       batch_size=ev.batch_size, seed=EVAL_SEED, output_dir=out, quiet=quiet,
-                       extra=ev.datasets(), chat_template=ev.chat_template)
+                       batch_size=ev.batch_size, batch_tokens=ev.batch_tokens,
+                       seed=EVAL_SEED, output_dir=out, quiet=quiet, extra=ev.datasets(),
+                       chat_template=ev.chat_template)
     return {"avg": metrics["avg"]["mean"]}
 
 

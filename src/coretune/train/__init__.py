@@ -8,9 +8,11 @@
 - AdamW, linear warmup then linear decay, gradient clipping at 1.0; `batch_size` x
   `grad_accum` rows per optimizer step, the loss normalised by the target tokens of the whole
   step. Memory: `micro_batch_size` rows per forward/backward pass (the step and its loss stay
-  the same) and `gradient_checkpointing`.
+  the same) and `gradient_checkpointing`. Speed: `pass_tokens` (passes of at most that many
+  tokens instead of a row count) and `packing` (a pass's rows in one sequence, no padding);
+  again the same rows, loss and gradients per step, up to float rounding.
 - Full fine-tuning or LoRA (peft). float32 on CPU; on a GPU float32 weights with bfloat16
-  autocast.
+  autocast and AdamW's fused kernel.
 - Checkpoints every `save_every` steps into `<output>.partial/` (`checkpoint.py`), each
   with the sha256 of its files; running the same command again resumes from the newest
   intact one (a damaged one is passed over with a warning), and a finished run is not

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from coretune.batching import budget_batches
 from coretune.data.chat import check_turns, render_prompt
 from coretune.data.pool import Pool, load_pool
 from coretune.errors import CoretuneError
@@ -42,6 +43,18 @@ class TrainConfig(BaseModel):
         False, description="Recompute activations in the backward pass: less memory, slower "
         "(off by default: it recomputes each layer's forward during backward; its CPU cost is "
         "the after_micro2_checkpointing row of benchmarks/bench_train.py).")
+    pass_tokens: int | None = Field(
+        None, ge=8, description="Tokens per forward/backward pass instead of "
+        "micro_batch_size rows: a step's rows, longest first, fill each pass up to this many "
+        "tokens (padded: rows x the longest; with packing: their sum); a longer row gets a "
+        "pass of its own. Speed and memory only: a step takes the same rows and the same "
+        "loss, up to float rounding. None: micro_batch_size rows a pass.")
+    packing: bool = Field(
+        False, description="Concatenate each pass's rows into one sequence without padding, "
+        "position ids restarting at every row, so that no row attends to another "
+        "(transformers' packed-sequence masks; checked on the model when training starts). "
+        "The same loss and gradients as padded passes up to float rounding; dropout, if the "
+        "model has any, draws other masks.")
     max_length: int = Field(256, ge=8, description="Tokens per row; the prompt is cut on the left.")
     precision: Literal["auto", "float32", "bf16"] = Field(
         "auto", description="Weights stay float32; bf16: the forward and backward passes under "
@@ -53,10 +66,10 @@ class TrainConfig(BaseModel):
     log_every: int = Field(1, ge=1)
 
     def settings(self, exclude: set[str] = frozenset()) -> dict:
-        """The settings as keys and train_config.json record them: `full_steps` only when on
-        and `precision` only when set, so runs made before they existed keep their keys."""
-        left = {*(() if self.full_steps else ("full_steps",)),
-                *(("precision",) if self.precision == "auto" else ())}
+        """The settings as keys and train_config.json record them: a field newer than the
+        first runs only when it is not at its default (`NEWER`), so runs made before it
+        existed keep their keys."""
+        left = {name for name, default in NEWER.items() if getattr(self, name) == default}
         return self.model_dump(exclude={*exclude, *left})
 
     def key(self) -> dict:
@@ -70,6 +83,10 @@ class TrainConfig(BaseModel):
     @property
     def rows_per_pass(self) -> int:
         return self.micro_batch_size or self.batch_size
+
+
+# Fields added after the first runs, and the defaults at which `settings` leaves them out.
+NEWER = {"full_steps": False, "precision": "auto", "pass_tokens": None, "packing": False}
 
 
 def load_rows(data: Pool | str | Path | Sequence[dict]) -> list[tuple]:
@@ -155,8 +172,28 @@ def rows_trained(steps: int, n: int, per_step: int, full: bool = False) -> int:
     return epochs * n + min(n, left * per_step)
 
 
-def micro_batches(picks: list[int], lengths: list[int], size: int) -> list[list[int]]:
-    """The step's rows in passes of `size`, longest first so each pass pads little. The step's
-    loss is a sum over its target tokens, so how rows are grouped into passes doesn't change it."""
+def micro_batches(picks: list[int], lengths: list[int], size: int, tokens: int | None = None,
+                  packed: bool = False) -> list[list[int]]:
+    """The step's rows in passes of `size`, longest first so each pass pads little; with
+    `tokens`, passes of at most that many tokens instead (`coretune.batching`: padded or
+    `packed`). The step's loss is a sum over its target tokens, so how rows are grouped into
+    passes doesn't change it."""
     ordered = sorted(picks, key=lambda i: -lengths[i])
+    if tokens is not None:
+        return [ordered[r.start:r.stop] for r in
+                budget_batches([lengths[i] for i in ordered], tokens, packed)]
     return [ordered[m:m + size] for m in range(0, len(ordered), size)]
+
+
+def pack_batch(examples: list[tuple[list[int], list[int]]]):
+    """One (1, total) sequence of the rows back to back: (ids, labels, position ids), the
+    positions restarting at 0 on each row. That is what tells transformers' masks where rows
+    start (`masking_utils.find_packed_sequence_indices`), but only when the forward gets no
+    attention mask and no KV cache (`use_cache=False`). A row's first label is dropped: in a
+    padded batch nothing predicts it either, and here the row before would."""
+    import torch
+
+    ids = torch.tensor([t for x, _ in examples for t in x]).unsqueeze(0)
+    labels = torch.tensor([t for _, y in examples for t in [IGNORE, *y[1:]]]).unsqueeze(0)
+    positions = torch.cat([torch.arange(len(x)) for x, _ in examples]).unsqueeze(0)
+    return ids, labels, positions

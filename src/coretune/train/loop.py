@@ -23,9 +23,15 @@ from coretune.train.data import (
     load_rows,
     make_batch,
     micro_batches,
+    pack_batch,
     step_rows,
 )
-from coretune.train.loss import full_logit_loss, supports_target_logits, target_loss
+from coretune.train.loss import (
+    full_logit_loss,
+    keeps_packed_rows_apart,
+    supports_target_logits,
+    target_loss,
+)
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Session:
     log: list[dict] = field(default_factory=list)
     loss_fn: Callable = target_loss
     bf16: bool = False  # forward and backward under bfloat16 autocast (TrainConfig.precision)
+    fused: bool = False  # AdamW's fused kernel (on a GPU)
 
     @property
     def params(self) -> list:
@@ -132,23 +139,39 @@ def setup(cfg: TrainConfig, out: Path, rows: list[tuple], key: str,
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm.train()
+    if cfg.packing and not keeps_packed_rows_apart(lm):
+        raise CoretuneError("this model's attention lets packed rows see each other (it "
+                            "ignores packed position ids); train without packing",
+                            field="train.packing")
     examples = [encode_example(tok, p, t, cfg.max_length, *chat) for p, t, *chat in rows]
 
     steps_per_epoch = len(examples) / cfg.rows_per_step  # full steps: no short last step
     if not cfg.full_steps:
         steps_per_epoch = math.ceil(steps_per_epoch)
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    params = [p for p in lm.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = adamw(lm, cfg, fused=dev.type == "cuda")
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
 
     step, log = load_checkpoint(work_dir(out), lm, optimizer, scheduler, key)
+    # a resumed run keeps its checkpoint's setting: torch restores a group's `fused` flag
+    fused = bool(optimizer.param_groups[0].get("fused"))
     use_target = not full_logits and supports_target_logits(lm)
     return Session(cfg, out, key, len(rows), examples, lm, tok, dev, optimizer, scheduler,
                    total, step, log, target_loss if use_target else full_logit_loss,
-                   uses_bf16(cfg.precision, dev))
+                   uses_bf16(cfg.precision, dev), fused)
+
+
+def adamw(lm, cfg: TrainConfig, fused: bool = False):
+    """AdamW over the trainable parameters, no weight decay on vectors (biases, norms).
+    `fused`: torch's fused kernel, one launch for every parameter instead of a few per tensor
+    (the GPU's default here); the same update up to float rounding."""
+    import torch
+
+    params = [p for p in lm.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr,
+        fused=fused or None)  # None: torch's default (foreach), as before
 
 
 def uses_bf16(precision: str, device) -> bool:
@@ -173,24 +196,44 @@ def train_step(s: Session) -> tuple[float, int]:
 
     picks = step_rows(s.step, len(s.examples), s.cfg.rows_per_step, s.cfg.seed,
                       s.cfg.full_steps)
-    n_target = sum(sum(y != IGNORE for y in s.examples[i][1]) for i in picks)
-    lengths = [len(x) for x, _ in s.examples]
-    autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.bf16)
-    loss_sum, n_tokens = 0.0, 0
-    for chunk in micro_batches(picks, lengths, s.cfg.rows_per_pass):
-        ids, labels, mask = (t.to(s.device) for t in
-                             make_batch([s.examples[i] for i in chunk], s.tok.pad_token_id))
-        with autocast:
-            loss = s.loss_fn(s.lm, ids, labels, mask, n_target)
-        loss.backward()
-        loss_sum += loss.item()
-        n_tokens += int(mask.sum())
+    loss_sum, n_tokens = accumulate(s, picks)
     torch.nn.utils.clip_grad_norm_(s.params, 1.0)
     s.optimizer.step()
     s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
     s.step += 1
     return loss_sum, n_tokens
+
+
+def accumulate(s: Session, picks: list[int]) -> tuple[float, int]:
+    """The forward and backward passes of one step's rows `picks`, their gradients summed
+    into the parameters: (the step's loss, its real tokens)."""
+    import torch
+
+    n_target = sum(sum(y != IGNORE for y in s.examples[i][1]) for i in picks)
+    lengths = [len(x) for x, _ in s.examples]
+    autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.bf16)
+    loss_sum, n_tokens = 0.0, 0
+    for chunk in micro_batches(picks, lengths, s.cfg.rows_per_pass, s.cfg.pass_tokens,
+                               s.cfg.packing):
+        ids, labels, mask, positions = (t if t is None else t.to(s.device)
+                                        for t in pass_inputs(s, chunk))
+        with autocast:
+            loss = s.loss_fn(s.lm, ids, labels, mask, n_target, positions)
+        loss.backward()
+        loss_sum += loss.item()
+        n_tokens += sum(lengths[i] for i in chunk)
+    return loss_sum, n_tokens
+
+
+def pass_inputs(s: Session, chunk: list[int]) -> tuple:
+    """(ids, labels, attention mask, position ids) of one pass: padded rows with a mask, or
+    (`packing`) one sequence with each row's positions and no mask."""
+    rows = [s.examples[i] for i in chunk]
+    if s.cfg.packing:
+        ids, labels, positions = pack_batch(rows)
+        return ids, labels, None, positions
+    return (*make_batch(rows, s.tok.pad_token_id), None)
 
 
 def run_steps(s: Session, quiet: bool = False,
@@ -220,4 +263,5 @@ def finish(s: Session) -> None:
     """The model folder (model or adapter, the log, the done marker) at once; the work goes."""
     save_final(s.out, s.work, s.lm, s.tok, s.cfg.settings(), s.log,
                {"key": s.key, "done": True, "steps": s.total, "rows": s.rows,
-                "precision": "bf16" if s.bf16 else "float32"})
+                "precision": "bf16" if s.bf16 else "float32",
+                "optimizer": "AdamW, fused" if s.fused else "AdamW"})

@@ -26,23 +26,52 @@ def supports_target_logits(lm) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def target_loss(lm, ids, labels, mask, n_target: int):
-    """Summed cross-entropy over the target positions of this micro-batch, / `n_target`."""
+def target_loss(lm, ids, labels, mask, n_target: int, positions=None):
+    """Summed cross-entropy over the target positions of this micro-batch, / `n_target`.
+    A packed pass (`data.pack_batch`) has no `mask` and its rows' `positions` instead."""
     import torch
 
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != IGNORE
-    logits = lm(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits
+    logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
+                use_cache=False).logits
     # Hidden states are gathered row by row, position by position: the same order as here.
     return torch.nn.functional.cross_entropy(
         logits.float(), labels[:, 1:][keep[:, :-1]], reduction="sum") / n_target
 
 
-def full_logit_loss(lm, ids, labels, mask, n_target: int):
+def full_logit_loss(lm, ids, labels, mask, n_target: int, positions=None):
     """The same loss from logits at every position (what training did before)."""
     import torch
 
-    logits = lm(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions,
+                use_cache=False).logits
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
         ignore_index=IGNORE, reduction="sum") / n_target
+
+
+def keeps_packed_rows_apart(lm) -> bool:
+    """Whether `lm` scores rows packed into one sequence (`data.pack_batch`) as it scores each
+    alone: two short rows of random ids, float32, no dropout. A model whose attention ignores
+    packed position ids lets the second row see the first and fails."""
+    import torch
+
+    from coretune.train.data import pack_batch
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = lm.get_input_embeddings().num_embeddings
+    rows = [torch.randint(vocab, (n,), generator=gen).tolist() for n in (5, 7)]
+    device = next(lm.parameters()).device
+    was_training = lm.training
+    lm.eval()
+    try:
+        with torch.no_grad():
+            ids, _, positions = pack_batch([(r, r) for r in rows])
+            packed = lm(input_ids=ids.to(device), position_ids=positions.to(device),
+                        use_cache=False).logits[0].float()
+            alone = torch.cat([lm(input_ids=torch.tensor([r], device=device),
+                                  use_cache=False).logits[0].float() for r in rows])
+    finally:
+        lm.train(was_training)
+    return bool(torch.allclose(packed, alone, rtol=1e-3, atol=1e-3))
