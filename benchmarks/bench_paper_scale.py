@@ -552,8 +552,11 @@ def device_info() -> dict:
                                       "(coretune.train)",
                              "evaluate": "bfloat16 weights (coretune.models)"}
     else:
+        from coretune.train.loop import cpu_has_bf16
+
         info["device"] = "cpu"
-        info["precision"] = {"train": "float32", "evaluate": "float32"}
+        train = "float32 weights, bfloat16 autocast" if cpu_has_bf16() else "float32"
+        info["precision"] = {"train": train, "evaluate": "float32"}
     return info
 
 
