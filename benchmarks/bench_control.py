@@ -50,6 +50,7 @@ from coretune.train import TrainConfig, train  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 HELDOUT = 300  # evaluation rows of a family target
+METRICS = ("accuracy", "logloss", "logloss_norm")
 # name -> (rows sampled from the target, TrainConfig fields)
 DESIGNS = {
     "lr1e-4-100rows-40steps": (100, {"lr": 1e-4, "max_steps": 40}),
@@ -67,19 +68,25 @@ BASE = {"batch_size": 8, "micro_batch_size": 2, "max_length": 256, "warmup_ratio
 
 
 def per_example(pred_file: Path) -> dict[str, dict[str, np.ndarray]]:
-    """task -> {'accuracy', 'logloss'} per example (templates averaged), example order."""
+    """task -> {'accuracy', 'logloss', 'logloss_norm'} per example (templates averaged),
+    example order. `logloss_norm` ranks options by their mean token log-probability instead
+    of the sum (what `evaluate.length_norm` does): options of many tokens no longer dominate."""
     t = pq.read_table(pred_file).to_pandas()
 
-    def logloss(r) -> float:
+    def logloss(r, norm: bool) -> float:
         s = np.asarray(r["logprob"], dtype=np.float64)
+        if norm:
+            s = s / np.asarray(r["n_tokens"], dtype=np.float64)
         return float(np.logaddexp.reduce(s) - s[r["label"]])
 
-    t["logloss"] = t.apply(logloss, axis=1)
+    t["logloss"] = t.apply(logloss, axis=1, norm=False)
+    t["logloss_norm"] = t.apply(logloss, axis=1, norm=True)
     out = {}
     for task, g in t.groupby("task", sort=False):
         by = g.groupby("example", sort=True)
-        out[str(task)] = {"accuracy": by["correct"].mean().to_numpy(np.float64),
-                          "logloss": by["logloss"].mean().to_numpy(np.float64)}
+        out[str(task)] = {m: by[c].mean().to_numpy(np.float64) for m, c in
+                          (("accuracy", "correct"), ("logloss", "logloss"),
+                           ("logloss_norm", "logloss_norm"))}
     return out
 
 
@@ -169,24 +176,30 @@ def run_design(name: str, target: Target, work: Path, templates: int, base: dict
             "epochs_seen": round(cfg.max_steps * cfg.batch_size / len(data), 2),
             "train_seconds_this_run": round(train_s, 1),
             "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
-            "accuracy": paired(tuned, base, "accuracy"), "logloss": paired(tuned, base,
-                                                                           "logloss")}
+            **{m: paired(tuned, base, m) for m in METRICS}}
 
 
 def markdown(doc: dict) -> str:
     lines = [f"# Positive controls on {doc['eval']} ({doc['templates']} template(s), "
              f"{doc['n_examples']} examples, paired with the untuned model)", "",
              "| design | rows | steps x batch | epochs | Δ acc (points) | p | Δ log-loss (nats) "
-             "| p |", "|---|---|---|---|---|---|---|---|"]
+             "| p | Δ log-loss, length-normalised | p |", "|---" * 10 + "|"]
+
+    def cell(d: dict | None, digits: int) -> str:
+        if d is None:
+            return "– | –"
+        return (f"{d['delta']:+.{digits}f} [{d['ci95'][0]:+.{digits}f}, "
+                f"{d['ci95'][1]:+.{digits}f}] | {d['p']:.3g}")
+
     for r in doc["designs"]:
-        a, g = r["accuracy"], r["logloss"]
         lines.append(f"| {r['design']} (seed {r['seed']}) | {r['rows']} | "
                      f"{r['train']['max_steps']} x {r['train']['batch_size']} | "
-                     f"{r['epochs_seen']} | {a['delta']:+.1f} [{a['ci95'][0]:+.1f}, "
-                     f"{a['ci95'][1]:+.1f}] | {a['p']:.3g} | {g['delta']:+.3f} "
-                     f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] | {g['p']:.3g} |")
+                     f"{r['epochs_seen']} | {cell(r['accuracy'], 1)} | {cell(r['logloss'], 3)} | "
+                     f"{cell(r.get('logloss_norm'), 3)} |")
     lines += ["", "+ = better (log-loss: the untuned model's minus the fine-tune's). A design is "
-              "a positive control when its Δ log-loss is > 0 with p < 0.01.", ""]
+              "a positive control when its Δ log-loss is > 0 with p < 0.01. Length-normalised: "
+              "options ranked by their mean token log-probability, not the sum (– where the "
+              "design's predictions are no longer at hand).", ""]
     return "\n".join(lines)
 
 
@@ -211,6 +224,11 @@ def main() -> None:
         doc = {"templates": args.templates, "designs": []}
     doc.update({"target": target.name, "eval": target.label, "train_rows": len(target.rows),
                 "n_examples": int(sum(len(v["accuracy"]) for v in base.values()))})
+    for r in doc["designs"]:  # metrics added since a design ran, from its predictions
+        pred = work / f"{r['design']}-seed{r['seed']}" / f"eval-{args.templates}t" / \
+            "predictions.parquet"
+        if any(m not in r for m in METRICS) and pred.is_file():
+            r.update({m: paired(per_example(pred), base, m) for m in METRICS})
     for name in args.designs.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             if any(r["design"] == name and r["seed"] == seed for r in doc["designs"]):
@@ -219,7 +237,9 @@ def main() -> None:
             doc["designs"].append(r)
             write_json(out, doc)
             write_text(out.with_suffix(".md"), markdown(doc))
-            print(json.dumps({k: r[k] for k in ("design", "seed", "accuracy", "logloss")}))
+            print(json.dumps({k: r[k] for k in ("design", "seed", *METRICS)}))
+    write_json(out, doc)
+    write_text(out.with_suffix(".md"), markdown(doc))
 
 
 if __name__ == "__main__":

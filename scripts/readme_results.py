@@ -5,6 +5,8 @@ them is typed by hand.
     python scripts/readme_results.py --sweep runs/laptop-sweep # after coretune sweep
     python scripts/readme_results.py --marker lora benchmarks/results/lora_vs_full  # a table.md
     python scripts/readme_results.py --readme decontam benchmarks/results/bench_decontam.md
+    python scripts/readme_results.py --into docs/measurement.md control-nli \
+        benchmarks/results/bench_control.md                 # any markdown, any page
 
 Results: the table that `coretune table` wrote (accuracy, the paper's rows, what each run
 selected, its stage times and peak memory), into docs/results.md. Sweep: the sweep's sweep.md
@@ -101,9 +103,11 @@ def main(args: list[str]) -> None:
         replace(README, "headline", headline_block(json.loads((folder / "sweep.json").read_text())))
         print(f"docs/results.md sweep and README.md headline replaced from {folder}")
         return
-    if args[:1] == ["--readme"]:  # --readme NAME FILE: a benchmark's markdown in README.md
-        replace(README, args[1], Path(args[2]).read_text())
-        print(f"README.md {args[1]} replaced from {args[2]}")
+    if args[:1] in (["--readme"], ["--into"]):  # [--into PAGE | --readme] NAME FILE
+        page, (name, file) = (Path(args[1]), args[2:4]) if args[0] == "--into" else (README,
+                                                                                      args[1:3])
+        replace(page, name, Path(file).read_text())
+        print(f"{page.name} {name} replaced from {file}")
         return
     # [--marker NAME] FOLDER: that folder's table.md between NAME's markers
     marker, runs = (args[1], Path(args[2])) if args[0] == "--marker" else ("results", Path(args[0]))
