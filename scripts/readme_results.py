@@ -106,7 +106,8 @@ def main(args: list[str]) -> None:
     if args[:1] in (["--readme"], ["--into"]):  # [--into PAGE | --readme] NAME FILE
         page, (name, file) = (Path(args[1]), args[2:4]) if args[0] == "--into" else (README,
                                                                                       args[1:3])
-        replace(page, name, Path(file).read_text())
+        # a page's own title stays its only H1: the file's title becomes a bold line
+        replace(page, name, re.sub(r"^# (.+)$", r"**\1**", Path(file).read_text(), flags=re.M))
         print(f"{page.name} {name} replaced from {file}")
         return
     # [--marker NAME] FOLDER: that folder's table.md between NAME's markers
