@@ -11,8 +11,9 @@
   the same) and `gradient_checkpointing`. Speed: `pass_tokens` (passes of at most that many
   tokens instead of a row count) and `packing` (a pass's rows in one sequence, no padding);
   again the same rows, loss and gradients per step, up to float rounding.
-- Full fine-tuning or LoRA (peft). float32 on CPU; on a GPU float32 weights with bfloat16
-  autocast and AdamW's fused kernel.
+- Full fine-tuning or LoRA (peft). float32 weights; the passes under bfloat16 autocast on a
+  GPU and on a CPU with native bf16 (`precision`), float32 on other CPUs; AdamW's fused
+  kernel on a GPU.
 - Checkpoints every `save_every` steps into `<output>.partial/` (`checkpoint.py`), each
   with the sha256 of its files; running the same command again resumes from the newest
   intact one (a damaged one is passed over with a warning), and a finished run is not
