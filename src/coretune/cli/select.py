@@ -120,8 +120,8 @@ def select(
                                     cache_dir=cache_dir)
     data, x, n_cached, n_encoded = _embed(cfg, data, embedder)
     clusters = stages.fit_clusters(cfg.cluster, b, x)
-    finder = stages.find_targets(finder, b, clusters, data, embedder, x)
-    hits, names = stages.contamination_of(data, cfg.evaluate.sets())
+    finder = stages.find_targets(finder, b, clusters, data, embedder, x, quiet=quiet)
+    hits, names = stages.contamination_of(data, cfg.evaluate.sets(), quiet)
     clean = ~hits.any(axis=1) if decontaminate else None
     result = stages.select_subset(cfg.select, b, data, seed, x, clusters, quiet=quiet,
                                   embedder=embedder, mask=finder.mask_, finder=finder,

@@ -61,19 +61,22 @@ class EvalIndex:
                 hit |= grams.get(g, set())
         return hit
 
-    def overlaps(self, texts: Iterable[str]) -> np.ndarray:
+    def overlaps(self, texts: Iterable[str], quiet: bool = True) -> np.ndarray:
         """bool [rows, sets]: row i shares an n-gram with set j."""
+        from tqdm.auto import tqdm
+
         texts = list(texts)
         out = np.zeros((len(texts), len(self.sets)), dtype=bool)
-        for i, text in enumerate(texts):
+        for i, text in enumerate(tqdm(texts, desc="contamination scan", unit="row",
+                                      disable=quiet, mininterval=1.0)):
             out[i, list(self.match(text))] = True
         return out
 
 
-def pool_overlaps(prompts: Sequence[str], targets: Sequence[str], index: EvalIndex
-                  ) -> np.ndarray:
+def pool_overlaps(prompts: Sequence[str], targets: Sequence[str], index: EvalIndex,
+                  quiet: bool = True) -> np.ndarray:
     """bool [rows, sets] for pool rows (prompt and target both count)."""
-    return index.overlaps(f"{p}\n{t}" for p, t in zip(prompts, targets, strict=True))
+    return index.overlaps((f"{p}\n{t}" for p, t in zip(prompts, targets, strict=True)), quiet)
 
 
 def summary(hits: np.ndarray, sets: Sequence[str], selected: np.ndarray | None = None) -> dict:
@@ -90,7 +93,7 @@ def summary(hits: np.ndarray, sets: Sequence[str], selected: np.ndarray | None =
 
 
 def pool_hits(prompts: Sequence[str], targets: Sequence[str], datasets: Sequence,
-              cache: Path | None = None) -> tuple[np.ndarray, list[str]]:
+              cache: Path | None = None, quiet: bool = True) -> tuple[np.ndarray, list[str]]:
     """bool [rows, sets] of `pool_overlaps` against `datasets` (coretune.data.sources
     Datasets) and the sets' names; read from `cache` (a folder) when it holds this answer."""
     from coretune.io import sha256_file, write_bytes
@@ -106,7 +109,7 @@ def pool_hits(prompts: Sequence[str], targets: Sequence[str], datasets: Sequence
         hits = np.load(path, allow_pickle=False)
         if hits.shape == (len(prompts), len(names)):
             return hits, names
-    hits = pool_overlaps(prompts, targets, EvalIndex.of_datasets(datasets))
+    hits = pool_overlaps(prompts, targets, EvalIndex.of_datasets(datasets), quiet)
     if path is not None:
         buf = io.BytesIO()
         np.save(buf, hits, allow_pickle=False)

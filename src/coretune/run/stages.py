@@ -107,9 +107,21 @@ def fit_clusters(c: ClusterConfig, b: BackendConfig, x: np.ndarray) -> KMeansClu
 
 
 def find_targets(finder: TargetClusters, b: BackendConfig, clusters: KMeansClusters,
-                 pool: Pool, embedder: Embedder, x: np.ndarray) -> TargetClusters:
-    """`finder` fitted; its votes' further clusterings run on the backend."""
-    return finder.fit(clusters, pool, embedder, x, fit_clusters=backend(b).fit_clusters)
+                 pool: Pool, embedder: Embedder, x: np.ndarray, *, quiet: bool = True
+                 ) -> TargetClusters:
+    """`finder` fitted; its votes' further clusterings run on the backend (a progress bar
+    counts them: on a large pool they take minutes)."""
+    from tqdm.auto import tqdm
+
+    fit = backend(b).fit_clusters
+    with tqdm(total=finder.votes - 1, desc="target votes", unit="k-means",
+              disable=quiet or finder.votes < 2) as bar:
+        def counted(*args, **kwargs) -> KMeansClusters:
+            km = fit(*args, **kwargs)
+            bar.update(1)
+            return km
+
+        return finder.fit(clusters, pool, embedder, x, fit_clusters=counted)
 
 
 def select_subset(s: SelectConfig, b: BackendConfig, pool: Pool, seed: int,
@@ -227,11 +239,12 @@ def quality(pool: Pool, result: SelectionResult, x: np.ndarray | None,
     return q
 
 
-def contamination_of(pool: Pool, sets: list) -> tuple[np.ndarray, list[str]]:
+def contamination_of(pool: Pool, sets: list, quiet: bool = True
+                     ) -> tuple[np.ndarray, list[str]]:
     """bool [rows, sets]: the pool rows that share an n-gram with an example of each
     evaluation set (coretune.data.decontam), cached by the rows' text and the sets' files."""
     return decontam.pool_hits(pool.column("prompt"), pool.column("target"), sets,
-                              coretune_cache() / "decontam")
+                              coretune_cache() / "decontam", quiet)
 
 
 def load_target_rows(run: RunLayout, tasks, labels: np.ndarray) -> np.ndarray:
@@ -289,7 +302,8 @@ def target_stage(finder: TargetClusters, e: EmbedConfig, b: BackendConfig, run: 
                  out: Path, quiet: bool) -> dict:
     x, _ = load_embeddings(run.embeddings)
     finder = find_targets(finder, b, KMeansClusters.load(run.stage("cluster")),
-                          load_pool(run.pool_file), make_embedder(e, b, quiet=quiet), x)
+                          load_pool(run.pool_file), make_embedder(e, b, quiet=quiet), x,
+                          quiet=quiet)
     with atomic_path(out / "clusters.parquet") as tmp:
         pq.write_table(finder.table_, tmp)
     with atomic_path(out / "rows.npy") as tmp, open(tmp, "wb") as f:
@@ -307,7 +321,7 @@ def select_stage(s: SelectConfig, finder: TargetClusters | None, e: EmbedConfig,
     `sets`: the evaluation sets whose contamination is counted (and dropped with
     `select.decontaminate`)."""
     pool = load_pool(run.pool_file)
-    hits, names = contamination_of(pool, list(sets)) if sets else (None, [])
+    hits, names = contamination_of(pool, list(sets), quiet) if sets else (None, [])
     clean = ~hits.any(axis=1) if hits is not None and s.decontaminate else None
     x = clusters = mask = embedder = None
     if finder is not None:
