@@ -17,6 +17,7 @@ from coretune.run.layout import SHARED_STAGES, SweepLayout
 from coretune.run.pipeline import plan
 from coretune.run.sweep import expand, point_config, resolve_budgets, spec_of
 from coretune.select import select_rows, split_budget
+from coretune.train.data import NEWER
 
 
 def test_sweep_block_defaults_and_seeds(tmp_path):
@@ -111,7 +112,7 @@ def test_compute_matched_points_train_the_same_full_steps(tmp_path):
         train = {s.name: s for s in plan(pc, layout.point("kcenter", "5").root, 0,
                                          shared=layout.shared)}["train"]
         assert train.config == {**plain.train.model_dump(exclude={"save_every", "log_every",
-                                                                  "full_steps", "precision"}),
+                                                                  *NEWER}),
                                 "seed": 0}
 
 
