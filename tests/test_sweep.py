@@ -596,3 +596,59 @@ def test_method_at_pool_selects_from_the_whole_pool():
     assert (rds.select.method, rds.select.scope) == ("rds", "pool") and rds.needs_clusters
     assert point_config(cfg, "kcenter", "0.5%").select.scope == "target"
     assert SweepLayout(Path("s")).point("random@pool", "0.5%").root.name == "random@pool-0.5pct"
+
+
+@pytest.mark.slow
+def test_a_sweep_split_between_a_selecting_and_a_training_machine(tmp_path, capsys):
+    """--phase select --pack: selections and manifests only; --phase train on the pack runs
+    no stage before training and gives the points the same predictions as one machine."""
+    import pyarrow.parquet as pq
+
+    from coretune.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    here, pack = tmp_path / "sweep", tmp_path / "pack"
+    tiny = ["--budgets", "4,all", "--methods", "kcenter", "-q"]
+
+    def sweep(*args) -> str:
+        main(["sweep", str(cfg), *tiny, *args])
+        return capsys.readouterr().out
+
+    def refused(*args) -> str:
+        with pytest.raises(SystemExit) as e:
+            main(["sweep", str(cfg), *tiny, *args])
+        assert e.value.code == 2
+        return capsys.readouterr().err
+
+    assert "--pack goes with --phase select" in refused("--out", str(here), "--pack", str(pack))
+    assert "no selections here" in refused("--out", str(tmp_path / "empty"), "--phase", "train")
+    assert "unknown phase 'fit'" in refused("--out", str(here), "--phase", "fit")
+    assert not here.exists() and not (tmp_path / "empty").exists()
+    out = sweep("--out", str(here), "--phase", "select", "--pack", str(pack))
+    assert f"selections ready in {pack}" in out and "[train]" not in out
+    assert not (here / "untuned").exists() and not list(here.glob("points/*/seed-0/train"))
+    packed = {p.relative_to(pack).as_posix() for p in pack.rglob("*") if p.is_file()}
+    assert {"config.json", "selections.json", "shared/embed/manifest.json",
+            "points/all/seed-0/select/subset.parquet"} <= packed
+    assert not any(p.endswith((".npy", "pool.parquet")) for p in packed), packed
+    assert "already exists" in refused("--out", str(here), "--phase", "select",
+                                        "--pack", str(pack))
+
+    trained = sweep("--out", str(pack), "--phase", "train")
+    ran = {line.split("[")[-1].split("]")[0] for line in trained.splitlines()
+           if "] running" in line}
+    assert ran == {"train", "evaluate"} and "[shared]" not in trained, trained
+    assert not (pack / "shared/embed/embeddings.npy").exists()
+    doc = json.loads((pack / "sweep.json").read_text())
+    assert [p["label"] for p in doc["points"]] == ["kcenter 4", "all"]
+    assert doc["points"][0]["cost"]["select_seconds"] > 0  # the select machine's seconds
+
+    sweep("--out", str(here))  # the same sweep finished on one machine
+    for point in ("kcenter-4", "all"):
+        one, two = (pq.read_table(d / "points" / point / "seed-0/evaluate/predictions.parquet")
+                    for d in (here, pack))
+        assert one.equals(two), point
+    # a config whose selections differ from the packed ones is refused, not retrained
+    assert "has no selection made with this config" in refused(
+        "--out", str(pack), "--phase", "train", "cluster.k=4")

@@ -38,6 +38,12 @@ def sweep(
     quick: bool = typer.Option(False, "--quick", help="Tiny preset for a demo or a test: "
                                "4 training steps of 2 rows, 8 examples x 1 template per "
                                "eval set, the first seed only (unless --seeds)."),
+    phase: str = typer.Option("all", help="all | select (shared stages and every point's "
+                              "selection, no model) | train (untuned evaluation, training, "
+                              "evaluation and report from a select phase's selections)."),
+    pack: Path = typer.Option(None, "--pack", help="With --phase select: also copy what the "
+                              "train phase reads (configs, selections, manifests; no pool or "
+                              "embeddings) into this new folder, to carry to a GPU machine."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """A config at many budgets, methods and seeds, each paired with the untuned model.
@@ -47,11 +53,21 @@ def sweep(
     method and the training-free predictors.
 
     Resumable: finished stages are skipped, so re-running or adding a budget costs only the
-    new points."""
+    new points.
+
+    On two machines: `--phase select --pack DIR` where the pool and encoder are, then
+    `--phase train --out DIR` with the same config where the GPU is."""
     from coretune.config import load_config, validate
     from coretune.errors import CoretuneError
     from coretune.report.sweep import write_sweep_report
-    from coretune.run.sweep import QUICK, QUICK_STEPS, run_sweep
+    from coretune.run.layout import SweepLayout
+    from coretune.run.sweep import QUICK, QUICK_STEPS, pack as pack_sweep
+    from coretune.run.sweep import run_sweep
+
+    if pack is not None and phase != "select":
+        raise CoretuneError("--pack goes with --phase select", field="pack")
+    if pack is not None and pack.exists():
+        raise CoretuneError("the pack folder already exists; name a new one", path=pack)
 
     if quiet:
         silence_progress_bars()
@@ -72,7 +88,12 @@ def sweep(
     cfg = validate(raw)  # flags are checked like the block: one line naming the value
     folder = out or Path("runs") / f"{cfg.name}-{'quick' if quick else 'sweep'}"
     typer.echo(f"sweep {cfg.name} -> {folder} | evaluation caps: {cfg.evaluate.caps_text()}")
-    md = run_sweep(cfg, folder, quiet, log=typer.echo, report=write_sweep_report)
+    md = run_sweep(cfg, folder, quiet, log=typer.echo, report=write_sweep_report, phase=phase)
+    if md is None:  # the select phase
+        where = pack_sweep(SweepLayout(folder), pack) if pack is not None else folder
+        typer.echo(f"selections ready in {where}: run coretune sweep {config} --phase train "
+                   f"--out {where} (same config and options) where the model trains")
+        return
     typer.echo(md.read_text())
     typer.echo(f"wrote {md}, {md.with_suffix('.json')}, {md.with_suffix('.csv')}, "
                f"{md.with_name('report.html')}")

@@ -9,7 +9,7 @@
 
 A sweep (`coretune sweep`, SweepLayout) shares one set of shared stages between its points:
 
-    <sweep>/config.json, sweep.json, sweep.md, sweep.csv
+    <sweep>/config.json, sweep.json, sweep.md, sweep.csv, selections.json (--phase select)
     <sweep>/shared/<stage>/           pool, embed, [dedup,] cluster, target, computed once
     <sweep>/untuned/seed-0/evaluate/  the untuned model, the reference of every point
     <sweep>/points/<method>-<budget>/ one run folder per point (config.json, seed-N/...)
@@ -167,6 +167,11 @@ class SweepLayout:
         if not (self.points.is_dir() and self.untuned.config.is_file()):
             return []
         return [self.untuned.root, *(c.parent for c in self.points.glob(f"*/{CONFIG_FILE}"))]
+
+    @property
+    def selections(self) -> Path:
+        """Budget -> rows and the points, written by `coretune sweep --phase select`."""
+        return self.root / "selections.json"
 
     def report(self, suffix: str) -> Path:
         return self.root / f"sweep.{suffix}"

@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 from coretune.backends import close_all
 from coretune.config import RunConfig, SweepConfig, check_pool_scope
 from coretune.errors import CoretuneError
-from coretune.io import read_json, write_json
+from coretune.io import atomic_dir, make_dir, read_json, write_json
 from coretune.run import stages
-from coretune.run.layout import SEED_STAGES, SHARED_STAGES, RunLayout, SweepLayout, point_name
+from coretune.run.layout import (CONFIG_FILE, SEED_STAGES, SHARED_STAGES, RunLayout,
+                                 SweepLayout, point_name)
 from coretune.run.lock import run_lock
 from coretune.run.manifest import MANIFEST
 from coretune.run.outputs import check_output_folder, first_missing
@@ -44,6 +45,10 @@ Log = Callable[[str], None]
 # `--quick`: the same sweep, tiny (a demo or a test in minutes, not a result); a
 # compute-matched sweep trains QUICK_STEPS steps too (cli/sweep.py).
 QUICK_STEPS = 4
+# `--phase`: all stages here, or split between a machine that selects and one that trains
+PHASES = ("all", "select", "train")
+PHASE_STAGES = {"select": (*SHARED_STAGES, "select")}
+
 QUICK = [f"train.max_steps={QUICK_STEPS}", "train.batch_size=2", "train.micro_batch_size=",
          "evaluate.max_examples=8", "evaluate.max_templates=1"]
 
@@ -136,10 +141,18 @@ Report = Callable[[SweepLayout, RunConfig, SweepConfig, dict[str, int], list[Poi
 
 
 def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print,
-              report: Report | None = None) -> Path | None:
+              report: Report | None = None, phase: str = "all") -> Path | None:
     """Shared stages, then the budget checks, the untuned evaluation and every point; then
     `report` (`coretune.report.sweep.write_sweep_report`: sweep.json/.md/.csv) while the
-    sweep's folder is still locked. Returns what `report` returns."""
+    sweep's folder is still locked. Returns what `report` returns.
+
+    `phase` splits a sweep between machines: "select" runs the shared stages and every
+    point's selection and writes selections.json (no model is loaded); "train" runs the
+    untuned evaluation, every point's training and evaluation and the report from selections
+    made by a "select" phase (carried with `pack`), never the stages before them."""
+    if phase not in PHASES:
+        raise CoretuneError(f"unknown phase '{phase}' (one of {', '.join(PHASES)})",
+                            field="phase")
     if cfg.untuned:
         raise CoretuneError("a sweep trains every point and evaluates the untuned model "
                             "itself (<sweep>/untuned/); remove untuned: true (or "
@@ -148,10 +161,11 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print,
     check_scope(cfg, spec)
     layout = SweepLayout(out, dedup=cfg.dedup is not None)
     check_output_folder(out, config_inputs(cfg))  # stages may remove their own folders
-    stages.check_evaluate_inputs(cfg.evaluate, cfg.train.model)
+    if phase != "select":
+        stages.check_evaluate_inputs(cfg.evaluate, cfg.train.model)
     made = first_missing(out)
     try:
-        return _sweep(cfg, spec, layout, quiet, log, report)
+        return _sweep(cfg, spec, layout, quiet, log, report, phase)
     except CoretuneError:  # bad input found by the first stage: leave no sweep folder behind
         if made is not None and not any(layout.shared.glob(f"*/{MANIFEST}")):
             shutil.rmtree(made, ignore_errors=True)
@@ -159,37 +173,103 @@ def run_sweep(cfg: RunConfig, out: Path, quiet: bool = False, log: Log = print,
 
 
 def _sweep(cfg: RunConfig, spec: SweepConfig, layout: SweepLayout, quiet: bool,
-           log: Log, report: Report | None) -> Path | None:
+           log: Log, report: Report | None, phase: str) -> Path | None:
     out = layout.root
     with run_lock(out):  # a second sweep on this folder exits 2 naming this pid
         write_json(layout.config, cfg.model_dump())
         try:
-            # the shared stages of a point inside the target (a METHOD@pool point may need
-            # no clusters), so the budget check below sees the target clusters
-            method = next((m for m in spec.methods if "@" not in m), spec.methods[0])
-            first = layout.point(method, spec.budgets[0])
-            for stage in plan(point_config(cfg, method, spec.budgets[0]), first.root,
-                              spec.seeds[0], quiet, shared=layout.shared):
-                if stage.name in SHARED_STAGES:
-                    stage.run(lambda m: log(f"[shared] {m}"))
-            counts = resolve_budgets(spec.budgets, *_shared_sizes(first))
+            counts = (_selected_counts(layout, spec) if phase == "train"
+                      else _shared(cfg, spec, layout, quiet, log))
             points = expand(spec, counts)
-            base = untuned_config(cfg)
-            write_json(layout.untuned.config, base.model_dump())
-            for stage in plan(base, layout.untuned.root, 0, quiet):
-                stage.run(lambda m: log(f"[untuned] {m}"))
+            if phase == "train":
+                _check_selected(cfg, layout, points)
+            if phase == "select":
+                write_json(layout.selections, {"budgets": counts, "points": [
+                    [p.method, p.budget, p.seed] for p in points]})
+            else:
+                base = untuned_config(cfg)
+                write_json(layout.untuned.config, base.model_dump())
+                for stage in plan(base, layout.untuned.root, 0, quiet):
+                    stage.run(lambda m: log(f"[untuned] {m}"))
             for i, p in enumerate(points, 1):
                 _run_point(cfg, layout, p, quiet, lambda m, i=i, p=p: log(
-                    f"[{i}/{len(points)}] {p.label} seed {p.seed}: {m}"))
+                    f"[{i}/{len(points)}] {p.label} seed {p.seed}: {m}"), phase)
         finally:
             close_all()  # embedding actors hold cluster resources
+        if phase == "select":
+            return None
         return report(layout, cfg, spec, counts, points) if report else None
 
 
-def _run_point(cfg: RunConfig, layout: SweepLayout, p: Point, quiet: bool, log: Log) -> None:
+def _shared(cfg: RunConfig, spec: SweepConfig, layout: SweepLayout, quiet: bool,
+            log: Log) -> dict[str, int]:
+    """The shared stages of a point inside the target (a METHOD@pool point may need no
+    clusters), so the budget check sees the target clusters; budget -> rows."""
+    method = next((m for m in spec.methods if "@" not in m), spec.methods[0])
+    first = layout.point(method, spec.budgets[0])
+    for stage in plan(point_config(cfg, method, spec.budgets[0]), first.root,
+                      spec.seeds[0], quiet, shared=layout.shared):
+        if stage.name in SHARED_STAGES:
+            stage.run(lambda m: log(f"[shared] {m}"))
+    return resolve_budgets(spec.budgets, *_shared_sizes(first))
+
+
+def _selected_counts(layout: SweepLayout, spec: SweepConfig) -> dict[str, int]:
+    """budget -> rows as the "select" phase resolved them; every budget asked for must be
+    there (its points' selections are checked point by point)."""
+    if not layout.selections.is_file():
+        raise CoretuneError("no selections here: run this sweep with --phase select first "
+                            "(where the pool and the encoder are) and carry its --pack "
+                            "folder here", path=layout.selections)
+    known = read_json(layout.selections)["budgets"]
+    missing = [b for b in spec.budgets if b not in known]
+    if missing:
+        raise CoretuneError(f"budget(s) {', '.join(missing)} were not selected by the select "
+                            "phase", path=layout.selections, field="sweep.budgets")
+    return {b: int(n) for b, n in known.items() if b in spec.budgets}
+
+
+def _check_selected(cfg: RunConfig, layout: SweepLayout, points: list[Point]) -> None:
+    """Before any work of the "train" phase: every point's selection is there, made with
+    this config (its select stage's key and files match)."""
+    for p in points:
+        select = next(s for s in plan(point_config(cfg, p.method, p.budget),
+                                      layout.point(p.method, p.budget).root, p.seed,
+                                      shared=layout.shared) if s.name == "select")
+        if select.done() is None:
+            raise CoretuneError(f"{p.label} seed {p.seed} has no selection made with this "
+                                "config; run --phase select with it first", path=select.folder)
+
+
+def _run_point(cfg: RunConfig, layout: SweepLayout, p: Point, quiet: bool, log: Log,
+               phase: str = "all") -> None:
     pc = point_config(cfg, p.method, p.budget)
     run = layout.point(p.method, p.budget)
     write_json(run.config, pc.model_dump())
     for stage in plan(pc, run.root, p.seed, quiet, shared=layout.shared):
-        if stage.name in SEED_STAGES or stage.done() is None:  # run_sweep ran the shared ones
+        if phase == "train" and stage.name in PHASE_STAGES["select"]:
+            continue  # _check_selected found its selection
+        if stage.name in SEED_STAGES or stage.done() is None:  # _shared ran the shared ones
             stage.run(log)
+        if phase == "select" and stage.name == "select":
+            return
+
+
+def pack(layout: SweepLayout, dest: Path) -> Path:
+    """Copy what the "train" phase reads into the new folder `dest`: the sweep's and points'
+    configs, selections.json, every point's select folder and the shared stages' manifests
+    (their seconds go into the cost table); not the pool, embeddings or clusters."""
+    if not layout.selections.is_file():
+        raise CoretuneError("nothing to pack: the select phase has not finished here",
+                            path=layout.selections)
+    if dest.exists():
+        raise CoretuneError("the pack folder already exists; name a new one", path=dest)
+    files = [layout.config, layout.selections, *layout.shared.glob(f"*/{MANIFEST}"),
+             *layout.points.glob(f"*/{CONFIG_FILE}"),
+             *(f for f in layout.points.glob("*/seed-*/select/**/*") if f.is_file())]
+    with atomic_dir(dest) as tmp:
+        for f in files:
+            target = tmp / f.relative_to(layout.root)
+            make_dir(target.parent)
+            shutil.copy2(f, target)
+    return dest
