@@ -109,3 +109,16 @@ def test_marker_block_and_missing_marker(readme_results, tmp_path):
     with pytest.raises(SystemExit, match="no results markers"):
         readme_results.main([str(tmp_path / "t")])
     assert (tmp_path / "docs/results.md").read_text() == before
+
+
+def test_readme_headline_is_the_committed_sweep():
+    """The README's headline is what readme_results.py writes from the sweep.json kept under
+    benchmarks/results/laptop_sweep/, not typed by hand."""
+    spec = importlib.util.spec_from_file_location("readme_results",
+                                                  ROOT / "scripts/readme_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    doc = json.loads((ROOT / "benchmarks/results/laptop_sweep/sweep.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- headline:start (generated) -->\n")[1].split("<!-- headline:end")[0]
+    assert block == mod.headline_block(doc).strip() + "\n"
