@@ -47,7 +47,7 @@ Log = Callable[[str], None]
 QUICK_STEPS = 4
 # `--phase`: all stages here, or split between a machine that selects and one that trains
 PHASES = ("all", "select", "train")
-PHASE_STAGES = {"select": (*SHARED_STAGES, "select")}
+SELECT_STAGES = (*SHARED_STAGES, "select")  # what the select phase runs
 
 QUICK = [f"train.max_steps={QUICK_STEPS}", "train.batch_size=2", "train.micro_batch_size=",
          "evaluate.max_examples=8", "evaluate.max_templates=1"]
@@ -247,7 +247,7 @@ def _run_point(cfg: RunConfig, layout: SweepLayout, p: Point, quiet: bool, log: 
     run = layout.point(p.method, p.budget)
     write_json(run.config, pc.model_dump())
     for stage in plan(pc, run.root, p.seed, quiet, shared=layout.shared):
-        if phase == "train" and stage.name in PHASE_STAGES["select"]:
+        if phase == "train" and stage.name in SELECT_STAGES:
             continue  # _check_selected found its selection
         if stage.name in SEED_STAGES or stage.done() is None:  # _shared ran the shared ones
             stage.run(log)
