@@ -170,7 +170,7 @@ class SweepLayout:
 
     @property
     def selections(self) -> Path:
-        """Budget -> rows and the points, written by `coretune sweep --phase select`."""
+        """Budget -> rows, written by `coretune sweep --phase select` once every selection is made."""
         return self.root / "selections.json"
 
     def report(self, suffix: str) -> Path:

@@ -183,10 +183,7 @@ def _sweep(cfg: RunConfig, spec: SweepConfig, layout: SweepLayout, quiet: bool,
             points = expand(spec, counts)
             if phase == "train":
                 _check_selected(cfg, layout, points)
-            if phase == "select":
-                write_json(layout.selections, {"budgets": counts, "points": [
-                    [p.method, p.budget, p.seed] for p in points]})
-            else:
+            if phase != "select":
                 base = untuned_config(cfg)
                 write_json(layout.untuned.config, base.model_dump())
                 for stage in plan(base, layout.untuned.root, 0, quiet):
@@ -194,6 +191,8 @@ def _sweep(cfg: RunConfig, spec: SweepConfig, layout: SweepLayout, quiet: bool,
             for i, p in enumerate(points, 1):
                 _run_point(cfg, layout, p, quiet, lambda m, i=i, p=p: log(
                     f"[{i}/{len(points)}] {p.label} seed {p.seed}: {m}"), phase)
+            if phase == "select":  # written last: it says every selection finished
+                write_json(layout.selections, {"budgets": counts})
         finally:
             close_all()  # embedding actors hold cluster resources
         if phase == "select":
